@@ -1,0 +1,645 @@
+//! The TOML configuration (SPEC §4): parsed with serde, then validated into typed settings.
+//!
+//! Every problem is reported as `file:line:column: message`. Unknown keys are errors, because a typo
+//! must never silently drop a scope. [`Config::from_toml`] is the testable core; [`Config::load`]
+//! adds the file system.
+
+mod raw;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use toml::Spanned;
+use zeroize::Zeroizing;
+
+use crate::scope::{HostPattern, MAX_ALLOWED_HOSTS, normalize_host};
+use crate::secret::Secret;
+use crate::vault::{
+    self, Auth, BearerAuth, Credential, EnvVarAuth, Injection, Metadata, Networking, OauthAuth,
+    OauthRefresh, TokenEndpointAuth, Vault,
+};
+
+pub use raw::{MitmMode, OutOfScope};
+
+/// The default config path of `keyswap run`, relative to the working directory.
+pub const DEFAULT_PATH: &str = "config/keyswap.toml";
+
+/// Metadata limits shared with the admin API.
+pub const MAX_METADATA_PAIRS: usize = 16;
+pub const MAX_METADATA_KEY: usize = 64;
+pub const MAX_METADATA_VALUE: usize = 512;
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from; `None` for the embedded defaults.
+    pub source: Option<PathBuf>,
+    pub proxy: ProxySettings,
+    pub admin: AdminSettings,
+    pub tls: TlsSettings,
+    pub upstream: UpstreamSettings,
+    pub limits: Limits,
+    pub vaults: Vec<Vault>,
+    pub sessions: Vec<Session>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub listen: SocketAddr,
+    pub block_private_addresses: bool,
+    pub allow_private_cidrs: Vec<IpNet>,
+    pub substitute_over_plain_http: bool,
+    pub mitm: MitmMode,
+    pub out_of_scope_placeholder: OutOfScope,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+    pub api_key_env: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    pub ca_cert: PathBuf,
+    pub ca_key: PathBuf,
+    pub upstream_ca_files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamSettings {
+    /// Static DNS overrides, keyed by normalised host.
+    pub resolve: HashMap<String, IpAddr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub upstream_connect_timeout: Duration,
+    pub upstream_response_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+/// One sandbox's identity at the proxy (SPEC §1).
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id: String,
+    pub vault_ids: Vec<String>,
+    pub proxy_token_env: Option<String>,
+    pub network: Networking,
+}
+
+/// One problem in a configuration file, with its position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+    }
+}
+
+/// Every problem found in one configuration, in file order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError { file: name.clone(), line: 1, column: 1, message: format!("cannot read: {e}") }])
+        })?;
+        // SECURITY: the text may hold literal secrets; wipe it once parsed.
+        let text = Zeroizing::new(text);
+        let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
+        let mut config = Config::from_toml(&text, &name, &base)?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// The embedded defaults: no credentials, default listeners, `certs/` in the working directory.
+    pub fn embedded_defaults() -> Config {
+        match Config::from_toml("", "<embedded defaults>", Path::new("")) {
+            Ok(config) => config,
+            Err(e) => unreachable!("the embedded defaults are valid: {e}"),
+        }
+    }
+
+    /// Parses and validates TOML text. `file` names it in errors; relative paths resolve against `base`.
+    pub fn from_toml(text: &str, file: &str, base: &Path) -> Result<Config, ConfigErrors> {
+        let mut v = Validator { text, file, base, errors: Vec::new() };
+        let raw: raw::RawConfig = match toml::from_str(text) {
+            Ok(raw) => raw,
+            Err(e) => {
+                v.error(e.span().unwrap_or(0..0), e.message().trim_end().to_string());
+                return Err(ConfigErrors(v.errors));
+            }
+        };
+        let config = v.config(raw);
+        if v.errors.is_empty() {
+            Ok(config)
+        } else {
+            v.errors.sort_by_key(|e| (e.line, e.column));
+            Err(ConfigErrors(v.errors))
+        }
+    }
+
+    /// Every credential of every vault.
+    pub fn credentials(&self) -> impl Iterator<Item = &Credential> {
+        self.vaults.iter().flat_map(|v| v.credentials.iter())
+    }
+}
+
+/// Turns the raw, spanned document into a [`Config`], collecting every error on the way.
+struct Validator<'a> {
+    text: &'a str,
+    file: &'a str,
+    base: &'a Path,
+    errors: Vec<ConfigError>,
+}
+
+impl Validator<'_> {
+    fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let (line, column) = line_column(self.text, span.start);
+        self.errors.push(ConfigError { file: self.file.to_string(), line, column, message: message.into() });
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.base.join(p)
+    }
+
+    fn socket_addr(&mut self, s: &Spanned<String>) -> Option<SocketAddr> {
+        match s.get_ref().parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.error(s.span(), format!("`{}` is not an address like `127.0.0.1:8080`", s.get_ref()));
+                None
+            }
+        }
+    }
+
+    fn config(&mut self, raw: raw::RawConfig) -> Config {
+        let proxy = self.proxy(raw.proxy);
+        let admin = self.admin(raw.admin);
+        if admin.listen == proxy.listen && proxy.listen.port() != 0 {
+            self.error(0..0, "[admin] listen and [proxy] listen must differ");
+        }
+        let tls = TlsSettings {
+            ca_cert: self.path(&raw.tls.ca_cert),
+            ca_key: self.path(&raw.tls.ca_key),
+            upstream_ca_files: raw.tls.upstream_ca_files.iter().map(|p| self.path(p)).collect(),
+        };
+        let upstream = self.upstream(raw.upstream);
+        let limits = self.limits(raw.limits);
+        let vaults = self.vaults(raw.vaults);
+        let sessions = self.sessions(raw.sessions, &vaults);
+        Config { source: None, proxy, admin, tls, upstream, limits, vaults, sessions }
+    }
+
+    fn proxy(&mut self, raw: raw::RawProxy) -> ProxySettings {
+        let listen = raw.listen.as_ref().and_then(|l| self.socket_addr(l)).unwrap_or(raw::DEFAULT_PROXY_LISTEN);
+        let mut cidrs = Vec::new();
+        for c in &raw.allow_private_cidrs {
+            match c.get_ref().parse::<IpNet>() {
+                Ok(net) => cidrs.push(net.trunc()),
+                Err(_) => self.error(c.span(), format!("`{}` is not a CIDR range like `10.1.2.0/24`", c.get_ref())),
+            }
+        }
+        ProxySettings {
+            listen,
+            block_private_addresses: raw.block_private_addresses,
+            allow_private_cidrs: cidrs,
+            substitute_over_plain_http: raw.substitute_over_plain_http,
+            mitm: raw.mitm,
+            out_of_scope_placeholder: raw.out_of_scope_placeholder,
+        }
+    }
+
+    fn admin(&mut self, raw: raw::RawAdmin) -> AdminSettings {
+        let listen = raw.listen.as_ref().and_then(|l| self.socket_addr(l)).unwrap_or(raw::DEFAULT_ADMIN_LISTEN);
+        if !vault::is_valid_secret_name(raw.api_key_env.get_ref()) {
+            self.error(raw.api_key_env.span(), "api_key_env must be an environment variable name");
+        }
+        AdminSettings { listen, api_key_env: raw.api_key_env.into_inner() }
+    }
+
+    fn upstream(&mut self, raw: raw::RawUpstream) -> UpstreamSettings {
+        let mut resolve = HashMap::new();
+        for (host, ip) in raw.resolve {
+            match ip.get_ref().parse::<IpAddr>() {
+                Ok(addr) => {
+                    resolve.insert(normalize_host(&host), addr);
+                }
+                Err(_) => self.error(ip.span(), format!("`{}` is not an IP address", ip.get_ref())),
+            }
+        }
+        UpstreamSettings { resolve }
+    }
+
+    fn limits(&mut self, raw: raw::RawLimits) -> Limits {
+        let secs = Duration::from_secs;
+        Limits {
+            max_header_bytes: raw.max_header_bytes,
+            max_headers: raw.max_headers,
+            header_read_timeout: secs(raw.header_read_timeout_secs),
+            idle_timeout: secs(raw.idle_timeout_secs),
+            max_connections: raw.max_connections.max(1),
+            upstream_connect_timeout: secs(raw.upstream_connect_timeout_secs),
+            upstream_response_timeout: secs(raw.upstream_response_timeout_secs),
+            shutdown_grace: secs(raw.shutdown_grace_secs),
+        }
+    }
+
+    fn vaults(&mut self, raws: Vec<Spanned<raw::RawVault>>) -> Vec<Vault> {
+        let mut vault_ids = HashSet::new();
+        let mut credential_ids = HashSet::new();
+        let mut placeholders: HashMap<String, ()> = HashMap::new();
+        let mut vaults = Vec::new();
+        for raw in raws {
+            let raw = raw.into_inner();
+            let id = raw.id.get_ref().clone();
+            if !is_valid_id(&id, "vlt_") {
+                self.error(raw.id.span(), format!("vault id `{id}` must be `vlt_` followed by letters, digits or `_`"));
+            } else if !vault_ids.insert(id.clone()) {
+                self.error(raw.id.span(), format!("vault id `{id}` is used twice"));
+            }
+            let display_name = raw.display_name.map(|d| self.display_name(d));
+            let metadata = self.metadata(raw.metadata);
+            let mut credentials = Vec::new();
+            for c in raw.credentials {
+                let c_span = c.span();
+                let c = c.into_inner();
+                let cid = c.id.get_ref().clone();
+                if !is_valid_id(&cid, "vcrd_") {
+                    self.error(c.id.span(), format!("credential id `{cid}` must be `vcrd_` followed by letters, digits or `_`"));
+                } else if !credential_ids.insert(cid.clone()) {
+                    self.error(c.id.span(), format!("credential id `{cid}` is used twice"));
+                }
+                let display_name = c.display_name.map(|d| self.display_name(d));
+                let metadata = self.metadata(c.metadata);
+                let placeholder_span = c.auth.get_ref().placeholder.as_ref().map(Spanned::span);
+                let Some(auth) = self.auth(&cid, c.auth, c_span.clone()) else { continue };
+                if let Auth::EnvironmentVariable(env) = &auth
+                    && placeholders.insert(env.placeholder.clone(), ()).is_some()
+                {
+                    let span = placeholder_span.unwrap_or_else(|| c_span.clone());
+                    self.error(span, format!("placeholder `{}` is already used by another credential", env.placeholder));
+                }
+                credentials.push(Credential {
+                    id: cid,
+                    vault_id: id.clone(),
+                    display_name,
+                    metadata,
+                    archived: c.archived,
+                    auth,
+                });
+            }
+            vaults.push(Vault { id, display_name, metadata, credentials });
+        }
+        vaults
+    }
+
+    fn display_name(&mut self, d: Spanned<String>) -> String {
+        let n = d.get_ref().chars().count();
+        if !(1..=255).contains(&n) {
+            self.error(d.span(), "display_name must be 1 to 255 characters");
+        }
+        d.into_inner()
+    }
+
+    fn metadata(&mut self, raw: Option<Spanned<BTreeMap<String, String>>>) -> Metadata {
+        let Some(raw) = raw else { return Metadata::new() };
+        let span = raw.span();
+        let map = raw.into_inner();
+        if map.len() > MAX_METADATA_PAIRS {
+            self.error(span.clone(), format!("metadata holds at most {MAX_METADATA_PAIRS} pairs"));
+        }
+        for (k, v) in &map {
+            if k.chars().count() > MAX_METADATA_KEY || k.is_empty() {
+                self.error(span.clone(), format!("metadata key `{k}` must be 1 to {MAX_METADATA_KEY} characters"));
+            }
+            if v.chars().count() > MAX_METADATA_VALUE {
+                self.error(span.clone(), format!("metadata value of `{k}` is longer than {MAX_METADATA_VALUE} characters"));
+            }
+        }
+        map
+    }
+
+    fn auth(&mut self, credential_id: &str, raw: Spanned<raw::RawAuth>, outer: Range<usize>) -> Option<Auth> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let Some(kind) = raw.r#type.as_ref() else {
+            self.error(outer, "credential is missing `auth.type`");
+            return None;
+        };
+        let kind_span = kind.span();
+        let allowed: &[&str] = match kind.get_ref().as_str() {
+            "environment_variable" => &[
+                "secret_name", "secret_value", "secret_value_env", "secret_value_file", "networking",
+                "injection_location", "placeholder",
+            ],
+            "static_bearer" => &["mcp_server_url", "token", "token_env", "token_file"],
+            "mcp_oauth" => &["mcp_server_url", "access_token", "access_token_env", "access_token_file", "expires_at", "refresh"],
+            other => {
+                self.error(kind_span, format!("unknown auth.type `{other}`: use environment_variable, static_bearer or mcp_oauth"));
+                return None;
+            }
+        };
+        for (key, key_span) in raw.present_keys() {
+            if !allowed.contains(&key) {
+                self.error(key_span, format!("`{key}` does not belong to a `{}` credential", kind.get_ref()));
+            }
+        }
+        match kind.get_ref().as_str() {
+            "environment_variable" => self.env_var_auth(credential_id, raw, span).map(Auth::EnvironmentVariable),
+            "static_bearer" => {
+                let mcp_server_url = self.mcp_url(raw.mcp_server_url, span.clone())?;
+                let token = self.secret_source("token", raw.token, raw.token_env, raw.token_file, span)?;
+                Some(Auth::StaticBearer(BearerAuth { mcp_server_url, token }))
+            }
+            _ => {
+                let mcp_server_url = self.mcp_url(raw.mcp_server_url, span.clone())?;
+                let access_token = self.secret_source(
+                    "access_token", raw.access_token, raw.access_token_env, raw.access_token_file, span,
+                )?;
+                let refresh = match raw.refresh {
+                    Some(r) => Some(self.refresh(r)?),
+                    None => None,
+                };
+                Some(Auth::McpOauth(OauthAuth {
+                    mcp_server_url,
+                    access_token,
+                    expires_at: raw.expires_at.map(Spanned::into_inner),
+                    refresh,
+                }))
+            }
+        }
+    }
+
+    fn env_var_auth(&mut self, credential_id: &str, raw: raw::RawAuth, span: Range<usize>) -> Option<EnvVarAuth> {
+        let secret_name = match raw.secret_name {
+            Some(name) if vault::is_valid_secret_name(name.get_ref()) => name.into_inner(),
+            Some(name) => {
+                self.error(name.span(), format!("secret_name `{}` must match ^[A-Za-z_][A-Za-z0-9_]*$", name.get_ref()));
+                return None;
+            }
+            None => {
+                self.error(span, "environment_variable credential is missing `auth.secret_name`");
+                return None;
+            }
+        };
+        let secret = self.secret_source("secret_value", raw.secret_value, raw.secret_value_env, raw.secret_value_file, span.clone());
+        let networking = match raw.networking {
+            Some(n) => self.networking(n),
+            None => {
+                self.error(span, "environment_variable credential is missing `auth.networking`");
+                None
+            }
+        };
+        let injection = match raw.injection_location {
+            Some(i) => {
+                let s = i.span();
+                let i = i.into_inner();
+                let injection = Injection {
+                    header: i.header.unwrap_or(true),
+                    body: i.body.unwrap_or(false),
+                    query: i.query.unwrap_or(false),
+                };
+                if !(injection.header || injection.body || injection.query) {
+                    self.error(s, "injection_location must keep at least one of header, body, query true");
+                }
+                injection
+            }
+            None => Injection::default(),
+        };
+        let placeholder = match raw.placeholder {
+            Some(p) if vault::is_valid_placeholder(p.get_ref()) => p.into_inner(),
+            Some(p) => {
+                self.error(p.span(), "placeholder must be 8 to 256 characters from [A-Za-z0-9._~-]");
+                return None;
+            }
+            None => vault::default_placeholder(credential_id),
+        };
+        Some(EnvVarAuth { secret_name, secret: secret?, networking: networking?, injection, placeholder })
+    }
+
+    fn networking(&mut self, raw: Spanned<raw::RawNetworking>) -> Option<Networking> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        match (raw.r#type.get_ref().as_str(), raw.allowed_hosts) {
+            ("unrestricted", None) => Some(Networking::Unrestricted),
+            ("unrestricted", Some(h)) => {
+                self.error(h.span(), "allowed_hosts only goes with networking type \"limited\"");
+                None
+            }
+            ("limited", Some(hosts)) => self.allowed_hosts(hosts),
+            ("limited", None) => {
+                self.error(span, "networking type \"limited\" needs `allowed_hosts`");
+                None
+            }
+            (other, _) => {
+                self.error(raw.r#type.span(), format!("unknown networking type `{other}`: use \"unrestricted\" or \"limited\""));
+                None
+            }
+        }
+    }
+
+    fn allowed_hosts(&mut self, hosts: Spanned<Vec<Spanned<String>>>) -> Option<Networking> {
+        let before = self.errors.len();
+        if hosts.get_ref().len() > MAX_ALLOWED_HOSTS {
+            self.error(hosts.span(), format!("allowed_hosts holds at most {MAX_ALLOWED_HOSTS} entries, found {}", hosts.get_ref().len()));
+        }
+        if hosts.get_ref().is_empty() {
+            self.error(hosts.span(), "allowed_hosts must name at least one host");
+        }
+        let mut allowed_hosts = Vec::new();
+        let mut patterns = Vec::new();
+        for h in hosts.into_inner() {
+            match HostPattern::parse(h.get_ref()) {
+                Ok(p) => {
+                    patterns.push(p);
+                    allowed_hosts.push(h.into_inner());
+                }
+                Err(e) => self.error(h.span(), e.to_string()),
+            }
+        }
+        (self.errors.len() == before).then_some(Networking::Limited { allowed_hosts, patterns })
+    }
+
+    /// Exactly one of a literal value, an environment variable or a file.
+    fn secret_source(
+        &mut self,
+        what: &str,
+        literal: Option<Spanned<String>>,
+        env: Option<Spanned<String>>,
+        file: Option<Spanned<String>>,
+        span: Range<usize>,
+    ) -> Option<Secret> {
+        let count = literal.is_some() as u8 + env.is_some() as u8 + file.is_some() as u8;
+        if count != 1 {
+            self.error(span, format!("give exactly one of `{what}`, `{what}_env`, `{what}_file`"));
+            return None;
+        }
+        let (value, span) = if let Some(l) = literal {
+            let span = l.span();
+            (l.into_inner(), span)
+        } else if let Some(e) = env {
+            match std::env::var(e.get_ref()) {
+                Ok(v) => (v, e.span()),
+                Err(_) => {
+                    self.error(e.span(), format!("environment variable `{}` is not set", e.get_ref()));
+                    return None;
+                }
+            }
+        } else {
+            let f = file?;
+            let path = self.path(f.get_ref());
+            match std::fs::read_to_string(&path) {
+                // A file written by `echo` ends in a newline that is not part of the secret.
+                Ok(v) => (strip_one_newline(v), f.span()),
+                Err(e) => {
+                    self.error(f.span(), format!("cannot read `{}`: {e}", path.display()));
+                    return None;
+                }
+            }
+        };
+        let value = Zeroizing::new(value);
+        if value.is_empty() {
+            self.error(span, format!("`{what}` is empty"));
+            return None;
+        }
+        if value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+            self.error(span, format!("`{what}` contains control characters (CR, LF, NUL…), which no HTTP header can carry"));
+            return None;
+        }
+        Some(Secret::new(value.as_bytes()))
+    }
+
+    fn mcp_url(&mut self, url: Option<Spanned<String>>, span: Range<usize>) -> Option<String> {
+        let Some(url) = url else {
+            self.error(span, "credential is missing `auth.mcp_server_url`");
+            return None;
+        };
+        match url.get_ref().parse::<http::Uri>() {
+            Ok(u) if u.scheme_str() == Some("https") && u.host().is_some() => Some(url.into_inner()),
+            _ => {
+                self.error(url.span(), "mcp_server_url must be an https:// URL");
+                None
+            }
+        }
+    }
+
+    fn refresh(&mut self, raw: Spanned<raw::RawRefresh>) -> Option<OauthRefresh> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let refresh_token = self.secret_source("refresh_token", raw.refresh_token, raw.refresh_token_env, None, span.clone());
+        let secret = |v: &mut Self| v.secret_source("client_secret", raw.client_secret.clone(), raw.client_secret_env.clone(), None, span.clone());
+        let token_endpoint_auth = match raw.token_endpoint_auth.as_ref().map(|s| s.get_ref().as_str()) {
+            None | Some("none") => TokenEndpointAuth::None,
+            Some("client_secret_basic") => TokenEndpointAuth::ClientSecretBasic(secret(self)?),
+            Some("client_secret_post") => TokenEndpointAuth::ClientSecretPost(secret(self)?),
+            Some(other) => {
+                let s = raw.token_endpoint_auth.as_ref().map(|s| s.span()).unwrap_or(span);
+                self.error(s, format!("unknown token_endpoint_auth `{other}`: use none, client_secret_basic or client_secret_post"));
+                return None;
+            }
+        };
+        Some(OauthRefresh {
+            client_id: raw.client_id.into_inner(),
+            refresh_token: refresh_token?,
+            token_endpoint: raw.token_endpoint.into_inner(),
+            token_endpoint_auth,
+            scope: raw.scope,
+            resource: raw.resource,
+        })
+    }
+
+    fn sessions(&mut self, raws: Vec<Spanned<raw::RawSession>>, vaults: &[Vault]) -> Vec<Session> {
+        let mut ids = HashSet::new();
+        let mut sessions = Vec::new();
+        for raw in raws {
+            let raw = raw.into_inner();
+            if !ids.insert(raw.id.get_ref().clone()) {
+                self.error(raw.id.span(), format!("session id `{}` is used twice", raw.id.get_ref()));
+            }
+            for v in &raw.vault_ids {
+                if !vaults.iter().any(|vault| &vault.id == v.get_ref()) {
+                    self.error(v.span(), format!("no vault has id `{}`", v.get_ref()));
+                }
+            }
+            let network = match raw.network {
+                Some(n) => self.networking(n),
+                None => Some(Networking::Unrestricted),
+            };
+            sessions.push(Session {
+                id: raw.id.into_inner(),
+                vault_ids: raw.vault_ids.into_iter().map(Spanned::into_inner).collect(),
+                proxy_token_env: raw.proxy_token_env,
+                network: network.unwrap_or(Networking::Unrestricted),
+            });
+        }
+        sessions
+    }
+}
+
+/// `prefix` followed by 1–64 letters, digits or `_`.
+fn is_valid_id(id: &str, prefix: &str) -> bool {
+    id.strip_prefix(prefix)
+        .is_some_and(|rest| (1..=64).contains(&rest.len()) && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+}
+
+fn strip_one_newline(mut s: String) -> String {
+    if s.ends_with('\n') {
+        s.pop();
+        if s.ends_with('\r') {
+            s.pop();
+        }
+    }
+    s
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..floor_char_boundary(text, offset)];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+fn floor_char_boundary(text: &str, mut i: usize) -> usize {
+    while !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+#[cfg(test)]
+mod tests;
