@@ -560,16 +560,9 @@ impl Validator<'_> {
         let span = raw.span();
         let raw = raw.into_inner();
         let refresh_token = self.secret_source("refresh_token", raw.refresh_token, raw.refresh_token_env, None, span.clone());
-        let secret = |v: &mut Self| v.secret_source("client_secret", raw.client_secret.clone(), raw.client_secret_env.clone(), None, span.clone());
-        let token_endpoint_auth = match raw.token_endpoint_auth.as_ref().map(|s| s.get_ref().as_str()) {
-            None | Some("none") => TokenEndpointAuth::None,
-            Some("client_secret_basic") => TokenEndpointAuth::ClientSecretBasic(secret(self)?),
-            Some("client_secret_post") => TokenEndpointAuth::ClientSecretPost(secret(self)?),
-            Some(other) => {
-                let s = raw.token_endpoint_auth.as_ref().map(|s| s.span()).unwrap_or(span);
-                self.error(s, format!("unknown token_endpoint_auth `{other}`: use none, client_secret_basic or client_secret_post"));
-                return None;
-            }
+        let token_endpoint_auth = match raw.token_endpoint_auth {
+            None => TokenEndpointAuth::None,
+            Some(a) => self.token_endpoint_auth(a)?,
         };
         Some(OauthRefresh {
             client_id: raw.client_id.into_inner(),
@@ -578,6 +571,25 @@ impl Validator<'_> {
             token_endpoint_auth,
             scope: raw.scope,
             resource: raw.resource,
+        })
+    }
+
+    fn token_endpoint_auth(&mut self, raw: Spanned<raw::RawTokenEndpointAuth>) -> Option<TokenEndpointAuth> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let kind = raw.r#type.get_ref().as_str();
+        if kind == "none" {
+            return Some(TokenEndpointAuth::None);
+        }
+        if !matches!(kind, "client_secret_basic" | "client_secret_post") {
+            self.error(raw.r#type.span(), format!("unknown token_endpoint_auth type `{kind}`: use none, client_secret_basic or client_secret_post"));
+            return None;
+        }
+        let secret = self.secret_source("client_secret", raw.client_secret, raw.client_secret_env, None, span)?;
+        Some(if kind == "client_secret_basic" {
+            TokenEndpointAuth::ClientSecretBasic(secret)
+        } else {
+            TokenEndpointAuth::ClientSecretPost(secret)
         })
     }
 

@@ -5,4 +5,6 @@
 pub mod config;
 pub mod scope;
 pub mod secret;
+pub mod store;
+pub mod substitute;
 pub mod vault;

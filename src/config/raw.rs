@@ -235,11 +235,18 @@ pub struct RawRefresh {
     pub refresh_token: Option<Spanned<String>>,
     pub refresh_token_env: Option<Spanned<String>>,
     pub token_endpoint: Spanned<String>,
-    pub token_endpoint_auth: Option<Spanned<String>>,
-    pub client_secret: Option<Spanned<String>>,
-    pub client_secret_env: Option<Spanned<String>>,
+    pub token_endpoint_auth: Option<Spanned<RawTokenEndpointAuth>>,
     pub scope: Option<String>,
     pub resource: Option<String>,
+}
+
+/// `{ type = "none" | "client_secret_basic" | "client_secret_post", client_secret = "…" }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTokenEndpointAuth {
+    pub r#type: Spanned<String>,
+    pub client_secret: Option<Spanned<String>>,
+    pub client_secret_env: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -175,7 +175,7 @@ fn fields_of_another_type_are_errors() {
 
 #[test]
 fn static_bearer_and_oauth_are_read() {
-    let text = "[[vaults]]\nid = \"vlt_a\"\n[[vaults.credentials]]\nid = \"vcrd_a\"\nauth = { type = \"static_bearer\", mcp_server_url = \"https://mcp.example.com/mcp\", token = \"t\" }\n[[vaults.credentials]]\nid = \"vcrd_b\"\nauth = { type = \"mcp_oauth\", mcp_server_url = \"https://mcp.example.com/\", access_token = \"a\", expires_at = \"2030-01-01T00:00:00Z\", refresh = { client_id = \"c\", refresh_token = \"r\", token_endpoint = \"https://auth.example.com/token\", token_endpoint_auth = \"none\" } }\n";
+    let text = "[[vaults]]\nid = \"vlt_a\"\n[[vaults.credentials]]\nid = \"vcrd_a\"\nauth = { type = \"static_bearer\", mcp_server_url = \"https://mcp.example.com/mcp\", token = \"t\" }\n[[vaults.credentials]]\nid = \"vcrd_b\"\nauth = { type = \"mcp_oauth\", mcp_server_url = \"https://mcp.example.com/\", access_token = \"a\", expires_at = \"2030-01-01T00:00:00Z\", refresh = { client_id = \"c\", refresh_token = \"r\", token_endpoint = \"https://auth.example.com/token\", token_endpoint_auth = { type = \"client_secret_post\", client_secret = \"cs\" } } }\n";
     let c = parse(text).unwrap();
     let kinds: Vec<_> = c.credentials().map(|c| c.auth.type_name()).collect();
     assert_eq!(kinds, ["static_bearer", "mcp_oauth"]);

@@ -1,0 +1,203 @@
+//! The immutable snapshot the request path reads: every environment_variable credential with its
+//! compiled scope, and one multi-pattern searcher over all placeholders.
+//!
+//! A store is built whole from a validated [`Config`] and never mutated; a reload builds a new one
+//! and swaps it in (see [`StoreHandle`]), so a request that holds an `Arc<Store>` sees one
+//! generation from start to end.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use arc_swap::ArcSwap;
+
+use crate::config::Config;
+use crate::scope::HostPattern;
+use crate::secret::Secret;
+use crate::vault::{Auth, Injection, Networking};
+
+/// One placeholder the proxy looks for, and everything needed to decide what to do with it.
+#[derive(Debug)]
+pub struct Entry {
+    pub credential_id: String,
+    pub vault_id: String,
+    pub placeholder: String,
+    pub secret: Secret,
+    pub networking: Networking,
+    pub injection: Injection,
+    pub archived: bool,
+}
+
+/// A compiled, immutable view of the credentials.
+#[derive(Debug)]
+pub struct Store {
+    pub generation: u64,
+    /// Indexed by the searcher's pattern id.
+    entries: Vec<Entry>,
+    /// Leftmost-longest, so a placeholder that is a prefix of another never cuts the longer one.
+    searcher: Option<AhoCorasick>,
+    /// Hosts named exactly by some live credential.
+    exact_hosts: HashMap<String, ()>,
+    /// Suffixes (`.example.com`) of `*.` entries of some live credential.
+    suffixes: HashMap<String, ()>,
+    /// Whether some live credential is unrestricted.
+    any_unrestricted: bool,
+}
+
+/// The store failed to compile its searcher (only possible with pathological pattern sets).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the placeholder searcher: {0}")]
+pub struct BuildError(#[from] aho_corasick::BuildError);
+
+impl Store {
+    /// Compiles the credentials of `config` into a store of the given generation.
+    pub fn build(config: &Config, generation: u64) -> Result<Store, BuildError> {
+        let mut entries = Vec::new();
+        for credential in config.credentials() {
+            let Auth::EnvironmentVariable(env) = &credential.auth else { continue };
+            entries.push(Entry {
+                credential_id: credential.id.clone(),
+                vault_id: credential.vault_id.clone(),
+                placeholder: env.placeholder.clone(),
+                secret: env.secret.clone(),
+                networking: env.networking.clone(),
+                injection: env.injection,
+                archived: credential.archived,
+            });
+        }
+        let searcher = if entries.is_empty() {
+            None
+        } else {
+            let patterns = entries.iter().map(|e| e.placeholder.as_bytes());
+            Some(AhoCorasick::builder().match_kind(MatchKind::LeftmostLongest).build(patterns)?)
+        };
+        let mut exact_hosts = HashMap::new();
+        let mut suffixes = HashMap::new();
+        let mut any_unrestricted = false;
+        for entry in entries.iter().filter(|e| !e.archived) {
+            match &entry.networking {
+                Networking::Unrestricted => any_unrestricted = true,
+                Networking::Limited { patterns, .. } => {
+                    for p in patterns {
+                        match p {
+                            HostPattern::Exact(h) => exact_hosts.insert(h.clone(), ()),
+                            HostPattern::Subdomains(s) => suffixes.insert(s.clone(), ()),
+                        };
+                    }
+                }
+            }
+        }
+        Ok(Store { generation, entries, searcher, exact_hosts, suffixes, any_unrestricted })
+    }
+
+    /// An empty store: no credentials, nothing is ever substituted.
+    pub fn empty() -> Store {
+        Store {
+            generation: 0,
+            entries: Vec::new(),
+            searcher: None,
+            exact_hosts: HashMap::new(),
+            suffixes: HashMap::new(),
+            any_unrestricted: false,
+        }
+    }
+
+    pub fn searcher(&self) -> Option<&AhoCorasick> {
+        self.searcher.as_ref()
+    }
+
+    pub fn entry(&self, index: usize) -> &Entry {
+        &self.entries[index]
+    }
+
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// Whether any live credential could be substituted on `host` (normalised). With
+    /// `mitm = "auto"`, a tunnel to a host for which this is false is relayed without interception.
+    pub fn could_apply_to(&self, host: &str) -> bool {
+        if self.any_unrestricted || self.exact_hosts.contains_key(host) {
+            return true;
+        }
+        // Walk the host's parent domains: `a.b.example.com` tries `.b.example.com`, `.example.com`, `.com`.
+        host.match_indices('.').any(|(i, _)| i > 0 && self.suffixes.contains_key(&host[i..]))
+    }
+}
+
+/// The live store: readers load it without waiting, a reload swaps in a whole new one.
+#[derive(Debug)]
+pub struct StoreHandle {
+    current: ArcSwap<Store>,
+    next_generation: AtomicU64,
+}
+
+impl StoreHandle {
+    pub fn new(store: Store) -> Self {
+        let next = store.generation + 1;
+        Self { current: ArcSwap::from_pointee(store), next_generation: AtomicU64::new(next) }
+    }
+
+    /// The store in force now; hold it for the whole request.
+    pub fn load(&self) -> Arc<Store> {
+        self.current.load_full()
+    }
+
+    /// Builds a store from `config` with the next generation number and puts it in force.
+    pub fn replace(&self, config: &Config) -> Result<u64, BuildError> {
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+        self.current.store(Arc::new(Store::build(config, generation)?));
+        Ok(generation)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn store(text: &str) -> Store {
+        Store::build(&Config::from_toml(text, "t", Path::new("")).unwrap(), 1).unwrap()
+    }
+
+    const TWO: &str = r#"
+[[vaults]]
+id = "vlt_a"
+[[vaults.credentials]]
+id = "vcrd_a"
+auth = { type = "environment_variable", secret_name = "A", secret_value = "sa", networking = { type = "limited", allowed_hosts = ["api.example.com", "*.example.org"] } }
+[[vaults.credentials]]
+id = "vcrd_b"
+archived = true
+auth = { type = "environment_variable", secret_name = "B", secret_value = "sb", networking = { type = "unrestricted" } }
+"#;
+
+    #[test]
+    fn could_apply_to_follows_live_scopes() {
+        let s = store(TWO);
+        assert!(s.could_apply_to("api.example.com"));
+        assert!(s.could_apply_to("x.example.org"));
+        assert!(s.could_apply_to("x.y.example.org"));
+        assert!(!s.could_apply_to("example.org"));
+        // vcrd_b is unrestricted but archived, so it opens nothing.
+        assert!(!s.could_apply_to("other.test"));
+    }
+
+    #[test]
+    fn empty_store_has_no_searcher() {
+        assert!(store("").searcher().is_none());
+        assert!(!store("").could_apply_to("a.com"));
+    }
+
+    #[test]
+    fn handle_swaps_whole_generations() {
+        let config = Config::from_toml(TWO, "t", Path::new("")).unwrap();
+        let handle = StoreHandle::new(Store::build(&config, 1).unwrap());
+        let before = handle.load();
+        assert_eq!(handle.replace(&Config::embedded_defaults()).unwrap(), 2);
+        assert_eq!(before.entries().len(), 2, "a held store never changes");
+        assert_eq!(handle.load().generation, 2);
+        assert!(handle.load().entries().is_empty());
+    }
+}

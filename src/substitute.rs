@@ -1,0 +1,237 @@
+//! Placeholder replacement in a request's headers and query string: pure functions over a [`Store`].
+//!
+//! The decision for each placeholder found is made by [`decide`] on the destination host alone. When
+//! no placeholder is present nothing is allocated: each value is scanned once by the store's searcher.
+
+use std::fmt::{self, Write as _};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use http::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
+
+use crate::store::{Entry, Store};
+use crate::vault::is_url_safe;
+
+/// What happened to one credential's placeholder in one request (the log's vocabulary, SPEC §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Substituted,
+    OutOfScope,
+    Archived,
+    LocationDisabled,
+    /// In scope, but the upstream connection is unencrypted and `substitute_over_plain_http` is off.
+    PlaintextUpstream,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Substituted => "substituted",
+            Outcome::OutOfScope => "out_of_scope",
+            Outcome::Archived => "archived",
+            Outcome::LocationDisabled => "location_disabled",
+            Outcome::PlaintextUpstream => "plaintext_upstream",
+        }
+    }
+}
+
+/// The part of a request a placeholder was found in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Location {
+    Header,
+    Query,
+}
+
+/// Where the request is going: the only facts a substitution decision uses.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// The normalised destination host.
+    pub host: &'a str,
+    /// Whether secrets may travel on this upstream connection (TLS, or plain HTTP explicitly allowed).
+    pub secrets_allowed: bool,
+}
+
+/// Per-request record of placeholder outcomes, by store entry. Empty (and unallocated) when the
+/// request carried no placeholder.
+#[derive(Debug, Default)]
+pub struct Report {
+    seen: Vec<(usize, Outcome)>,
+}
+
+impl Report {
+    fn record(&mut self, entry: usize, outcome: Outcome) {
+        if !self.seen.contains(&(entry, outcome)) {
+            self.seen.push((entry, outcome));
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+
+    pub fn any(&self, outcome: Outcome) -> bool {
+        self.seen.iter().any(|&(_, o)| o == outcome)
+    }
+
+    /// `(entry index, outcome)` pairs in the order first seen.
+    pub fn outcomes(&self) -> &[(usize, Outcome)] {
+        &self.seen
+    }
+
+    /// `vcrd_a=substituted vcrd_b=out_of_scope`: credential ids and outcomes, never a value.
+    pub fn display<'a>(&'a self, store: &'a Store) -> impl fmt::Display + 'a {
+        ReportDisplay { report: self, store }
+    }
+}
+
+struct ReportDisplay<'a> {
+    report: &'a Report,
+    store: &'a Store,
+}
+
+impl fmt::Display for ReportDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, &(entry, outcome)) in self.report.seen.iter().enumerate() {
+            if i > 0 {
+                f.write_char(' ')?;
+            }
+            write!(f, "{}={}", self.store.entry(entry).credential_id, outcome.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether the placeholder of `entry`, found in `location`, may be replaced on `target`.
+pub fn decide(entry: &Entry, target: Target<'_>, location: Location) -> Outcome {
+    let enabled = match location {
+        Location::Header => entry.injection.header,
+        Location::Query => entry.injection.query,
+    };
+    if entry.archived {
+        Outcome::Archived
+    } else if !entry.networking.allows(target.host) {
+        Outcome::OutOfScope
+    } else if !enabled {
+        Outcome::LocationDisabled
+    } else if !target.secrets_allowed {
+        Outcome::PlaintextUpstream
+    } else {
+        Outcome::Substituted
+    }
+}
+
+/// Replaces placeholders in every header value (and inside `Authorization: Basic` credentials).
+pub fn headers(store: &Store, target: Target<'_>, headers: &mut HeaderMap, report: &mut Report) {
+    let Some(searcher) = store.searcher() else { return };
+    for (name, value) in headers.iter_mut() {
+        if name == AUTHORIZATION
+            && let Some(new) = basic_auth(store, target, value.as_bytes(), report)
+        {
+            *value = new;
+            continue;
+        }
+        if !searcher.is_match(value.as_bytes()) {
+            continue;
+        }
+        let Some(bytes) = replace(store, target, Location::Header, value.as_bytes(), report, push_raw).map(zeroize::Zeroizing::new) else {
+            continue;
+        };
+        if let Ok(mut new) = HeaderValue::from_bytes(&bytes) {
+            // SECURITY: sensitive values are never indexed by HPACK and never shown in Debug output.
+            new.set_sensitive(true);
+            *value = new;
+        }
+    }
+}
+
+/// `Authorization: Basic base64(user:password)`: substitutes inside the decoded pair and re-encodes.
+/// Returns `None` when the value is not Basic or nothing was substituted.
+fn basic_auth(store: &Store, target: Target<'_>, value: &[u8], report: &mut Report) -> Option<HeaderValue> {
+    const SCHEME: &[u8] = b"basic ";
+    if value.len() <= SCHEME.len() || !value[..SCHEME.len()].eq_ignore_ascii_case(SCHEME) {
+        return None;
+    }
+    let encoded = value[SCHEME.len()..].trim_ascii();
+    // Decode on the stack: the common no-placeholder case must not allocate.
+    let mut buf = [0u8; 768];
+    let decoded: &[u8] = match BASE64.decode_slice(encoded, &mut buf) {
+        Ok(n) => &buf[..n],
+        Err(_) => return None,
+    };
+    if !store.searcher()?.is_match(decoded) {
+        return None;
+    }
+    let replaced = zeroize::Zeroizing::new(replace(store, target, Location::Header, decoded, report, push_raw)?);
+    let mut out = String::from("Basic ");
+    BASE64.encode_string(replaced.as_slice(), &mut out);
+    let mut header = HeaderValue::try_from(out).ok()?;
+    header.set_sensitive(true);
+    Some(header)
+}
+
+/// Replaces placeholders in the query string; returns the new URI, or `None` if nothing changed.
+pub fn query(store: &Store, target: Target<'_>, uri: &Uri, report: &mut Report) -> Option<Uri> {
+    let searcher = store.searcher()?;
+    let query = uri.query()?;
+    if !searcher.is_match(query) {
+        return None;
+    }
+    let replaced = replace(store, target, Location::Query, query.as_bytes(), report, push_percent_encoded)?;
+    let mut path_and_query = uri.path().as_bytes().to_vec();
+    path_and_query.push(b'?');
+    path_and_query.extend_from_slice(&replaced);
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(PathAndQuery::from_maybe_shared(bytes::Bytes::from(path_and_query)).ok()?);
+    Uri::from_parts(parts).ok()
+}
+
+/// Replaces each placeholder in `haystack` that [`decide`] allows, recording every one found.
+/// Returns `None` when nothing was substituted (the caller keeps the original value).
+fn replace(
+    store: &Store,
+    target: Target<'_>,
+    location: Location,
+    haystack: &[u8],
+    report: &mut Report,
+    push_secret: fn(&mut Vec<u8>, &[u8]),
+) -> Option<Vec<u8>> {
+    let searcher = store.searcher()?;
+    let mut out: Option<Vec<u8>> = None;
+    let mut copied = 0;
+    for m in searcher.find_iter(haystack) {
+        let index = m.pattern().as_usize();
+        let entry = store.entry(index);
+        let outcome = decide(entry, target, location);
+        report.record(index, outcome);
+        if outcome != Outcome::Substituted {
+            continue;
+        }
+        let buf = out.get_or_insert_with(|| Vec::with_capacity(haystack.len() + entry.secret.len()));
+        buf.extend_from_slice(&haystack[copied..m.start()]);
+        push_secret(buf, entry.secret.expose());
+        copied = m.end();
+    }
+    let mut out = out?;
+    out.extend_from_slice(&haystack[copied..]);
+    Some(out)
+}
+
+fn push_raw(out: &mut Vec<u8>, secret: &[u8]) {
+    out.extend_from_slice(secret);
+}
+
+/// A secret placed in a query string must not break it apart (`&`, `=`, `#`…).
+fn push_percent_encoded(out: &mut Vec<u8>, secret: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in secret {
+        if is_url_safe(b) {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
