@@ -2,9 +2,18 @@
 //! secret is scoped to.
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod ca;
 pub mod config;
+pub mod destination;
+pub mod egress;
+pub mod error;
+pub mod proxy;
 pub mod scope;
+pub mod sandbox;
 pub mod secret;
+pub mod server;
 pub mod store;
+pub mod upstream;
 pub mod substitute;
 pub mod vault;

@@ -1,1 +1,182 @@
-fn main() {}
+//! The `keyswap` command: parse the CLI, start tracing, validate the config, run.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use keyswap::ca::CertificateAuthority;
+use keyswap::config::{self, Config};
+use keyswap::vault::Auth;
+use tracing::{error, info};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "keyswap", version, about = "An egress proxy that swaps placeholders for real secrets, by host")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the proxy and the admin API.
+    Run(ConfigArg),
+    /// Validate the configuration and print a summary.
+    Check(ConfigArg),
+    /// Create the CA if missing and print its certificate's path.
+    Ca(ConfigArg),
+    /// Print the environment a sandbox needs, as POSIX shell `export` lines.
+    Env {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The session to print for (default: the implicit session).
+        #[arg(long)]
+        session: Option<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// The TOML configuration [default: config/keyswap.toml, or the embedded defaults if it is absent]
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match cli.command {
+        Command::Run(arg) => run(arg),
+        Command::Check(arg) => check(arg),
+        Command::Ca(arg) => ca(arg),
+        Command::Env { config, session } => env(config, session.as_deref()),
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("KEYSWAP_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Loads the config: an explicit `--config` must exist; the default path falls back to the
+/// embedded defaults when absent. Errors are printed as `file:line:column: message`.
+fn load(arg: &ConfigArg) -> Result<Config, ExitCode> {
+    let (path, explicit) = match &arg.config {
+        Some(path) => (path.clone(), true),
+        None => (PathBuf::from(config::DEFAULT_PATH), false),
+    };
+    if !explicit && !path.exists() {
+        info!(path = %path.display(), "no configuration file; running on the embedded defaults");
+        return Ok(Config::embedded_defaults());
+    }
+    Config::load(&path).map_err(|errors| {
+        for e in &errors.0 {
+            eprintln!("{e}");
+        }
+        ExitCode::FAILURE
+    })
+}
+
+fn run(arg: ConfigArg) -> ExitCode {
+    let config = match load(&arg) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(keyswap::server::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(arg: ConfigArg) -> ExitCode {
+    let config = match load(&arg) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let source = config.source.as_deref().map_or("embedded defaults".into(), |p| p.display().to_string());
+    let (mut env, mut bearer, mut oauth) = (0, 0, 0);
+    for c in config.credentials() {
+        match c.auth {
+            Auth::EnvironmentVariable(_) => env += 1,
+            Auth::StaticBearer(_) => bearer += 1,
+            Auth::McpOauth(_) => oauth += 1,
+        }
+    }
+    println!("{source}: ok");
+    println!("vaults: {}", config.vaults.len());
+    println!(
+        "credentials: {} (environment_variable: {env}, static_bearer: {bearer}, mcp_oauth: {oauth})",
+        env + bearer + oauth
+    );
+    println!("sessions: {}", config.sessions.len());
+    ExitCode::SUCCESS
+}
+
+fn ca_for(config: &Config) -> Result<CertificateAuthority, ExitCode> {
+    CertificateAuthority::load_or_create(&config.tls.ca_cert, &config.tls.ca_key).map_err(|e| {
+        eprintln!("keyswap: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+fn ca(arg: ConfigArg) -> ExitCode {
+    let config = match load(&arg) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    match ca_for(&config) {
+        Ok(ca) => {
+            println!("{}", absolute(ca.cert_path()).display());
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn env(arg: ConfigArg, session: Option<&str>) -> ExitCode {
+    let config = match load(&arg) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let ca = match ca_for(&config) {
+        Ok(ca) => ca,
+        Err(code) => return code,
+    };
+    match keyswap::sandbox::exports(&config, session, &absolute(ca.cert_path())) {
+        Ok(lines) => {
+            print!("{lines}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("keyswap: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! Every answer keyswap itself gives a proxy client, made in one place: a status, the
+//! `x-keyswap-error` code, and a short plain-text body saying what happened and what to change.
+//!
+//! SECURITY: messages are built from host names, credential ids and fixed text only, never from
+//! header values or secrets.
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+
+use crate::upstream::{ConnectError, ProxyBody};
+
+/// The header that carries the machine-readable error code.
+pub const ERROR_HEADER: &str = "x-keyswap-error";
+
+/// A request keyswap refuses or cannot complete.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("this tunnel is for {expected}; the request names {got}")]
+    HostMismatch { expected: String, got: String },
+    #[error("egress to {host} is refused: {reason}")]
+    EgressDenied { host: String, reason: String },
+    #[error("placeholder of {credentials} is not allowed on {host}")]
+    PlaceholderOutOfScope { host: String, credentials: String },
+    #[error("cannot resolve {host}")]
+    UpstreamDns { host: String },
+    #[error("cannot connect to {host}")]
+    UpstreamConnect { host: String },
+    #[error("TLS with {host} failed")]
+    UpstreamTls { host: String },
+    #[error("{host} did not answer in time")]
+    UpstreamTimeout { host: String },
+}
+
+impl ProxyError {
+    /// The status and `x-keyswap-error` code of SPEC §5.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),
+            ProxyError::HostMismatch { .. } => (StatusCode::MISDIRECTED_REQUEST, "host-mismatch"),
+            ProxyError::EgressDenied { .. } => (StatusCode::FORBIDDEN, "egress-denied"),
+            ProxyError::PlaceholderOutOfScope { .. } => (StatusCode::FORBIDDEN, "placeholder-out-of-scope"),
+            ProxyError::UpstreamDns { .. } => (StatusCode::BAD_GATEWAY, "upstream-dns"),
+            ProxyError::UpstreamConnect { .. } => (StatusCode::BAD_GATEWAY, "upstream-connect"),
+            ProxyError::UpstreamTls { .. } => (StatusCode::BAD_GATEWAY, "upstream-tls"),
+            ProxyError::UpstreamTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream-timeout"),
+        }
+    }
+
+    /// What the user should change, after the one-line statement of what happened.
+    fn advice(&self) -> &'static str {
+        match self {
+            ProxyError::BadRequest(_) => "Send a well-formed HTTP/1.1 or HTTP/2 request.",
+            ProxyError::HostMismatch { .. } => {
+                "Send requests inside a CONNECT tunnel only to the host it was opened for (TLS SNI, Host and :authority must all name it)."
+            }
+            ProxyError::EgressDenied { .. } => {
+                "Private, loopback and link-local upstreams are refused; an operator can open a range with [proxy] allow_private_cidrs."
+            }
+            ProxyError::PlaceholderOutOfScope { .. } => {
+                "The credential's allowed_hosts does not include this host: send it only to its allowed hosts, or widen its networking scope."
+            }
+            ProxyError::UpstreamDns { .. } => "Check the host name, or add it to [upstream.resolve].",
+            ProxyError::UpstreamConnect { .. } => "Check that the upstream is up and reachable from keyswap.",
+            ProxyError::UpstreamTls { .. } => {
+                "The upstream's certificate is not trusted for this host; add its CA to [tls] upstream_ca_files if it is private."
+            }
+            ProxyError::UpstreamTimeout { .. } => "The upstream was too slow; retry, or raise the timeouts under [limits].",
+        }
+    }
+
+    /// The answer the client sees.
+    pub fn to_response(&self) -> Response<ProxyBody> {
+        let (status, code) = self.status_and_code();
+        let body = format!("keyswap: {self}.\n{}\n", self.advice());
+        let mut response = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        headers.insert(ERROR_HEADER, HeaderValue::from_static(code));
+        response
+    }
+
+    /// Classifies an upstream client failure by walking its `source()` chain.
+    pub fn from_upstream(host: &str, err: &(dyn std::error::Error + 'static)) -> ProxyError {
+        let host = host.to_string();
+        match crate::upstream::connect_error(err) {
+            Some(ConnectError::Dns { .. } | ConnectError::NoHost) => ProxyError::UpstreamDns { host },
+            Some(ConnectError::Denied { addr, .. }) => {
+                ProxyError::EgressDenied { host, reason: format!("it resolves to the non-public address {addr}") }
+            }
+            Some(ConnectError::Loop { .. }) => {
+                ProxyError::EgressDenied { host, reason: "it is keyswap's own listener".to_string() }
+            }
+            Some(ConnectError::Tls { .. }) => ProxyError::UpstreamTls { host },
+            Some(ConnectError::Timeout { .. }) => ProxyError::UpstreamTimeout { host },
+            Some(ConnectError::Connect { .. }) | None => ProxyError::UpstreamConnect { host },
+        }
+    }
+
+    /// Short label for logs and metrics.
+    pub fn code(&self) -> &'static str {
+        self.status_and_code().1
+    }
+}
+
+impl From<ConnectError> for ProxyError {
+    fn from(err: ConnectError) -> Self {
+        let host = match &err {
+            ConnectError::Dns { host, .. }
+            | ConnectError::Denied { host, .. }
+            | ConnectError::Loop { host }
+            | ConnectError::Connect { host, .. }
+            | ConnectError::Tls { host, .. }
+            | ConnectError::Timeout { host } => host.clone(),
+            ConnectError::NoHost => String::new(),
+        };
+        ProxyError::from_upstream(&host, &err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_has_its_spec_code_and_a_helpful_body() {
+        let e = ProxyError::HostMismatch { expected: "a.test:443".into(), got: "b.test".into() };
+        let r = e.to_response();
+        assert_eq!(r.status(), 421);
+        assert_eq!(r.headers()[ERROR_HEADER], "host-mismatch");
+        let e = ProxyError::from(ConnectError::Denied { host: "x.test".into(), addr: "10.0.0.1".parse().unwrap() });
+        assert_eq!(e.status_and_code(), (StatusCode::FORBIDDEN, "egress-denied"));
+        let e = ProxyError::from(ConnectError::Tls { host: "x.test".into(), source: std::io::Error::other("bad cert") });
+        assert_eq!(e.status_and_code(), (StatusCode::BAD_GATEWAY, "upstream-tls"));
+        let e = ProxyError::from(ConnectError::Timeout { host: "x.test".into() });
+        assert_eq!(e.status_and_code(), (StatusCode::GATEWAY_TIMEOUT, "upstream-timeout"));
+    }
+}

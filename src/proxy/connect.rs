@@ -1,0 +1,163 @@
+//! CONNECT: check the destination, answer 200, then either relay raw bytes or terminate TLS with a
+//! certificate for the CONNECT host and serve the HTTP inside, bound to that destination.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::Scheme;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Empty};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::LazyConfigAcceptor;
+use tracing::{debug, info, warn};
+
+use super::listener::{ConnectionPermit, serve_inner};
+use super::rewind::Rewind;
+use super::{Shared, forward};
+use crate::config::MitmMode;
+use crate::destination::Destination;
+use crate::error::ProxyError;
+use crate::scope::normalize_host;
+use crate::upstream::ProxyBody;
+
+/// How long to wait for the client's first bytes in a tunnel. A client that says nothing is
+/// taken to speak a server-speaks-first protocol (SSH, SMTP) and is relayed raw.
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a client may take over its TLS handshake with keyswap.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Answers a CONNECT request; the tunnel itself runs in a task once hyper hands over the socket.
+pub(super) async fn handle(req: Request<Incoming>, shared: Arc<Shared>, permit: ConnectionPermit) -> Response<ProxyBody> {
+    let Some(dest) = req.uri().authority().and_then(|a| Destination::from_authority(a, 443)) else {
+        return ProxyError::BadRequest("CONNECT needs a host:port target").to_response();
+    };
+    let store = shared.store.load();
+    let intercept = shared.settings.mitm == MitmMode::Always || store.could_apply_to(&dest.host);
+    drop(store);
+    // Check (and for a raw relay, dial) before saying 200, so a refusal is a clear HTTP answer.
+    let upstream = if intercept {
+        shared.dialer.permitted_addrs(&dest.host, dest.port).await.map(|_| None)
+    } else {
+        shared.dialer.tcp(&dest.host, dest.port).await.map(Some)
+    };
+    let upstream = match upstream {
+        Ok(upstream) => upstream,
+        Err(e) => {
+            let err = ProxyError::from(e);
+            info!(host = %dest.host, port = dest.port, error = err.code(), "CONNECT refused");
+            return err.to_response();
+        }
+    };
+    tokio::spawn(async move {
+        let _permit = permit;
+        let client = match hyper::upgrade::on(req).await {
+            Ok(upgraded) => upgraded,
+            Err(e) => return debug!(error = %e, "CONNECT upgrade failed"),
+        };
+        let client = match client.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => (parts.read_buf, parts.io.into_inner()),
+            Err(_) => return warn!("CONNECT upgrade is not a TCP stream"),
+        };
+        match upstream {
+            Some(upstream) => relay(Rewind::new(client.0, client.1), upstream, &dest).await,
+            None => tunnel(client.0, client.1, dest, shared).await,
+        }
+    });
+    let mut response = Response::new(Empty::<Bytes>::new().map_err(|never| match never {}).boxed());
+    *response.status_mut() = StatusCode::OK;
+    response
+}
+
+/// Sniffs the tunnel's first byte: TLS is intercepted, plain HTTP is served, anything else relayed.
+async fn tunnel(buffered: Bytes, client: TcpStream, dest: Destination, shared: Arc<Shared>) {
+    let first = match buffered.first() {
+        Some(&b) => Some(b),
+        None => {
+            let mut byte = [0u8; 1];
+            match tokio::time::timeout(FIRST_BYTE_TIMEOUT, client.peek(&mut byte)).await {
+                Ok(Ok(1)) => Some(byte[0]),
+                Ok(_) => return, // closed
+                Err(_) => None,  // silent client: server speaks first
+            }
+        }
+    };
+    let client = Rewind::new(buffered, client);
+    match first {
+        Some(TLS_HANDSHAKE_RECORD) => intercept_tls(client, dest, shared).await,
+        Some(b) if b.is_ascii_uppercase() => {
+            serve_bound(client, false, dest, Scheme::HTTP, None, shared).await;
+        }
+        _ => match shared.dialer.tcp(&dest.host, dest.port).await {
+            Ok(upstream) => relay(client, upstream, &dest).await,
+            Err(e) => debug!(host = %dest.host, error = %e, "raw relay could not connect"),
+        },
+    }
+}
+
+/// Terminates the client's TLS with a leaf for the CONNECT host and serves the HTTP inside.
+async fn intercept_tls(client: Rewind<TcpStream>, dest: Destination, shared: Arc<Shared>) {
+    let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), client);
+    let start = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor).await {
+        Ok(Ok(start)) => start,
+        Ok(Err(e)) => return debug!(host = %dest.host, error = %e, "client hello failed"),
+        Err(_) => return debug!(host = %dest.host, "client hello timed out"),
+    };
+    // SECURITY: an SNI naming another host (domain fronting) gets the CONNECT host's certificate
+    // and a 421 for every request; nothing is forwarded.
+    let sni_mismatch = start
+        .client_hello()
+        .server_name()
+        .map(normalize_host)
+        .filter(|sni| *sni != dest.host);
+    let config = match shared.ca.server_config(&dest.host).await {
+        Ok(config) => config,
+        Err(e) => return warn!(host = %dest.host, error = %e, "cannot mint a certificate"),
+    };
+    let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, start.into_stream(config)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => return debug!(host = %dest.host, error = %e, "client TLS handshake failed"),
+        Err(_) => return debug!(host = %dest.host, "client TLS handshake timed out"),
+    };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    serve_bound(tls, h2, dest, Scheme::HTTPS, sni_mismatch, shared).await;
+}
+
+/// Serves HTTP inside a tunnel; every request is checked against, and sent to, `dest`.
+async fn serve_bound<I>(io: I, h2: bool, dest: Destination, scheme: Scheme, sni: Option<String>, shared: Arc<Shared>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let dest = Arc::new(dest);
+    let sni = sni.map(Arc::<str>::from);
+    let handler = {
+        let shared = shared.clone();
+        move |req: Request<Incoming>| {
+            let (shared, dest, scheme, sni) = (shared.clone(), dest.clone(), scheme.clone(), sni.clone());
+            async move {
+                if let Some(sni) = sni {
+                    let err = ProxyError::HostMismatch { expected: dest.to_string(), got: format!("TLS SNI {sni}") };
+                    info!(host = %dest.host, "SNI does not match the CONNECT host");
+                    return err.to_response();
+                }
+                forward::in_tunnel(req, &dest, scheme, &shared).await
+            }
+        }
+    };
+    serve_inner(io, h2, shared, handler).await;
+}
+
+/// Copies bytes both ways without looking at them.
+async fn relay<C>(mut client: C, mut upstream: TcpStream, dest: &Destination)
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        Ok((up, down)) => debug!(host = %dest.host, up, down, "raw tunnel closed"),
+        Err(e) => debug!(host = %dest.host, error = %e, "raw tunnel ended with an error"),
+    }
+}

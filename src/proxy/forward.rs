@@ -1,0 +1,231 @@
+//! Sending one request upstream: authority checks, hop-by-hop removal, placeholder substitution,
+//! `Host` pinned to the destination, then the pooled client.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::uri::{PathAndQuery, Scheme};
+use http::{Request, Response, Uri, Version};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use tracing::{debug, info};
+
+use super::Shared;
+use crate::config::OutOfScope;
+use crate::destination::Destination;
+use crate::error::ProxyError;
+use crate::substitute::{self, Outcome, Report, Target};
+use crate::upstream::{BoxError, ProxyBody};
+
+/// A request on the proxy listener that is not CONNECT: it must be absolute-form
+/// (`GET http://host/path`); its URI is the destination.
+pub(super) async fn plain(req: Request<Incoming>, shared: &Shared) -> Response<ProxyBody> {
+    let uri = req.uri();
+    let scheme = match uri.scheme() {
+        Some(s) if *s == Scheme::HTTP || *s == Scheme::HTTPS => s.clone(),
+        Some(_) => return ProxyError::BadRequest("only http:// and https:// URIs can be proxied").to_response(),
+        None => {
+            return ProxyError::BadRequest("send absolute-form requests (GET http://host/path) or CONNECT")
+                .to_response();
+        }
+    };
+    let default_port = if scheme == Scheme::HTTPS { 443 } else { 80 };
+    let Some(dest) = uri.authority().and_then(|a| Destination::from_authority(a, default_port)) else {
+        return ProxyError::BadRequest("the request URI has no valid host").to_response();
+    };
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return ProxyError::BadRequest("user information in the request URI is not allowed").to_response();
+    }
+    if req.headers().get_all(header::HOST).iter().count() > 1 {
+        return ProxyError::BadRequest("more than one Host header").to_response();
+    }
+    // The URI decides; a differing Host header is overwritten with the URI's authority in `send`.
+    send(req, &dest, scheme, shared).await
+}
+
+/// A request inside a tunnel: its `Host` / `:authority` (and URI, if absolute) must name the
+/// tunnel's destination, or nothing is forwarded.
+pub(super) async fn in_tunnel(
+    req: Request<Incoming>,
+    dest: &Destination,
+    scheme: Scheme,
+    shared: &Shared,
+) -> Response<ProxyBody> {
+    let hosts = req.headers().get_all(header::HOST);
+    if hosts.iter().count() > 1 {
+        return ProxyError::BadRequest("more than one Host header").to_response();
+    }
+    let named = req.uri().authority().map(|a| a.as_str().to_string()).into_iter().chain(
+        hosts.iter().map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned()),
+    );
+    let mut any = false;
+    for name in named {
+        any = true;
+        if !dest.matches_authority(&name) {
+            info!(host = %dest.host, "request names another host than its tunnel");
+            return ProxyError::HostMismatch { expected: dest.to_string(), got: printable(&name) }.to_response();
+        }
+    }
+    if !any && req.version() != Version::HTTP_10 {
+        return ProxyError::BadRequest("the request has no Host header").to_response();
+    }
+    send(req, dest, scheme, shared).await
+}
+
+/// Substitutes, sanitises and forwards `req` to `dest`, and relays the answer.
+async fn send(req: Request<Incoming>, dest: &Destination, scheme: Scheme, shared: &Shared) -> Response<ProxyBody> {
+    let store = shared.store.load();
+    let (mut parts, body) = req.into_parts();
+    remove_hop_by_hop(&mut parts.headers);
+    let target = Target {
+        host: &dest.host,
+        secrets_allowed: scheme == Scheme::HTTPS || shared.settings.substitute_over_plain_http,
+    };
+    let mut report = Report::default();
+    substitute::headers(&store, target, &mut parts.headers, &mut report);
+    let substituted_uri = substitute::query(&store, target, &parts.uri, &mut report);
+    if !report.is_empty() {
+        // The one line per placeholder-carrying request: ids and outcomes, never a value.
+        info!(session = "default", host = %dest.host, credentials = %report.display(&store), "placeholders");
+        if report.any(Outcome::OutOfScope) && shared.settings.out_of_scope_placeholder == OutOfScope::Block {
+            let credentials = out_of_scope_ids(&report, &store);
+            return ProxyError::PlaceholderOutOfScope { host: dest.host.clone(), credentials }.to_response();
+        }
+    }
+    let path = substituted_uri.as_ref().unwrap_or(&parts.uri).path_and_query().cloned();
+    let Some(uri) = upstream_uri(dest, &scheme, path) else {
+        return ProxyError::BadRequest("cannot build the upstream URI").to_response();
+    };
+    pin_host(&mut parts, dest, &scheme);
+    parts.uri = uri;
+    // The pooled client picks HTTP/2 by ALPN; the request itself is version-neutral.
+    parts.version = Version::HTTP_11;
+    let method = parts.method.clone();
+    let request = Request::from_parts(parts, body.map_err(BoxError::from).boxed());
+    let timeout = shared.limits.upstream_response_timeout;
+    let response = match tokio::time::timeout(timeout, shared.client.request(request)).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => {
+            let err = ProxyError::from_upstream(&dest.host, &e);
+            info!(host = %dest.host, error = err.code(), detail = %error_chain(&e), "upstream request failed");
+            return err.to_response();
+        }
+        Err(_) => return ProxyError::UpstreamTimeout { host: dest.host.clone() }.to_response(),
+    };
+    debug!(%method, host = %dest.host, status = response.status().as_u16(), "forwarded");
+    let (mut parts, body) = response.into_parts();
+    remove_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+}
+
+fn out_of_scope_ids(report: &Report, store: &crate::store::Store) -> String {
+    let mut ids: Vec<&str> = report
+        .outcomes()
+        .iter()
+        .filter(|(_, o)| *o == Outcome::OutOfScope)
+        .map(|&(i, _)| store.entry(i).credential_id.as_str())
+        .collect();
+    ids.dedup();
+    ids.join(", ")
+}
+
+/// `scheme://destination/path?query`: the URI is rebuilt from the destination, never from a header.
+fn upstream_uri(dest: &Destination, scheme: &Scheme, path: Option<PathAndQuery>) -> Option<Uri> {
+    Uri::builder()
+        .scheme(scheme.clone())
+        .authority(format!("{}:{}", dest.uri_host(), dest.port))
+        .path_and_query(path.unwrap_or_else(|| PathAndQuery::from_static("/")))
+        .build()
+        .ok()
+}
+
+/// SECURITY: the upstream sees the destination in `Host`, whatever the client wrote.
+fn pin_host(parts: &mut Parts, dest: &Destination, scheme: &Scheme) {
+    if let Ok(value) = HeaderValue::from_str(&dest.authority_for(scheme)) {
+        parts.headers.insert(header::HOST, value);
+    }
+}
+
+/// Headers that describe one connection, not the message: never forwarded (RFC 9110 §7.6.1),
+/// plus the proxy's own credentials.
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::TRAILER,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("proxy-connection");
+    headers.remove("keep-alive");
+    // `TE: trailers` is the one TE value HTTP/2 allows, and gRPC needs it.
+    if headers.get(header::TE).is_some_and(|te| te != "trailers") {
+        headers.remove(header::TE);
+    }
+}
+
+/// A header value fit for an error body: printable ASCII, bounded.
+fn printable(s: &str) -> String {
+    s.chars().filter(|c| c.is_ascii_graphic()).take(200).collect()
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_proxy_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, x-private"),
+            ("x-private", "1"),
+            ("proxy-authorization", "Basic abc"),
+            ("proxy-connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+            ("te", "gzip"),
+            ("upgrade", "h2c"),
+            ("authorization", "Bearer x"),
+        ] {
+            h.append(k, HeaderValue::from_static(v));
+        }
+        remove_hop_by_hop(&mut h);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["authorization"]);
+        let mut h = HeaderMap::new();
+        h.insert("te", HeaderValue::from_static("trailers"));
+        remove_hop_by_hop(&mut h);
+        assert!(h.contains_key("te"));
+    }
+
+    #[test]
+    fn upstream_uri_comes_from_the_destination() {
+        let dest = Destination { host: "api.example.com".into(), port: 8443 };
+        let uri = upstream_uri(&dest, &Scheme::HTTPS, Some(PathAndQuery::from_static("/a?b=c"))).unwrap();
+        assert_eq!(uri, "https://api.example.com:8443/a?b=c");
+        let v6 = Destination { host: "::1".into(), port: 80 };
+        assert_eq!(upstream_uri(&v6, &Scheme::HTTP, None).unwrap(), "http://[::1]:80/");
+    }
+}

@@ -1,0 +1,142 @@
+//! Accepting client connections and serving HTTP on them, within the connection limit and with
+//! graceful shutdown.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::{debug, warn};
+
+use super::{Shared, connect, forward};
+use crate::upstream::ProxyBody;
+
+/// HTTP/2 streams one client connection may have open at once.
+const H2_MAX_CONCURRENT_STREAMS: u32 = 250;
+/// Streams a client may reset before they are answered (rapid-reset flood protection).
+const H2_MAX_PENDING_RESETS: usize = 50;
+
+/// A permit of the connection limit, held for as long as the connection (or its tunnel) lives.
+pub(super) type ConnectionPermit = Arc<OwnedSemaphorePermit>;
+
+/// Accepts proxy clients until shutdown. A connection is accepted only when a permit of the
+/// `max_connections` semaphore is free, so excess clients wait in the kernel's backlog.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, connections: Arc<Semaphore>) {
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit,
+            _ = shutdown.changed() => return,
+        };
+        let Ok(permit) = permit else { return };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Typically EMFILE: back off briefly instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        debug!(%peer, "client connected");
+        tokio::spawn(serve_client(stream, shared.clone(), Arc::new(permit)));
+    }
+}
+
+/// Serves HTTP/1.1 on a client connection: absolute-form requests and CONNECT.
+async fn serve_client(stream: TcpStream, shared: Arc<Shared>, permit: ConnectionPermit) {
+    let service = {
+        let shared = shared.clone();
+        service_fn(move |req: Request<Incoming>| {
+            let (shared, permit) = (shared.clone(), permit.clone());
+            async move {
+                let response = if req.method() == Method::CONNECT {
+                    connect::handle(req, shared, permit).await
+                } else {
+                    forward::plain(req, &shared).await
+                };
+                Ok::<_, Infallible>(response)
+            }
+        })
+    };
+    let mut builder = http1::Builder::new();
+    h1_limits(&mut builder, &shared);
+    let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    let mut shutdown = shared.shutdown.clone();
+    tokio::select! {
+        result = conn.as_mut() => log_end(result),
+        _ = shutdown.changed() => {
+            conn.as_mut().graceful_shutdown();
+            log_end(conn.await);
+        }
+    }
+}
+
+/// Serves the HTTP inside a tunnel (HTTP/2 when ALPN chose it), each request through `handler`.
+pub(super) async fn serve_inner<I, F, Fut>(io: I, h2: bool, shared: Arc<Shared>, handler: F)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: Fn(Request<Incoming>) -> Fut + Send + Clone + 'static,
+    Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let handler = handler.clone();
+        async move { Ok::<_, Infallible>(handler(req).await) }
+    });
+    let io = TokioIo::new(io);
+    let mut shutdown = shared.shutdown.clone();
+    if h2 {
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+            .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+            .max_header_list_size(u32::try_from(shared.limits.max_header_bytes).unwrap_or(u32::MAX));
+        let mut conn = std::pin::pin!(builder.serve_connection(io, service));
+        tokio::select! {
+            result = conn.as_mut() => log_end(result),
+            _ = shutdown.changed() => {
+                conn.as_mut().graceful_shutdown();
+                log_end(conn.await);
+            }
+        }
+    } else {
+        let mut builder = http1::Builder::new();
+        h1_limits(&mut builder, &shared);
+        let mut conn = std::pin::pin!(builder.serve_connection(io, service).with_upgrades());
+        tokio::select! {
+            result = conn.as_mut() => log_end(result),
+            _ = shutdown.changed() => {
+                conn.as_mut().graceful_shutdown();
+                log_end(conn.await);
+            }
+        }
+    }
+}
+
+fn h1_limits(builder: &mut http1::Builder, shared: &Shared) {
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.limits.header_read_timeout)
+        .max_headers(shared.limits.max_headers)
+        .max_header_size(shared.limits.max_header_bytes)
+        .keep_alive(true);
+}
+
+fn log_end(result: Result<(), hyper::Error>) {
+    if let Err(e) = result {
+        debug!(error = %e, "client connection ended with an error");
+    }
+}

@@ -1,0 +1,33 @@
+//! The proxy listener: plain absolute-form HTTP, and CONNECT tunnels that keyswap terminates with
+//! its own certificates so it can substitute placeholders in the requests inside.
+//!
+//! `listener` accepts and serves client connections, `connect` opens tunnels, `forward` sends one
+//! request upstream, `rewind` replays bytes read while sniffing a tunnel.
+
+mod connect;
+mod forward;
+mod listener;
+mod rewind;
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::ca::CertificateAuthority;
+use crate::config::{Limits, ProxySettings};
+use crate::store::StoreHandle;
+use crate::upstream::{Dialer, UpstreamClient};
+
+pub use listener::serve;
+
+/// Everything a proxy connection needs, shared by all of them.
+pub struct Shared {
+    pub settings: ProxySettings,
+    pub limits: Limits,
+    pub store: Arc<StoreHandle>,
+    pub ca: Arc<CertificateAuthority>,
+    pub dialer: Dialer,
+    pub client: UpstreamClient,
+    /// Turns true when keyswap begins to shut down.
+    pub shutdown: watch::Receiver<bool>,
+}

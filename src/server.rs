@@ -1,0 +1,90 @@
+//! `keyswap run`: bind both listeners, build the store, CA and upstream client, serve until a
+//! signal, then drain connections for up to the grace period.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tracing::{info, warn};
+
+use crate::admin::{self, AdminState};
+use crate::ca::{CaError, CertificateAuthority};
+use crate::config::Config;
+use crate::proxy::{self, Shared};
+use crate::store::{BuildError, Store, StoreHandle};
+use crate::upstream::{self, Dialer, UpstreamSetupError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamSetupError),
+    #[error(transparent)]
+    Store(#[from] BuildError),
+    #[error("cannot install signal handlers: {0}")]
+    Signal(std::io::Error),
+}
+
+/// Runs keyswap with `config` until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<(), RunError> {
+    let proxy_listener = bind(config.proxy.listen).await?;
+    let admin_listener = bind(config.admin.listen).await?;
+    let proxy_addr = proxy_listener.local_addr().map_err(|source| RunError::Bind { addr: config.proxy.listen, source })?;
+    let admin_addr = admin_listener.local_addr().map_err(|source| RunError::Bind { addr: config.admin.listen, source })?;
+
+    let ca = Arc::new(CertificateAuthority::load_or_create(&config.tls.ca_cert, &config.tls.ca_key)?);
+    let store = Arc::new(StoreHandle::new(Store::build(&config, 1)?));
+    let dialer = Dialer::new(&config, vec![proxy_addr, admin_addr])?;
+    let client = upstream::client(dialer.clone(), config.limits.idle_timeout);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let connections = Arc::new(Semaphore::new(config.limits.max_connections));
+
+    let shared = Arc::new(Shared {
+        settings: config.proxy.clone(),
+        limits: config.limits.clone(),
+        store: store.clone(),
+        ca: ca.clone(),
+        dialer,
+        client,
+        shutdown: shutdown_rx.clone(),
+    });
+    let admin_state = Arc::new(AdminState { store, ca: ca.clone(), shutdown: shutdown_rx });
+    info!(ca = %ca.cert_path().display(), credentials = shared.store.load().entries().len(), "keyswap ready");
+    info!("proxy listening on {proxy_addr}");
+    info!("admin listening on {admin_addr}");
+
+    let proxy_task = tokio::spawn(proxy::serve(proxy_listener, shared, connections.clone()));
+    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state));
+
+    wait_for_signal().await?;
+    info!(grace_secs = config.limits.shutdown_grace.as_secs(), "shutting down: draining connections");
+    let _ = shutdown_tx.send(true);
+    let _ = proxy_task.await;
+    let _ = admin_task.await;
+    // Every open connection holds a permit; all permits back means all connections are done.
+    let all = u32::try_from(config.limits.max_connections).unwrap_or(u32::MAX);
+    match tokio::time::timeout(config.limits.shutdown_grace, connections.acquire_many(all)).await {
+        Ok(_) => info!("all connections drained"),
+        Err(_) => warn!("grace period over; closing the remaining connections"),
+    }
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, RunError> {
+    TcpListener::bind(addr).await.map_err(|source| RunError::Bind { addr, source })
+}
+
+async fn wait_for_signal() -> Result<(), RunError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(RunError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(RunError::Signal)?;
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received"),
+        _ = int.recv() => info!("SIGINT received"),
+    }
+    Ok(())
+}

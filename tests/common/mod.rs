@@ -1,0 +1,362 @@
+//! Shared fixtures for the end-to-end tests: a test CA, HTTPS and HTTP recording upstreams on
+//! 127.0.0.1, the real `keyswap` binary started on a written config, and a curl runner.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rustls::ServerConfig;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::net::TcpListener;
+
+/// Host names the upstreams answer for; keyswap resolves them all to 127.0.0.1.
+pub const NAMES: &[&str] = &[
+    "api.example.test",
+    "other.example.test",
+    "a.wild.example.test",
+    "wild.example.test",
+];
+
+/// A CA that only the tests trust: it signs the upstreams' certificates.
+pub struct TestCa {
+    issuer: Issuer<'static, KeyPair>,
+    pub pem: String,
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, "keyswap test upstream CA");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        let cert = params.self_signed(&key).unwrap();
+        Self { pem: cert.pem(), issuer: Issuer::new(params, key) }
+    }
+
+    /// A TLS server config with a leaf for `names` (DNS names or IPs), offering h2 and http/1.1.
+    pub fn server_config(&self, names: &[&str]) -> Arc<ServerConfig> {
+        let key = KeyPair::generate().unwrap();
+        let params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let mut config = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![CertificateDer::from(cert.der().to_vec())], der)
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Arc::new(config)
+    }
+}
+
+/// One request as an upstream received it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub version: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn headers_named(&self, name: &str) -> Vec<&str> {
+        self.headers.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
+    }
+}
+
+/// A recording upstream on 127.0.0.1 that echoes each request as JSON.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Upstream {
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// The single request received so far; fails the test if there is not exactly one.
+    pub fn only(&self) -> Seen {
+        let seen = self.requests();
+        assert_eq!(seen.len(), 1, "upstream saw {} requests: {seen:#?}", seen.len());
+        seen.into_iter().next().unwrap()
+    }
+
+    /// An HTTPS upstream (h2 and http/1.1) with a certificate from `ca` for [`NAMES`] and 127.0.0.1.
+    pub async fn https(ca: &TestCa) -> Upstream {
+        let mut names = NAMES.to_vec();
+        names.push("127.0.0.1");
+        Self::start(Some(tokio_rustls::TlsAcceptor::from(ca.server_config(&names)))).await
+    }
+
+    /// A plain-HTTP upstream.
+    pub async fn http() -> Upstream {
+        Self::start(None).await
+    }
+
+    async fn start(tls: Option<tokio_rustls::TlsAcceptor>) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { return };
+                let (tls, record) = (tls.clone(), record.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| echo(req, record.clone()));
+                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        Some(acceptor) => {
+                            let Ok(stream) = acceptor.accept(tcp).await else { return };
+                            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
+                        }
+                    }
+                });
+            }
+        });
+        Upstream { addr, seen }
+    }
+}
+
+async fn echo(req: Request<Incoming>, record: Arc<Mutex<Vec<Seen>>>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
+    let mut headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    // HTTP/2 carries the authority as a pseudo-header, not a Host header.
+    if let (Some(authority), true) = (parts.uri.authority(), parts.version == http::Version::HTTP_2) {
+        headers.push((":authority".into(), authority.to_string()));
+    }
+    let seen = Seen {
+        method: parts.method.to_string(),
+        path: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+        version: format!("{:?}", parts.version),
+        headers,
+        body,
+    };
+    let json = serde_json::json!({
+        "method": seen.method, "path": seen.path, "version": seen.version,
+        "headers": seen.headers.iter().map(|(k, v)| serde_json::json!([k, v])).collect::<Vec<_>>(),
+    });
+    record.lock().unwrap().push(seen);
+    Ok(Response::new(Full::new(Bytes::from(json.to_string()))))
+}
+
+/// The real keyswap binary, running on a config written by the test into its own folder.
+pub struct Keyswap {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+/// The parts of a test config; `start` adds listeners on port 0, the upstream CA and name overrides.
+pub struct Setup<'a> {
+    /// Extra lines for the `[proxy]` table.
+    pub proxy: &'a str,
+    /// Everything after the standard tables: `[[vaults]]` and so on.
+    pub rest: &'a str,
+    /// Environment variables for the process.
+    pub env: &'a [(&'a str, &'a str)],
+}
+
+impl Default for Setup<'_> {
+    fn default() -> Self {
+        Self { proxy: "block_private_addresses = false", rest: "", env: &[] }
+    }
+}
+
+impl Keyswap {
+    pub fn start(ca: &TestCa, setup: Setup<'_>) -> Keyswap {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("upstream-ca.pem"), &ca.pem).unwrap();
+        let resolve: String = NAMES.iter().map(|n| format!("\"{n}\" = \"127.0.0.1\"\n")).collect();
+        let config = format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\n{}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[tls]\nupstream_ca_files = [\"upstream-ca.pem\"]\n\n[upstream.resolve]\n{resolve}\n{}\n",
+            setup.proxy, setup.rest
+        );
+        std::fs::write(dir.path().join("keyswap.toml"), config).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyswap"));
+        cmd.arg("run").arg("--config").arg(dir.path().join("keyswap.toml"));
+        cmd.env("KEYSWAP_LOG", "trace,h2=info,hyper=info,rustls=info").env_remove("HTTPS_PROXY").env_remove("HTTP_PROXY");
+        for (k, v) in setup.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let proxy = wait_for_addr(&log, "proxy listening on ", &mut child);
+        let admin = wait_for_addr(&log, "admin listening on ", &mut child);
+        Keyswap { child, dir, proxy, admin, log }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle` (logs are written asynchronously).
+    pub fn wait_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = self.log();
+            if log.contains(needle) || Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// keyswap's CA certificate file (created on start).
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.path().join("certs/ca.pem")
+    }
+
+    /// A bundle trusted by curl: keyswap's CA and the test upstream CA (for raw tunnels).
+    pub fn client_bundle(&self, ca: &TestCa) -> PathBuf {
+        let path = self.dir.path().join("client-bundle.pem");
+        let keyswap_ca = std::fs::read_to_string(self.ca_path()).unwrap();
+        std::fs::write(&path, format!("{keyswap_ca}{}", ca.pem)).unwrap();
+        path
+    }
+
+    pub fn proxy_url(&self) -> String {
+        format!("http://{}", self.proxy)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn wait(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Keyswap {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for_addr(log: &Mutex<String>, prefix: &str, child: &mut Child) -> SocketAddr {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(addr) = log.lock().unwrap().lines().find_map(|l| {
+            let at = l.find(prefix)?;
+            l[at + prefix.len()..].split_whitespace().next()?.parse().ok()
+        }) {
+            return addr;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("keyswap exited ({status}) before listening:\n{}", log.lock().unwrap());
+        }
+        assert!(Instant::now() < deadline, "keyswap did not start:\n{}", log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What curl got back.
+#[derive(Debug)]
+pub struct CurlOut {
+    pub status: u16,
+    /// `1.1` or `2`: the version curl spoke with keyswap.
+    pub http_version: String,
+    pub headers: HashMap<String, String>,
+    pub body: String,
+    pub stderr: String,
+}
+
+/// Runs curl with `args` (after `-sS`), capturing the final response's status, headers and body.
+pub async fn curl(args: &[&str]) -> CurlOut {
+    let dir = tempfile::tempdir().unwrap();
+    let (body_path, head_path) = (dir.path().join("body"), dir.path().join("head"));
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-o"])
+        .arg(&body_path)
+        .arg("-D")
+        .arg(&head_path)
+        .args(["-w", "%{http_code} %{http_version}"])
+        .args(args)
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .await
+        .expect("curl runs");
+    let head = std::fs::read_to_string(&head_path).unwrap_or_default();
+    // -D holds every response (the proxy's CONNECT answer first); keep the last block.
+    let last = head.trim_end().rsplit("\r\n\r\n").next().unwrap_or("");
+    let headers = last
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let written = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut written = written.split_whitespace();
+    CurlOut {
+        status: written.next().and_then(|s| s.parse().ok()).unwrap_or(0),
+        http_version: written.next().unwrap_or("").to_string(),
+        headers,
+        body: std::fs::read_to_string(&body_path).unwrap_or_default(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Path helper for tests that write extra files.
+pub fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
