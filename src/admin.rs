@@ -64,9 +64,11 @@ fn route(req: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
             let body = serde_json::json!({ "status": "ok", "store_generation": generation });
             respond(StatusCode::OK, "application/json", body.to_string())
         }
-        (&Method::GET, "/ca.pem") => {
-            respond(StatusCode::OK, "application/x-pem-file", state.ca.cert_pem().to_string())
-        }
+        (&Method::GET, "/ca.pem") => respond(
+            StatusCode::OK,
+            "application/x-pem-file",
+            state.ca.cert_pem().to_string(),
+        ),
         _ => {
             let body = serde_json::json!({
                 "type": "error",
@@ -80,6 +82,8 @@ fn route(req: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
 fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls::ServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -31,10 +31,18 @@ const CA_VALIDITY_DAYS: i64 = 3650;
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
-    #[error("{0} exists but {1} does not: keep both CA files together, or remove both to make a new CA")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{0} exists but {1} does not: keep both CA files together, or remove both to make a new CA"
+    )]
     HalfPresent(PathBuf, PathBuf),
     #[error("invalid CA certificate or key: {0}")]
     Invalid(rcgen::Error),
@@ -57,7 +65,9 @@ pub struct CertificateAuthority {
 
 impl std::fmt::Debug for CertificateAuthority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertificateAuthority").field("cert_path", &self.cert_path).finish_non_exhaustive()
+        f.debug_struct("CertificateAuthority")
+            .field("cert_path", &self.cert_path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -72,7 +82,8 @@ impl CertificateAuthority {
         };
         let key = KeyPair::from_pem(&key_pem).map_err(CaError::Invalid)?;
         let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).map_err(CaError::Invalid)?;
-        let leaf_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(CaError::Invalid)?;
+        let leaf_key =
+            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(CaError::Invalid)?;
         Ok(Self {
             issuer,
             cert_pem,
@@ -95,7 +106,10 @@ impl CertificateAuthority {
 
     /// (cache hits, certificates minted) since start.
     pub fn stats(&self) -> (u64, u64) {
-        (self.hits.load(Ordering::Relaxed), self.minted.load(Ordering::Relaxed))
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.minted.load(Ordering::Relaxed),
+        )
     }
 
     /// The TLS server config presenting a certificate for `host` (normalised), minted on first use.
@@ -106,7 +120,9 @@ impl CertificateAuthority {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(config.clone());
         }
-        cell.get_or_try_init(|| async { self.mint(host) }).await.cloned()
+        cell.get_or_try_init(|| async { self.mint(host) })
+            .await
+            .cloned()
     }
 
     fn cell(&self, host: &str) -> Arc<OnceCell<Arc<ServerConfig>>> {
@@ -123,7 +139,10 @@ impl CertificateAuthority {
 
     /// Signs a leaf for `host` and wraps it in a server config offering h2 and http/1.1.
     fn mint(&self, host: &str) -> Result<Arc<ServerConfig>, CaError> {
-        let mint_err = |source| CaError::Mint { host: host.to_string(), source };
+        let mint_err = |source| CaError::Mint {
+            host: host.to_string(),
+            source,
+        };
         let mut params = CertificateParams::default();
         params.subject_alt_names = vec![match host.parse::<IpAddr>() {
             Ok(ip) => SanType::IpAddress(ip),
@@ -138,12 +157,15 @@ impl CertificateAuthority {
         params.not_before = now - Duration::minutes(1);
         params.not_after = now + Duration::days(LEAF_VALIDITY_DAYS);
         params.use_authority_key_identifier_extension = true;
-        let cert = params.signed_by(&self.leaf_key, &self.issuer).map_err(mint_err)?;
+        let cert = params
+            .signed_by(&self.leaf_key, &self.issuer)
+            .map_err(mint_err)?;
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.leaf_key.serialize_der()));
-        let mut config = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.der().clone()], key)?;
+        let mut config =
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()?
+                .with_no_client_auth()
+                .with_single_cert(vec![cert.der().clone()], key)?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         self.minted.fetch_add(1, Ordering::Relaxed);
         Ok(Arc::new(config))
@@ -157,7 +179,10 @@ pub fn pem_to_der(pem: &str) -> Option<CertificateDer<'static>> {
 }
 
 fn read(path: &Path) -> Result<String, CaError> {
-    fs::read_to_string(path).map_err(|source| CaError::Read { path: path.into(), source })
+    fs::read_to_string(path).map_err(|source| CaError::Read {
+        path: path.into(),
+        source,
+    })
 }
 
 /// Makes a new CA key and self-signed certificate and writes them (key first, mode 0600).
@@ -165,10 +190,18 @@ fn create(cert_path: &Path, key_path: &Path) -> Result<(String, String), CaError
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(CaError::Invalid)?;
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, "keyswap CA");
-    params.distinguished_name.push(DnType::OrganizationName, "keyswap");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "keyswap CA");
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "keyswap");
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     params.serial_number = Some(random_serial());
     let now = OffsetDateTime::now_utc();
     params.not_before = now - Duration::days(1);
@@ -181,11 +214,19 @@ fn create(cert_path: &Path, key_path: &Path) -> Result<(String, String), CaError
 }
 
 fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
-    let err = |source| CaError::Write { path: path.into(), source };
+    let err = |source| CaError::Write {
+        path: path.into(),
+        source,
+    };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(err)?;
     }
-    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(err)?;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(err)?;
     file.write_all(contents).map_err(err)?;
     file.sync_all().map_err(err)
 }
@@ -196,7 +237,9 @@ fn random_serial() -> SerialNumber {
     let mut bytes = [0u8; 16];
     if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
         // The OS RNG failing is not recoverable in a meaningful way; fall back to the clock.
-        let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos().to_be_bytes();
+        let nanos = OffsetDateTime::now_utc()
+            .unix_timestamp_nanos()
+            .to_be_bytes();
         bytes.copy_from_slice(&nanos);
     }
     bytes[0] &= 0x7f;
@@ -212,9 +255,15 @@ mod tests {
     #[tokio::test]
     async fn creates_a_ca_with_a_private_key_file_then_loads_it_again() {
         let dir = tempfile::tempdir().unwrap();
-        let (cert, key) = (dir.path().join("certs/ca.pem"), dir.path().join("certs/ca-key.pem"));
+        let (cert, key) = (
+            dir.path().join("certs/ca.pem"),
+            dir.path().join("certs/ca-key.pem"),
+        );
         let ca = CertificateAuthority::load_or_create(&cert, &key).unwrap();
-        assert_eq!(fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let first = ca.cert_pem().to_string();
         let again = CertificateAuthority::load_or_create(&cert, &key).unwrap();
         assert_eq!(again.cert_pem(), first);
@@ -225,7 +274,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cert = dir.path().join("ca.pem");
         fs::write(&cert, "x").unwrap();
-        let err = CertificateAuthority::load_or_create(&cert, &dir.path().join("k.pem")).unwrap_err();
+        let err =
+            CertificateAuthority::load_or_create(&cert, &dir.path().join("k.pem")).unwrap_err();
         assert!(matches!(err, CaError::HalfPresent(..)));
     }
 
@@ -233,7 +283,11 @@ mod tests {
     async fn leaf_configs_are_cached_and_minted_once_under_concurrency() {
         let dir = tempfile::tempdir().unwrap();
         let ca = Arc::new(
-            CertificateAuthority::load_or_create(&dir.path().join("c.pem"), &dir.path().join("k.pem")).unwrap(),
+            CertificateAuthority::load_or_create(
+                &dir.path().join("c.pem"),
+                &dir.path().join("k.pem"),
+            )
+            .unwrap(),
         );
         let tasks: Vec<_> = (0..16)
             .map(|_| {
@@ -249,6 +303,9 @@ mod tests {
         assert_eq!(ca.stats().1, 1, "one mint for one host");
         ca.server_config("192.0.2.1").await.unwrap();
         assert_eq!(ca.stats().1, 2);
-        assert_eq!(configs[0].alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+        assert_eq!(
+            configs[0].alpn_protocols,
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
     }
 }

@@ -109,7 +109,11 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
     }
 }
 
@@ -134,7 +138,12 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let name = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError { file: name.clone(), line: 1, column: 1, message: format!("cannot read: {e}") }])
+            ConfigErrors(vec![ConfigError {
+                file: name.clone(),
+                line: 1,
+                column: 1,
+                message: format!("cannot read: {e}"),
+            }])
         })?;
         // SECURITY: the text may hold literal secrets; wipe it once parsed.
         let text = Zeroizing::new(text);
@@ -154,7 +163,12 @@ impl Config {
 
     /// Parses and validates TOML text. `file` names it in errors; relative paths resolve against `base`.
     pub fn from_toml(text: &str, file: &str, base: &Path) -> Result<Config, ConfigErrors> {
-        let mut v = Validator { text, file, base, errors: Vec::new() };
+        let mut v = Validator {
+            text,
+            file,
+            base,
+            errors: Vec::new(),
+        };
         let raw: raw::RawConfig = match toml::from_str(text) {
             Ok(raw) => raw,
             Err(e) => {
@@ -188,7 +202,12 @@ struct Validator<'a> {
 impl Validator<'_> {
     fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
         let (line, column) = line_column(self.text, span.start);
-        self.errors.push(ConfigError { file: self.file.to_string(), line, column, message: message.into() });
+        self.errors.push(ConfigError {
+            file: self.file.to_string(),
+            line,
+            column,
+            message: message.into(),
+        });
     }
 
     fn path(&self, p: &str) -> PathBuf {
@@ -199,7 +218,10 @@ impl Validator<'_> {
         match s.get_ref().parse() {
             Ok(addr) => Some(addr),
             Err(_) => {
-                self.error(s.span(), format!("`{}` is not an address like `127.0.0.1:8080`", s.get_ref()));
+                self.error(
+                    s.span(),
+                    format!("`{}` is not an address like `127.0.0.1:8080`", s.get_ref()),
+                );
                 None
             }
         }
@@ -214,22 +236,43 @@ impl Validator<'_> {
         let tls = TlsSettings {
             ca_cert: self.path(&raw.tls.ca_cert),
             ca_key: self.path(&raw.tls.ca_key),
-            upstream_ca_files: raw.tls.upstream_ca_files.iter().map(|p| self.path(p)).collect(),
+            upstream_ca_files: raw
+                .tls
+                .upstream_ca_files
+                .iter()
+                .map(|p| self.path(p))
+                .collect(),
         };
         let upstream = self.upstream(raw.upstream);
         let limits = self.limits(raw.limits);
         let vaults = self.vaults(raw.vaults);
         let sessions = self.sessions(raw.sessions, &vaults);
-        Config { source: None, proxy, admin, tls, upstream, limits, vaults, sessions }
+        Config {
+            source: None,
+            proxy,
+            admin,
+            tls,
+            upstream,
+            limits,
+            vaults,
+            sessions,
+        }
     }
 
     fn proxy(&mut self, raw: raw::RawProxy) -> ProxySettings {
-        let listen = raw.listen.as_ref().and_then(|l| self.socket_addr(l)).unwrap_or(raw::DEFAULT_PROXY_LISTEN);
+        let listen = raw
+            .listen
+            .as_ref()
+            .and_then(|l| self.socket_addr(l))
+            .unwrap_or(raw::DEFAULT_PROXY_LISTEN);
         let mut cidrs = Vec::new();
         for c in &raw.allow_private_cidrs {
             match c.get_ref().parse::<IpNet>() {
                 Ok(net) => cidrs.push(net.trunc()),
-                Err(_) => self.error(c.span(), format!("`{}` is not a CIDR range like `10.1.2.0/24`", c.get_ref())),
+                Err(_) => self.error(
+                    c.span(),
+                    format!("`{}` is not a CIDR range like `10.1.2.0/24`", c.get_ref()),
+                ),
             }
         }
         ProxySettings {
@@ -243,11 +286,21 @@ impl Validator<'_> {
     }
 
     fn admin(&mut self, raw: raw::RawAdmin) -> AdminSettings {
-        let listen = raw.listen.as_ref().and_then(|l| self.socket_addr(l)).unwrap_or(raw::DEFAULT_ADMIN_LISTEN);
+        let listen = raw
+            .listen
+            .as_ref()
+            .and_then(|l| self.socket_addr(l))
+            .unwrap_or(raw::DEFAULT_ADMIN_LISTEN);
         if !vault::is_valid_secret_name(raw.api_key_env.get_ref()) {
-            self.error(raw.api_key_env.span(), "api_key_env must be an environment variable name");
+            self.error(
+                raw.api_key_env.span(),
+                "api_key_env must be an environment variable name",
+            );
         }
-        AdminSettings { listen, api_key_env: raw.api_key_env.into_inner() }
+        AdminSettings {
+            listen,
+            api_key_env: raw.api_key_env.into_inner(),
+        }
     }
 
     fn upstream(&mut self, raw: raw::RawUpstream) -> UpstreamSettings {
@@ -257,7 +310,10 @@ impl Validator<'_> {
                 Ok(addr) => {
                     resolve.insert(normalize_host(&host), addr);
                 }
-                Err(_) => self.error(ip.span(), format!("`{}` is not an IP address", ip.get_ref())),
+                Err(_) => self.error(
+                    ip.span(),
+                    format!("`{}` is not an IP address", ip.get_ref()),
+                ),
             }
         }
         UpstreamSettings { resolve }
@@ -286,7 +342,10 @@ impl Validator<'_> {
             let raw = raw.into_inner();
             let id = raw.id.get_ref().clone();
             if !is_valid_id(&id, "vlt_") {
-                self.error(raw.id.span(), format!("vault id `{id}` must be `vlt_` followed by letters, digits or `_`"));
+                self.error(
+                    raw.id.span(),
+                    format!("vault id `{id}` must be `vlt_` followed by letters, digits or `_`"),
+                );
             } else if !vault_ids.insert(id.clone()) {
                 self.error(raw.id.span(), format!("vault id `{id}` is used twice"));
             }
@@ -305,12 +364,20 @@ impl Validator<'_> {
                 let display_name = c.display_name.map(|d| self.display_name(d));
                 let metadata = self.metadata(c.metadata);
                 let placeholder_span = c.auth.get_ref().placeholder.as_ref().map(Spanned::span);
-                let Some(auth) = self.auth(&cid, c.auth, c_span.clone()) else { continue };
+                let Some(auth) = self.auth(&cid, c.auth, c_span.clone()) else {
+                    continue;
+                };
                 if let Auth::EnvironmentVariable(env) = &auth
                     && placeholders.insert(env.placeholder.clone(), ()).is_some()
                 {
                     let span = placeholder_span.unwrap_or_else(|| c_span.clone());
-                    self.error(span, format!("placeholder `{}` is already used by another credential", env.placeholder));
+                    self.error(
+                        span,
+                        format!(
+                            "placeholder `{}` is already used by another credential",
+                            env.placeholder
+                        ),
+                    );
                 }
                 credentials.push(Credential {
                     id: cid,
@@ -321,7 +388,12 @@ impl Validator<'_> {
                     auth,
                 });
             }
-            vaults.push(Vault { id, display_name, metadata, credentials });
+            vaults.push(Vault {
+                id,
+                display_name,
+                metadata,
+                credentials,
+            });
         }
         vaults
     }
@@ -335,24 +407,42 @@ impl Validator<'_> {
     }
 
     fn metadata(&mut self, raw: Option<Spanned<BTreeMap<String, String>>>) -> Metadata {
-        let Some(raw) = raw else { return Metadata::new() };
+        let Some(raw) = raw else {
+            return Metadata::new();
+        };
         let span = raw.span();
         let map = raw.into_inner();
         if map.len() > MAX_METADATA_PAIRS {
-            self.error(span.clone(), format!("metadata holds at most {MAX_METADATA_PAIRS} pairs"));
+            self.error(
+                span.clone(),
+                format!("metadata holds at most {MAX_METADATA_PAIRS} pairs"),
+            );
         }
         for (k, v) in &map {
             if k.chars().count() > MAX_METADATA_KEY || k.is_empty() {
-                self.error(span.clone(), format!("metadata key `{k}` must be 1 to {MAX_METADATA_KEY} characters"));
+                self.error(
+                    span.clone(),
+                    format!("metadata key `{k}` must be 1 to {MAX_METADATA_KEY} characters"),
+                );
             }
             if v.chars().count() > MAX_METADATA_VALUE {
-                self.error(span.clone(), format!("metadata value of `{k}` is longer than {MAX_METADATA_VALUE} characters"));
+                self.error(
+                    span.clone(),
+                    format!(
+                        "metadata value of `{k}` is longer than {MAX_METADATA_VALUE} characters"
+                    ),
+                );
             }
         }
         map
     }
 
-    fn auth(&mut self, credential_id: &str, raw: Spanned<raw::RawAuth>, outer: Range<usize>) -> Option<Auth> {
+    fn auth(
+        &mut self,
+        credential_id: &str,
+        raw: Spanned<raw::RawAuth>,
+        outer: Range<usize>,
+    ) -> Option<Auth> {
         let span = raw.span();
         let raw = raw.into_inner();
         let Some(kind) = raw.r#type.as_ref() else {
@@ -362,11 +452,23 @@ impl Validator<'_> {
         let kind_span = kind.span();
         let allowed: &[&str] = match kind.get_ref().as_str() {
             "environment_variable" => &[
-                "secret_name", "secret_value", "secret_value_env", "secret_value_file", "networking",
-                "injection_location", "placeholder",
+                "secret_name",
+                "secret_value",
+                "secret_value_env",
+                "secret_value_file",
+                "networking",
+                "injection_location",
+                "placeholder",
             ],
             "static_bearer" => &["mcp_server_url", "token", "token_env", "token_file"],
-            "mcp_oauth" => &["mcp_server_url", "access_token", "access_token_env", "access_token_file", "expires_at", "refresh"],
+            "mcp_oauth" => &[
+                "mcp_server_url",
+                "access_token",
+                "access_token_env",
+                "access_token_file",
+                "expires_at",
+                "refresh",
+            ],
             other => {
                 self.error(kind_span, format!("unknown auth.type `{other}`: use environment_variable, static_bearer or mcp_oauth"));
                 return None;
@@ -374,20 +476,36 @@ impl Validator<'_> {
         };
         for (key, key_span) in raw.present_keys() {
             if !allowed.contains(&key) {
-                self.error(key_span, format!("`{key}` does not belong to a `{}` credential", kind.get_ref()));
+                self.error(
+                    key_span,
+                    format!(
+                        "`{key}` does not belong to a `{}` credential",
+                        kind.get_ref()
+                    ),
+                );
             }
         }
         match kind.get_ref().as_str() {
-            "environment_variable" => self.env_var_auth(credential_id, raw, span).map(Auth::EnvironmentVariable),
+            "environment_variable" => self
+                .env_var_auth(credential_id, raw, span)
+                .map(Auth::EnvironmentVariable),
             "static_bearer" => {
                 let mcp_server_url = self.mcp_url(raw.mcp_server_url, span.clone())?;
-                let token = self.secret_source("token", raw.token, raw.token_env, raw.token_file, span)?;
-                Some(Auth::StaticBearer(BearerAuth { mcp_server_url, token }))
+                let token =
+                    self.secret_source("token", raw.token, raw.token_env, raw.token_file, span)?;
+                Some(Auth::StaticBearer(BearerAuth {
+                    mcp_server_url,
+                    token,
+                }))
             }
             _ => {
                 let mcp_server_url = self.mcp_url(raw.mcp_server_url, span.clone())?;
                 let access_token = self.secret_source(
-                    "access_token", raw.access_token, raw.access_token_env, raw.access_token_file, span,
+                    "access_token",
+                    raw.access_token,
+                    raw.access_token_env,
+                    raw.access_token_file,
+                    span,
                 )?;
                 let refresh = match raw.refresh {
                     Some(r) => Some(self.refresh(r)?),
@@ -403,23 +521,46 @@ impl Validator<'_> {
         }
     }
 
-    fn env_var_auth(&mut self, credential_id: &str, raw: raw::RawAuth, span: Range<usize>) -> Option<EnvVarAuth> {
+    fn env_var_auth(
+        &mut self,
+        credential_id: &str,
+        raw: raw::RawAuth,
+        span: Range<usize>,
+    ) -> Option<EnvVarAuth> {
         let secret_name = match raw.secret_name {
             Some(name) if vault::is_valid_secret_name(name.get_ref()) => name.into_inner(),
             Some(name) => {
-                self.error(name.span(), format!("secret_name `{}` must match ^[A-Za-z_][A-Za-z0-9_]*$", name.get_ref()));
+                self.error(
+                    name.span(),
+                    format!(
+                        "secret_name `{}` must match ^[A-Za-z_][A-Za-z0-9_]*$",
+                        name.get_ref()
+                    ),
+                );
                 return None;
             }
             None => {
-                self.error(span, "environment_variable credential is missing `auth.secret_name`");
+                self.error(
+                    span,
+                    "environment_variable credential is missing `auth.secret_name`",
+                );
                 return None;
             }
         };
-        let secret = self.secret_source("secret_value", raw.secret_value, raw.secret_value_env, raw.secret_value_file, span.clone());
+        let secret = self.secret_source(
+            "secret_value",
+            raw.secret_value,
+            raw.secret_value_env,
+            raw.secret_value_file,
+            span.clone(),
+        );
         let networking = match raw.networking {
             Some(n) => self.networking(n),
             None => {
-                self.error(span, "environment_variable credential is missing `auth.networking`");
+                self.error(
+                    span,
+                    "environment_variable credential is missing `auth.networking`",
+                );
                 None
             }
         };
@@ -433,7 +574,10 @@ impl Validator<'_> {
                     query: i.query.unwrap_or(false),
                 };
                 if !(injection.header || injection.body || injection.query) {
-                    self.error(s, "injection_location must keep at least one of header, body, query true");
+                    self.error(
+                        s,
+                        "injection_location must keep at least one of header, body, query true",
+                    );
                 }
                 injection
             }
@@ -442,12 +586,21 @@ impl Validator<'_> {
         let placeholder = match raw.placeholder {
             Some(p) if vault::is_valid_placeholder(p.get_ref()) => p.into_inner(),
             Some(p) => {
-                self.error(p.span(), "placeholder must be 8 to 256 characters from [A-Za-z0-9._~-]");
+                self.error(
+                    p.span(),
+                    "placeholder must be 8 to 256 characters from [A-Za-z0-9._~-]",
+                );
                 return None;
             }
             None => vault::default_placeholder(credential_id),
         };
-        Some(EnvVarAuth { secret_name, secret: secret?, networking: networking?, injection, placeholder })
+        Some(EnvVarAuth {
+            secret_name,
+            secret: secret?,
+            networking: networking?,
+            injection,
+            placeholder,
+        })
     }
 
     fn networking(&mut self, raw: Spanned<raw::RawNetworking>) -> Option<Networking> {
@@ -456,7 +609,10 @@ impl Validator<'_> {
         match (raw.r#type.get_ref().as_str(), raw.allowed_hosts) {
             ("unrestricted", None) => Some(Networking::Unrestricted),
             ("unrestricted", Some(h)) => {
-                self.error(h.span(), "allowed_hosts only goes with networking type \"limited\"");
+                self.error(
+                    h.span(),
+                    "allowed_hosts only goes with networking type \"limited\"",
+                );
                 None
             }
             ("limited", Some(hosts)) => self.allowed_hosts(hosts),
@@ -465,7 +621,12 @@ impl Validator<'_> {
                 None
             }
             (other, _) => {
-                self.error(raw.r#type.span(), format!("unknown networking type `{other}`: use \"unrestricted\" or \"limited\""));
+                self.error(
+                    raw.r#type.span(),
+                    format!(
+                        "unknown networking type `{other}`: use \"unrestricted\" or \"limited\""
+                    ),
+                );
                 None
             }
         }
@@ -474,7 +635,13 @@ impl Validator<'_> {
     fn allowed_hosts(&mut self, hosts: Spanned<Vec<Spanned<String>>>) -> Option<Networking> {
         let before = self.errors.len();
         if hosts.get_ref().len() > MAX_ALLOWED_HOSTS {
-            self.error(hosts.span(), format!("allowed_hosts holds at most {MAX_ALLOWED_HOSTS} entries, found {}", hosts.get_ref().len()));
+            self.error(
+                hosts.span(),
+                format!(
+                    "allowed_hosts holds at most {MAX_ALLOWED_HOSTS} entries, found {}",
+                    hosts.get_ref().len()
+                ),
+            );
         }
         if hosts.get_ref().is_empty() {
             self.error(hosts.span(), "allowed_hosts must name at least one host");
@@ -490,7 +657,10 @@ impl Validator<'_> {
                 Err(e) => self.error(h.span(), e.to_string()),
             }
         }
-        (self.errors.len() == before).then_some(Networking::Limited { allowed_hosts, patterns })
+        (self.errors.len() == before).then_some(Networking::Limited {
+            allowed_hosts,
+            patterns,
+        })
     }
 
     /// Exactly one of a literal value, an environment variable or a file.
@@ -504,7 +674,10 @@ impl Validator<'_> {
     ) -> Option<Secret> {
         let count = literal.is_some() as u8 + env.is_some() as u8 + file.is_some() as u8;
         if count != 1 {
-            self.error(span, format!("give exactly one of `{what}`, `{what}_env`, `{what}_file`"));
+            self.error(
+                span,
+                format!("give exactly one of `{what}`, `{what}_env`, `{what}_file`"),
+            );
             return None;
         }
         let (value, span) = if let Some(l) = literal {
@@ -514,7 +687,10 @@ impl Validator<'_> {
             match std::env::var(e.get_ref()) {
                 Ok(v) => (v, e.span()),
                 Err(_) => {
-                    self.error(e.span(), format!("environment variable `{}` is not set", e.get_ref()));
+                    self.error(
+                        e.span(),
+                        format!("environment variable `{}` is not set", e.get_ref()),
+                    );
                     return None;
                 }
             }
@@ -548,7 +724,9 @@ impl Validator<'_> {
             return None;
         };
         match url.get_ref().parse::<http::Uri>() {
-            Ok(u) if u.scheme_str() == Some("https") && u.host().is_some() => Some(url.into_inner()),
+            Ok(u) if u.scheme_str() == Some("https") && u.host().is_some() => {
+                Some(url.into_inner())
+            }
             _ => {
                 self.error(url.span(), "mcp_server_url must be an https:// URL");
                 None
@@ -559,7 +737,13 @@ impl Validator<'_> {
     fn refresh(&mut self, raw: Spanned<raw::RawRefresh>) -> Option<OauthRefresh> {
         let span = raw.span();
         let raw = raw.into_inner();
-        let refresh_token = self.secret_source("refresh_token", raw.refresh_token, raw.refresh_token_env, None, span.clone());
+        let refresh_token = self.secret_source(
+            "refresh_token",
+            raw.refresh_token,
+            raw.refresh_token_env,
+            None,
+            span.clone(),
+        );
         let token_endpoint_auth = match raw.token_endpoint_auth {
             None => TokenEndpointAuth::None,
             Some(a) => self.token_endpoint_auth(a)?,
@@ -574,7 +758,10 @@ impl Validator<'_> {
         })
     }
 
-    fn token_endpoint_auth(&mut self, raw: Spanned<raw::RawTokenEndpointAuth>) -> Option<TokenEndpointAuth> {
+    fn token_endpoint_auth(
+        &mut self,
+        raw: Spanned<raw::RawTokenEndpointAuth>,
+    ) -> Option<TokenEndpointAuth> {
         let span = raw.span();
         let raw = raw.into_inner();
         let kind = raw.r#type.get_ref().as_str();
@@ -585,7 +772,13 @@ impl Validator<'_> {
             self.error(raw.r#type.span(), format!("unknown token_endpoint_auth type `{kind}`: use none, client_secret_basic or client_secret_post"));
             return None;
         }
-        let secret = self.secret_source("client_secret", raw.client_secret, raw.client_secret_env, None, span)?;
+        let secret = self.secret_source(
+            "client_secret",
+            raw.client_secret,
+            raw.client_secret_env,
+            None,
+            span,
+        )?;
         Some(if kind == "client_secret_basic" {
             TokenEndpointAuth::ClientSecretBasic(secret)
         } else {
@@ -599,7 +792,10 @@ impl Validator<'_> {
         for raw in raws {
             let raw = raw.into_inner();
             if !ids.insert(raw.id.get_ref().clone()) {
-                self.error(raw.id.span(), format!("session id `{}` is used twice", raw.id.get_ref()));
+                self.error(
+                    raw.id.span(),
+                    format!("session id `{}` is used twice", raw.id.get_ref()),
+                );
             }
             for v in &raw.vault_ids {
                 if !vaults.iter().any(|vault| &vault.id == v.get_ref()) {
@@ -623,8 +819,10 @@ impl Validator<'_> {
 
 /// `prefix` followed by 1–64 letters, digits or `_`.
 fn is_valid_id(id: &str, prefix: &str) -> bool {
-    id.strip_prefix(prefix)
-        .is_some_and(|rest| (1..=64).contains(&rest.len()) && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+    id.strip_prefix(prefix).is_some_and(|rest| {
+        (1..=64).contains(&rest.len())
+            && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    })
 }
 
 fn strip_one_newline(mut s: String) -> String {

@@ -21,12 +21,19 @@ impl Destination {
     /// From an authority with an optional port (`api.example.com:443`, `[::1]:8443`).
     pub fn from_authority(authority: &Authority, default_port: u16) -> Option<Destination> {
         let host = authority.host();
-        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
         if host.is_empty() {
             return None;
         }
         let host = normalize_host(host);
-        if host.is_empty() || host.bytes().any(|b| !(b.is_ascii_alphanumeric() || b"-._:".contains(&b))) {
+        if host.is_empty()
+            || host
+                .bytes()
+                .any(|b| !(b.is_ascii_alphanumeric() || b"-._:".contains(&b)))
+        {
             return None;
         }
         let port = authority.port_u16().unwrap_or(default_port);
@@ -38,18 +45,28 @@ impl Destination {
     pub fn authority_for(&self, scheme: &Scheme) -> String {
         let default = if *scheme == Scheme::HTTPS { 443 } else { 80 };
         let host = self.uri_host();
-        if self.port == default { host.into_owned() } else { format!("{host}:{}", self.port) }
+        if self.port == default {
+            host.into_owned()
+        } else {
+            format!("{host}:{}", self.port)
+        }
     }
 
     /// The host as a URI spells it: IPv6 addresses in brackets.
     pub fn uri_host(&self) -> std::borrow::Cow<'_, str> {
-        if self.host.contains(':') { format!("[{}]", self.host).into() } else { self.host.as_str().into() }
+        if self.host.contains(':') {
+            format!("[{}]", self.host).into()
+        } else {
+            self.host.as_str().into()
+        }
     }
 
     /// Whether a `Host` header or `:authority` names this destination. A port, when given, must be
     /// ours; when absent the scheme's default is not required (clients omit it for 443 and 80).
     pub fn matches_authority(&self, value: &str) -> bool {
-        let Ok(authority) = value.parse::<Authority>() else { return false };
+        let Ok(authority) = value.parse::<Authority>() else {
+            return false;
+        };
         if authority.as_str().contains('@') {
             return false;
         }
@@ -76,7 +93,13 @@ mod tests {
 
     #[test]
     fn normalises_host_and_keeps_port() {
-        assert_eq!(dest("API.Example.COM.:8443"), Destination { host: "api.example.com".into(), port: 8443 });
+        assert_eq!(
+            dest("API.Example.COM.:8443"),
+            Destination {
+                host: "api.example.com".into(),
+                port: 8443
+            }
+        );
         assert_eq!(dest("api.example.com").port, 443);
         assert_eq!(dest("[::1]:9").host, "::1");
         assert_eq!(dest("[::1]:9").to_string(), "[::1]:9");
@@ -85,7 +108,10 @@ mod tests {
     #[test]
     fn authority_leaves_out_default_ports() {
         assert_eq!(dest("a.test:443").authority_for(&Scheme::HTTPS), "a.test");
-        assert_eq!(dest("a.test:8443").authority_for(&Scheme::HTTPS), "a.test:8443");
+        assert_eq!(
+            dest("a.test:8443").authority_for(&Scheme::HTTPS),
+            "a.test:8443"
+        );
         assert_eq!(dest("a.test:80").authority_for(&Scheme::HTTP), "a.test");
     }
 

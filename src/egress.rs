@@ -22,7 +22,9 @@ impl EgressPolicy {
             return true;
         }
         let canonical = ip.to_canonical();
-        self.allowed.iter().any(|net| net.contains(&ip) || net.contains(&canonical))
+        self.allowed
+            .iter()
+            .any(|net| net.contains(&ip) || net.contains(&canonical))
     }
 }
 
@@ -50,7 +52,7 @@ fn is_non_public_v4(ip: Ipv4Addr) -> bool {
         || (a == 198 && (b == 18 || b == 19)) // benchmarking
         || (a == 198 && b == 51 && c == 100) // TEST-NET-2
         || (a == 203 && b == 0 && c == 113)  // TEST-NET-3
-        || a >= 224                          // multicast, reserved, broadcast
+        || a >= 224 // multicast, reserved, broadcast
 }
 
 fn is_non_public_v6(ip: Ipv6Addr) -> bool {
@@ -75,7 +77,9 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = ip.segments();
     let o = ip.octets();
     let last32 = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
-    if s[..5] == [0, 0, 0, 0, 0] && (s[5] == 0xffff || (s[5] == 0 && !ip.is_loopback() && !ip.is_unspecified())) {
+    if s[..5] == [0, 0, 0, 0, 0]
+        && (s[5] == 0xffff || (s[5] == 0 && !ip.is_loopback() && !ip.is_unspecified()))
+    {
         return Some(last32); // ::ffff:a.b.c.d and the deprecated ::a.b.c.d
     }
     if s[..6] == [0x0064, 0xff9b, 0, 0, 0, 0] {
@@ -98,9 +102,21 @@ mod tests {
     #[test]
     fn private_and_special_ipv4_are_blocked() {
         for ip in [
-            "0.0.0.0", "127.0.0.1", "127.255.0.9", "10.0.0.1", "172.16.0.1", "172.31.255.255", "192.168.1.1",
-            "100.64.0.1", "100.127.255.255", "169.254.169.254", "224.0.0.1", "255.255.255.255", "240.0.0.1",
-            "192.0.2.1", "198.18.0.1",
+            "0.0.0.0",
+            "127.0.0.1",
+            "127.255.0.9",
+            "10.0.0.1",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "100.64.0.1",
+            "100.127.255.255",
+            "169.254.169.254",
+            "224.0.0.1",
+            "255.255.255.255",
+            "240.0.0.1",
+            "192.0.2.1",
+            "198.18.0.1",
         ] {
             assert!(blocked(ip), "{ip} must be blocked");
         }
@@ -108,7 +124,14 @@ mod tests {
 
     #[test]
     fn public_ipv4_is_allowed() {
-        for ip in ["1.1.1.1", "8.8.8.8", "172.32.0.1", "100.128.0.1", "192.169.0.1", "140.82.112.3"] {
+        for ip in [
+            "1.1.1.1",
+            "8.8.8.8",
+            "172.32.0.1",
+            "100.128.0.1",
+            "192.169.0.1",
+            "140.82.112.3",
+        ] {
             assert!(!blocked(ip), "{ip} must be allowed");
         }
     }
@@ -116,8 +139,19 @@ mod tests {
     #[test]
     fn ipv6_forms_of_private_ipv4_are_blocked() {
         for ip in [
-            "::1", "::", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "::127.0.0.1", "64:ff9b::a9fe:a9fe",
-            "2002:7f00:0001::1", "2001::1", "fe80::1", "fd00:ec2::254", "ff02::1", "2001:db8::1", "64:ff9b:1::1",
+            "::1",
+            "::",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "::127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:7f00:0001::1",
+            "2001::1",
+            "fe80::1",
+            "fd00:ec2::254",
+            "ff02::1",
+            "2001:db8::1",
+            "64:ff9b:1::1",
         ] {
             assert!(blocked(ip), "{ip} must be blocked");
         }
@@ -125,20 +159,32 @@ mod tests {
 
     #[test]
     fn public_ipv6_is_allowed() {
-        for ip in ["2606:4700::1111", "2a00:1450:4001::200e", "::ffff:8.8.8.8", "64:ff9b::808:808", "2002:0808:0808::1"] {
+        for ip in [
+            "2606:4700::1111",
+            "2a00:1450:4001::200e",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:0808:0808::1",
+        ] {
             assert!(!blocked(ip), "{ip} must be allowed");
         }
     }
 
     #[test]
     fn policy_exceptions_open_only_their_range() {
-        let policy = EgressPolicy { block_private: true, allowed: vec!["10.1.2.0/24".parse().unwrap()] };
+        let policy = EgressPolicy {
+            block_private: true,
+            allowed: vec!["10.1.2.0/24".parse().unwrap()],
+        };
         assert!(policy.permits("10.1.2.7".parse().unwrap()));
         assert!(policy.permits("::ffff:10.1.2.7".parse().unwrap()));
         assert!(!policy.permits("10.1.3.7".parse().unwrap()));
         assert!(!policy.permits("127.0.0.1".parse().unwrap()));
         assert!(policy.permits("1.1.1.1".parse().unwrap()));
-        let open = EgressPolicy { block_private: false, allowed: vec![] };
+        let open = EgressPolicy {
+            block_private: false,
+            allowed: vec![],
+        };
         assert!(open.permits("127.0.0.1".parse().unwrap()));
     }
 }

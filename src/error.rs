@@ -42,7 +42,9 @@ impl ProxyError {
             ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),
             ProxyError::HostMismatch { .. } => (StatusCode::MISDIRECTED_REQUEST, "host-mismatch"),
             ProxyError::EgressDenied { .. } => (StatusCode::FORBIDDEN, "egress-denied"),
-            ProxyError::PlaceholderOutOfScope { .. } => (StatusCode::FORBIDDEN, "placeholder-out-of-scope"),
+            ProxyError::PlaceholderOutOfScope { .. } => {
+                (StatusCode::FORBIDDEN, "placeholder-out-of-scope")
+            }
             ProxyError::UpstreamDns { .. } => (StatusCode::BAD_GATEWAY, "upstream-dns"),
             ProxyError::UpstreamConnect { .. } => (StatusCode::BAD_GATEWAY, "upstream-connect"),
             ProxyError::UpstreamTls { .. } => (StatusCode::BAD_GATEWAY, "upstream-tls"),
@@ -63,12 +65,18 @@ impl ProxyError {
             ProxyError::PlaceholderOutOfScope { .. } => {
                 "The credential's allowed_hosts does not include this host: send it only to its allowed hosts, or widen its networking scope."
             }
-            ProxyError::UpstreamDns { .. } => "Check the host name, or add it to [upstream.resolve].",
-            ProxyError::UpstreamConnect { .. } => "Check that the upstream is up and reachable from keyswap.",
+            ProxyError::UpstreamDns { .. } => {
+                "Check the host name, or add it to [upstream.resolve]."
+            }
+            ProxyError::UpstreamConnect { .. } => {
+                "Check that the upstream is up and reachable from keyswap."
+            }
             ProxyError::UpstreamTls { .. } => {
                 "The upstream's certificate is not trusted for this host; add its CA to [tls] upstream_ca_files if it is private."
             }
-            ProxyError::UpstreamTimeout { .. } => "The upstream was too slow; retry, or raise the timeouts under [limits].",
+            ProxyError::UpstreamTimeout { .. } => {
+                "The upstream was too slow; retry, or raise the timeouts under [limits]."
+            }
         }
     }
 
@@ -76,10 +84,17 @@ impl ProxyError {
     pub fn to_response(&self) -> Response<ProxyBody> {
         let (status, code) = self.status_and_code();
         let body = format!("keyswap: {self}.\n{}\n", self.advice());
-        let mut response = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
+        let mut response = Response::new(
+            Full::new(Bytes::from(body))
+                .map_err(|never| match never {})
+                .boxed(),
+        );
         *response.status_mut() = status;
         let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
         headers.insert(ERROR_HEADER, HeaderValue::from_static(code));
         response
     }
@@ -88,13 +103,17 @@ impl ProxyError {
     pub fn from_upstream(host: &str, err: &(dyn std::error::Error + 'static)) -> ProxyError {
         let host = host.to_string();
         match crate::upstream::connect_error(err) {
-            Some(ConnectError::Dns { .. } | ConnectError::NoHost) => ProxyError::UpstreamDns { host },
-            Some(ConnectError::Denied { addr, .. }) => {
-                ProxyError::EgressDenied { host, reason: format!("it resolves to the non-public address {addr}") }
+            Some(ConnectError::Dns { .. } | ConnectError::NoHost) => {
+                ProxyError::UpstreamDns { host }
             }
-            Some(ConnectError::Loop { .. }) => {
-                ProxyError::EgressDenied { host, reason: "it is keyswap's own listener".to_string() }
-            }
+            Some(ConnectError::Denied { addr, .. }) => ProxyError::EgressDenied {
+                host,
+                reason: format!("it resolves to the non-public address {addr}"),
+            },
+            Some(ConnectError::Loop { .. }) => ProxyError::EgressDenied {
+                host,
+                reason: "it is keyswap's own listener".to_string(),
+            },
             Some(ConnectError::Tls { .. }) => ProxyError::UpstreamTls { host },
             Some(ConnectError::Timeout { .. }) => ProxyError::UpstreamTimeout { host },
             Some(ConnectError::Connect { .. }) | None => ProxyError::UpstreamConnect { host },
@@ -128,15 +147,35 @@ mod tests {
 
     #[test]
     fn each_error_has_its_spec_code_and_a_helpful_body() {
-        let e = ProxyError::HostMismatch { expected: "a.test:443".into(), got: "b.test".into() };
+        let e = ProxyError::HostMismatch {
+            expected: "a.test:443".into(),
+            got: "b.test".into(),
+        };
         let r = e.to_response();
         assert_eq!(r.status(), 421);
         assert_eq!(r.headers()[ERROR_HEADER], "host-mismatch");
-        let e = ProxyError::from(ConnectError::Denied { host: "x.test".into(), addr: "10.0.0.1".parse().unwrap() });
-        assert_eq!(e.status_and_code(), (StatusCode::FORBIDDEN, "egress-denied"));
-        let e = ProxyError::from(ConnectError::Tls { host: "x.test".into(), source: std::io::Error::other("bad cert") });
-        assert_eq!(e.status_and_code(), (StatusCode::BAD_GATEWAY, "upstream-tls"));
-        let e = ProxyError::from(ConnectError::Timeout { host: "x.test".into() });
-        assert_eq!(e.status_and_code(), (StatusCode::GATEWAY_TIMEOUT, "upstream-timeout"));
+        let e = ProxyError::from(ConnectError::Denied {
+            host: "x.test".into(),
+            addr: "10.0.0.1".parse().unwrap(),
+        });
+        assert_eq!(
+            e.status_and_code(),
+            (StatusCode::FORBIDDEN, "egress-denied")
+        );
+        let e = ProxyError::from(ConnectError::Tls {
+            host: "x.test".into(),
+            source: std::io::Error::other("bad cert"),
+        });
+        assert_eq!(
+            e.status_and_code(),
+            (StatusCode::BAD_GATEWAY, "upstream-tls")
+        );
+        let e = ProxyError::from(ConnectError::Timeout {
+            host: "x.test".into(),
+        });
+        assert_eq!(
+            e.status_and_code(),
+            (StatusCode::GATEWAY_TIMEOUT, "upstream-timeout")
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! keyswap: an egress proxy that swaps placeholders for real secrets, only on the hosts each
 //! secret is scoped to.
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod admin;
 pub mod ca;
@@ -9,11 +10,11 @@ pub mod destination;
 pub mod egress;
 pub mod error;
 pub mod proxy;
-pub mod scope;
 pub mod sandbox;
+pub mod scope;
 pub mod secret;
 pub mod server;
 pub mod store;
-pub mod upstream;
 pub mod substitute;
+pub mod upstream;
 pub mod vault;

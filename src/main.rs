@@ -1,4 +1,6 @@
 //! The `keyswap` command: parse the CLI, start tracing, validate the config, run.
+#![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,7 +13,11 @@ use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "keyswap", version, about = "An egress proxy that swaps placeholders for real secrets, by host")]
+#[command(
+    name = "keyswap",
+    version,
+    about = "An egress proxy that swaps placeholders for real secrets, by host"
+)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -64,7 +70,9 @@ fn main() -> ExitCode {
 
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_env("KEYSWAP_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -95,7 +103,10 @@ fn run(arg: ConfigArg) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             error!(error = %e, "cannot start the runtime");
@@ -116,7 +127,10 @@ fn check(arg: ConfigArg) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let source = config.source.as_deref().map_or("embedded defaults".into(), |p| p.display().to_string());
+    let source = config
+        .source
+        .as_deref()
+        .map_or("embedded defaults".into(), |p| p.display().to_string());
     let (mut env, mut bearer, mut oauth) = (0, 0, 0);
     for c in config.credentials() {
         match c.auth {

@@ -22,7 +22,10 @@ pub enum EnvError {
     #[error("session `{session}` needs its proxy token, but `{var}` is not set")]
     MissingToken { session: String, var: String },
     #[error("cannot write the CA bundle {path}: {source}")]
-    Bundle { path: PathBuf, source: std::io::Error },
+    Bundle {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The `export` lines for a sandbox of `session` (or of the implicit session).
@@ -31,15 +34,21 @@ pub enum EnvError {
 pub fn exports(config: &Config, session: Option<&str>, ca_cert: &Path) -> Result<String, EnvError> {
     let session = match session {
         Some(id) => Some(
-            config.sessions.iter().find(|s| s.id == id).ok_or_else(|| EnvError::UnknownSession(id.to_string()))?,
+            config
+                .sessions
+                .iter()
+                .find(|s| s.id == id)
+                .ok_or_else(|| EnvError::UnknownSession(id.to_string()))?,
         ),
         None => None,
     };
     let userinfo = match session {
         Some(s) => match &s.proxy_token_env {
             Some(var) => {
-                let token = std::env::var(var)
-                    .map_err(|_| EnvError::MissingToken { session: s.id.clone(), var: var.clone() })?;
+                let token = std::env::var(var).map_err(|_| EnvError::MissingToken {
+                    session: s.id.clone(),
+                    var: var.clone(),
+                })?;
                 format!("{}:{}@", s.id, token)
             }
             None => String::new(),
@@ -58,7 +67,12 @@ pub fn exports(config: &Config, session: Option<&str>, ca_cert: &Path) -> Result
     export("NO_PROXY", "localhost,127.0.0.1,::1");
     export("no_proxy", "localhost,127.0.0.1,::1");
     let bundle = bundle.display().to_string();
-    for name in ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO"] {
+    for name in [
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "GIT_SSL_CAINFO",
+    ] {
         export(name, &bundle);
     }
     export("NODE_EXTRA_CA_CERTS", &ca_cert.display().to_string());
@@ -73,13 +87,20 @@ pub fn exports(config: &Config, session: Option<&str>, ca_cert: &Path) -> Result
 
 /// A listen address as a client reaches it: an unspecified address means this host.
 fn reachable(addr: SocketAddr) -> SocketAddr {
-    if addr.ip().is_unspecified() { SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port()) } else { addr }
+    if addr.ip().is_unspecified() {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+    } else {
+        addr
+    }
 }
 
 /// Writes `ca-bundle.pem` beside the CA: keyswap's CA, the operator's upstream CAs, the system roots.
 fn write_bundle(config: &Config, ca_cert: &Path) -> Result<PathBuf, EnvError> {
     let path = ca_cert.with_file_name("ca-bundle.pem");
-    let err = |source| EnvError::Bundle { path: path.clone(), source };
+    let err = |source| EnvError::Bundle {
+        path: path.clone(),
+        source,
+    };
     let mut pem = std::fs::read_to_string(ca_cert).map_err(err)?;
     let extra = config.tls.upstream_ca_files.iter().map(PathBuf::as_path);
     let system = SYSTEM_BUNDLES.iter().map(Path::new).find(|p| p.exists());
@@ -108,7 +129,11 @@ mod tests {
     fn exports_proxy_ca_and_placeholders_but_no_secret() {
         let dir = tempfile::tempdir().unwrap();
         let ca = dir.path().join("ca.pem");
-        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n").unwrap();
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
         let text = r#"
 [proxy]
 listen = "0.0.0.0:9999"
@@ -124,14 +149,23 @@ auth = { type = "environment_variable", secret_name = "OLD", secret_value = "old
 "#;
         let config = Config::from_toml(text, "t", dir.path()).unwrap();
         let out = exports(&config, None, &ca).unwrap();
-        assert!(out.contains("export HTTPS_PROXY='http://127.0.0.1:9999'\n"), "{out}");
+        assert!(
+            out.contains("export HTTPS_PROXY='http://127.0.0.1:9999'\n"),
+            "{out}"
+        );
         assert!(out.contains("export https_proxy='http://127.0.0.1:9999'\n"));
         assert!(out.contains("export GITHUB_TOKEN='ks-ph-vcrd_a'\n"));
         assert!(out.contains(&format!("export NODE_EXTRA_CA_CERTS='{}'\n", ca.display())));
         assert!(out.contains("SSL_CERT_FILE='") && out.contains("ca-bundle.pem'"));
         assert!(!out.contains("REAL"), "{out}");
-        assert!(!out.contains("OLD="), "archived credentials are not exported");
-        assert!(matches!(exports(&config, Some("nope"), &ca), Err(EnvError::UnknownSession(_))));
+        assert!(
+            !out.contains("OLD="),
+            "archived credentials are not exported"
+        );
+        assert!(matches!(
+            exports(&config, Some("nope"), &ca),
+            Err(EnvError::UnknownSession(_))
+        ));
     }
 
     #[test]

@@ -77,7 +77,9 @@ impl HostPattern {
     pub fn matches(&self, host: &str) -> bool {
         match self {
             HostPattern::Exact(exact) => exact == host,
-            HostPattern::Subdomains(suffix) => host.len() > suffix.len() && host.ends_with(suffix.as_str()),
+            HostPattern::Subdomains(suffix) => {
+                host.len() > suffix.len() && host.ends_with(suffix.as_str())
+            }
         }
     }
 }
@@ -98,7 +100,9 @@ fn is_valid_hostname(host: &str) -> bool {
             && label.len() <= 63
             && !label.starts_with('-')
             && !label.ends_with('-')
-            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     })
 }
 
@@ -107,7 +111,9 @@ mod tests {
     use super::*;
 
     fn allows(entry: &str, host: &str) -> bool {
-        HostPattern::parse(entry).unwrap().matches(&normalize_host(host))
+        HostPattern::parse(entry)
+            .unwrap()
+            .matches(&normalize_host(host))
     }
 
     #[test]

@@ -18,7 +18,10 @@ use crate::upstream::{self, Dialer, UpstreamSetupError};
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Ca(#[from] CaError),
     #[error(transparent)]
@@ -33,10 +36,23 @@ pub enum RunError {
 pub async fn run(config: Config) -> Result<(), RunError> {
     let proxy_listener = bind(config.proxy.listen).await?;
     let admin_listener = bind(config.admin.listen).await?;
-    let proxy_addr = proxy_listener.local_addr().map_err(|source| RunError::Bind { addr: config.proxy.listen, source })?;
-    let admin_addr = admin_listener.local_addr().map_err(|source| RunError::Bind { addr: config.admin.listen, source })?;
+    let proxy_addr = proxy_listener
+        .local_addr()
+        .map_err(|source| RunError::Bind {
+            addr: config.proxy.listen,
+            source,
+        })?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|source| RunError::Bind {
+            addr: config.admin.listen,
+            source,
+        })?;
 
-    let ca = Arc::new(CertificateAuthority::load_or_create(&config.tls.ca_cert, &config.tls.ca_key)?);
+    let ca = Arc::new(CertificateAuthority::load_or_create(
+        &config.tls.ca_cert,
+        &config.tls.ca_key,
+    )?);
     let store = Arc::new(StoreHandle::new(Store::build(&config, 1)?));
     let dialer = Dialer::new(&config, vec![proxy_addr, admin_addr])?;
     let client = upstream::client(dialer.clone(), config.limits.idle_timeout);
@@ -52,7 +68,11 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         client,
         shutdown: shutdown_rx.clone(),
     });
-    let admin_state = Arc::new(AdminState { store, ca: ca.clone(), shutdown: shutdown_rx });
+    let admin_state = Arc::new(AdminState {
+        store,
+        ca: ca.clone(),
+        shutdown: shutdown_rx,
+    });
     info!(ca = %ca.cert_path().display(), credentials = shared.store.load().entries().len(), "keyswap ready");
     info!("proxy listening on {proxy_addr}");
     info!("admin listening on {admin_addr}");
@@ -61,7 +81,10 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state));
 
     wait_for_signal().await?;
-    info!(grace_secs = config.limits.shutdown_grace.as_secs(), "shutting down: draining connections");
+    info!(
+        grace_secs = config.limits.shutdown_grace.as_secs(),
+        "shutting down: draining connections"
+    );
     let _ = shutdown_tx.send(true);
     let _ = proxy_task.await;
     let _ = admin_task.await;
@@ -75,7 +98,9 @@ pub async fn run(config: Config) -> Result<(), RunError> {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, RunError> {
-    TcpListener::bind(addr).await.map_err(|source| RunError::Bind { addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Bind { addr, source })
 }
 
 async fn wait_for_signal() -> Result<(), RunError> {

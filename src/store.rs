@@ -55,7 +55,9 @@ impl Store {
     pub fn build(config: &Config, generation: u64) -> Result<Store, BuildError> {
         let mut entries = Vec::new();
         for credential in config.credentials() {
-            let Auth::EnvironmentVariable(env) = &credential.auth else { continue };
+            let Auth::EnvironmentVariable(env) = &credential.auth else {
+                continue;
+            };
             entries.push(Entry {
                 credential_id: credential.id.clone(),
                 vault_id: credential.vault_id.clone(),
@@ -70,7 +72,11 @@ impl Store {
             None
         } else {
             let patterns = entries.iter().map(|e| e.placeholder.as_bytes());
-            Some(AhoCorasick::builder().match_kind(MatchKind::LeftmostLongest).build(patterns)?)
+            Some(
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::LeftmostLongest)
+                    .build(patterns)?,
+            )
         };
         let mut exact_hosts = HashMap::new();
         let mut suffixes = HashMap::new();
@@ -88,7 +94,14 @@ impl Store {
                 }
             }
         }
-        Ok(Store { generation, entries, searcher, exact_hosts, suffixes, any_unrestricted })
+        Ok(Store {
+            generation,
+            entries,
+            searcher,
+            exact_hosts,
+            suffixes,
+            any_unrestricted,
+        })
     }
 
     /// An empty store: no credentials, nothing is ever substituted.
@@ -122,7 +135,8 @@ impl Store {
             return true;
         }
         // Walk the host's parent domains: `a.b.example.com` tries `.b.example.com`, `.example.com`, `.com`.
-        host.match_indices('.').any(|(i, _)| i > 0 && self.suffixes.contains_key(&host[i..]))
+        host.match_indices('.')
+            .any(|(i, _)| i > 0 && self.suffixes.contains_key(&host[i..]))
     }
 }
 
@@ -136,7 +150,10 @@ pub struct StoreHandle {
 impl StoreHandle {
     pub fn new(store: Store) -> Self {
         let next = store.generation + 1;
-        Self { current: ArcSwap::from_pointee(store), next_generation: AtomicU64::new(next) }
+        Self {
+            current: ArcSwap::from_pointee(store),
+            next_generation: AtomicU64::new(next),
+        }
     }
 
     /// The store in force now; hold it for the whole request.
@@ -147,7 +164,8 @@ impl StoreHandle {
     /// Builds a store from `config` with the next generation number and puts it in force.
     pub fn replace(&self, config: &Config) -> Result<u64, BuildError> {
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
-        self.current.store(Arc::new(Store::build(config, generation)?));
+        self.current
+            .store(Arc::new(Store::build(config, generation)?));
         Ok(generation)
     }
 }

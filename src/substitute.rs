@@ -81,7 +81,10 @@ impl Report {
 
     /// `vcrd_a=substituted vcrd_b=out_of_scope`: credential ids and outcomes, never a value.
     pub fn display<'a>(&'a self, store: &'a Store) -> impl fmt::Display + 'a {
-        ReportDisplay { report: self, store }
+        ReportDisplay {
+            report: self,
+            store,
+        }
     }
 }
 
@@ -96,7 +99,12 @@ impl fmt::Display for ReportDisplay<'_> {
             if i > 0 {
                 f.write_char(' ')?;
             }
-            write!(f, "{}={}", self.store.entry(entry).credential_id, outcome.as_str())?;
+            write!(
+                f,
+                "{}={}",
+                self.store.entry(entry).credential_id,
+                outcome.as_str()
+            )?;
         }
         Ok(())
     }
@@ -123,7 +131,9 @@ pub fn decide(entry: &Entry, target: Target<'_>, location: Location) -> Outcome 
 
 /// Replaces placeholders in every header value (and inside `Authorization: Basic` credentials).
 pub fn headers(store: &Store, target: Target<'_>, headers: &mut HeaderMap, report: &mut Report) {
-    let Some(searcher) = store.searcher() else { return };
+    let Some(searcher) = store.searcher() else {
+        return;
+    };
     for (name, value) in headers.iter_mut() {
         if name == AUTHORIZATION
             && let Some(new) = basic_auth(store, target, value.as_bytes(), report)
@@ -134,7 +144,15 @@ pub fn headers(store: &Store, target: Target<'_>, headers: &mut HeaderMap, repor
         if !searcher.is_match(value.as_bytes()) {
             continue;
         }
-        let Some(bytes) = replace(store, target, Location::Header, value.as_bytes(), report, push_raw).map(zeroize::Zeroizing::new) else {
+        let Some(bytes) = replace(
+            store,
+            target,
+            Location::Header,
+            value.as_bytes(),
+            report,
+            push_raw,
+        )
+        .map(zeroize::Zeroizing::new) else {
             continue;
         };
         if let Ok(mut new) = HeaderValue::from_bytes(&bytes) {
@@ -147,7 +165,12 @@ pub fn headers(store: &Store, target: Target<'_>, headers: &mut HeaderMap, repor
 
 /// `Authorization: Basic base64(user:password)`: substitutes inside the decoded pair and re-encodes.
 /// Returns `None` when the value is not Basic or nothing was substituted.
-fn basic_auth(store: &Store, target: Target<'_>, value: &[u8], report: &mut Report) -> Option<HeaderValue> {
+fn basic_auth(
+    store: &Store,
+    target: Target<'_>,
+    value: &[u8],
+    report: &mut Report,
+) -> Option<HeaderValue> {
     const SCHEME: &[u8] = b"basic ";
     if value.len() <= SCHEME.len() || !value[..SCHEME.len()].eq_ignore_ascii_case(SCHEME) {
         return None;
@@ -162,7 +185,14 @@ fn basic_auth(store: &Store, target: Target<'_>, value: &[u8], report: &mut Repo
     if !store.searcher()?.is_match(decoded) {
         return None;
     }
-    let replaced = zeroize::Zeroizing::new(replace(store, target, Location::Header, decoded, report, push_raw)?);
+    let replaced = zeroize::Zeroizing::new(replace(
+        store,
+        target,
+        Location::Header,
+        decoded,
+        report,
+        push_raw,
+    )?);
     let mut out = String::from("Basic ");
     BASE64.encode_string(replaced.as_slice(), &mut out);
     let mut header = HeaderValue::try_from(out).ok()?;
@@ -177,12 +207,20 @@ pub fn query(store: &Store, target: Target<'_>, uri: &Uri, report: &mut Report) 
     if !searcher.is_match(query) {
         return None;
     }
-    let replaced = replace(store, target, Location::Query, query.as_bytes(), report, push_percent_encoded)?;
+    let replaced = replace(
+        store,
+        target,
+        Location::Query,
+        query.as_bytes(),
+        report,
+        push_percent_encoded,
+    )?;
     let mut path_and_query = uri.path().as_bytes().to_vec();
     path_and_query.push(b'?');
     path_and_query.extend_from_slice(&replaced);
     let mut parts = uri.clone().into_parts();
-    parts.path_and_query = Some(PathAndQuery::from_maybe_shared(bytes::Bytes::from(path_and_query)).ok()?);
+    parts.path_and_query =
+        Some(PathAndQuery::from_maybe_shared(bytes::Bytes::from(path_and_query)).ok()?);
     Uri::from_parts(parts).ok()
 }
 
@@ -207,7 +245,8 @@ fn replace(
         if outcome != Outcome::Substituted {
             continue;
         }
-        let buf = out.get_or_insert_with(|| Vec::with_capacity(haystack.len() + entry.secret.len()));
+        let buf =
+            out.get_or_insert_with(|| Vec::with_capacity(haystack.len() + entry.secret.len()));
         buf.extend_from_slice(&haystack[copied..m.start()]);
         push_secret(buf, entry.secret.expose());
         copied = m.end();

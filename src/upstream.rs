@@ -93,13 +93,19 @@ impl Dialer {
     }
 
     /// The addresses `host` resolves to that egress rules permit. Err when none is permitted.
-    pub async fn permitted_addrs(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, ConnectError> {
+    pub async fn permitted_addrs(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<Vec<SocketAddr>, ConnectError> {
         let all = self.resolve(host, port).await?;
         let mut permitted = Vec::with_capacity(all.len());
         let mut refused = None;
         for addr in all {
             if self.is_own(addr) {
-                return Err(ConnectError::Loop { host: host.to_string() });
+                return Err(ConnectError::Loop {
+                    host: host.to_string(),
+                });
             }
             if self.inner.policy.permits(addr.ip()) {
                 permitted.push(addr);
@@ -108,7 +114,10 @@ impl Dialer {
             }
         }
         match (permitted.is_empty(), refused) {
-            (true, Some(addr)) => Err(ConnectError::Denied { host: host.to_string(), addr }),
+            (true, Some(addr)) => Err(ConnectError::Denied {
+                host: host.to_string(),
+                addr,
+            }),
             (true, None) => Err(ConnectError::Dns {
                 host: host.to_string(),
                 source: io::Error::new(io::ErrorKind::NotFound, "no addresses"),
@@ -127,8 +136,13 @@ impl Dialer {
         let lookup = tokio::net::lookup_host((host, port));
         match tokio::time::timeout(self.inner.connect_timeout, lookup).await {
             Ok(Ok(addrs)) => Ok(addrs.collect()),
-            Ok(Err(source)) => Err(ConnectError::Dns { host: host.to_string(), source }),
-            Err(_) => Err(ConnectError::Timeout { host: host.to_string() }),
+            Ok(Err(source)) => Err(ConnectError::Dns {
+                host: host.to_string(),
+                source,
+            }),
+            Err(_) => Err(ConnectError::Timeout {
+                host: host.to_string(),
+            }),
         }
     }
 
@@ -136,7 +150,8 @@ impl Dialer {
         self.inner.own.iter().any(|own| {
             own.port() == addr.port()
                 && (own.ip() == addr.ip()
-                    || (own.ip().is_unspecified() && (addr.ip().is_loopback() || addr.ip().is_unspecified()))
+                    || (own.ip().is_unspecified()
+                        && (addr.ip().is_loopback() || addr.ip().is_unspecified()))
                     || (addr.ip().to_canonical().is_loopback() && own.ip().is_loopback())
                     || addr.ip().is_unspecified())
         })
@@ -152,11 +167,22 @@ impl Dialer {
                     let _ = stream.set_nodelay(true);
                     return Ok(stream);
                 }
-                Ok(Err(e)) => last = Some(ConnectError::Connect { host: host.to_string(), source: e }),
-                Err(_) => last = Some(ConnectError::Timeout { host: host.to_string() }),
+                Ok(Err(e)) => {
+                    last = Some(ConnectError::Connect {
+                        host: host.to_string(),
+                        source: e,
+                    })
+                }
+                Err(_) => {
+                    last = Some(ConnectError::Timeout {
+                        host: host.to_string(),
+                    })
+                }
             }
         }
-        Err(last.unwrap_or(ConnectError::Timeout { host: host.to_string() }))
+        Err(last.unwrap_or(ConnectError::Timeout {
+            host: host.to_string(),
+        }))
     }
 
     /// TCP then TLS, verified for `host`, offering h2 and http/1.1.
@@ -169,17 +195,27 @@ impl Dialer {
         let handshake = self.inner.tls.connect(name, tcp);
         match tokio::time::timeout(self.inner.connect_timeout, handshake).await {
             Ok(Ok(stream)) => Ok(stream),
-            Ok(Err(source)) => Err(ConnectError::Tls { host: host.to_string(), source }),
-            Err(_) => Err(ConnectError::Timeout { host: host.to_string() }),
+            Ok(Err(source)) => Err(ConnectError::Tls {
+                host: host.to_string(),
+                source,
+            }),
+            Err(_) => Err(ConnectError::Timeout {
+                host: host.to_string(),
+            }),
         }
     }
 }
 
 /// The built-in web roots plus the operator's `upstream_ca_files`; certificates are always verified.
 fn client_tls_config(ca_files: &[std::path::PathBuf]) -> Result<ClientConfig, UpstreamSetupError> {
-    let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    let mut roots = RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
     for path in ca_files {
-        let err = |message: String| UpstreamSetupError::CaFile { path: path.display().to_string(), message };
+        let err = |message: String| UpstreamSetupError::CaFile {
+            path: path.display().to_string(),
+            message,
+        };
         let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
             .map_err(|e| err(e.to_string()))?
             .collect::<Result<Vec<_>, _>>()
@@ -191,10 +227,11 @@ fn client_tls_config(ca_files: &[std::path::PathBuf]) -> Result<ClientConfig, Up
             roots.add(cert).map_err(|e| err(e.to_string()))?;
         }
     }
-    let mut config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
@@ -209,14 +246,20 @@ impl Connection for Stream {
     fn connected(&self) -> Connected {
         match self {
             Stream::Plain(_) => Connected::new(),
-            Stream::Tls(tls) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => Connected::new().negotiated_h2(),
+            Stream::Tls(tls) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                Connected::new().negotiated_h2()
+            }
             Stream::Tls(_) => Connected::new(),
         }
     }
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -225,7 +268,11 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -282,7 +329,10 @@ impl tower_service::Service<Uri> for Connector {
         let dialer = self.0.clone();
         Box::pin(async move {
             let host = uri.host().ok_or(ConnectError::NoHost)?;
-            let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+            let host = host
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(host);
             let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
             let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
             let stream = if tls {

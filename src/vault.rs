@@ -63,7 +63,10 @@ pub struct EnvVarAuth {
 pub enum Networking {
     Unrestricted,
     /// The entries as the operator wrote them, and their parsed patterns (same order).
-    Limited { allowed_hosts: Vec<String>, patterns: Vec<HostPattern> },
+    Limited {
+        allowed_hosts: Vec<String>,
+        patterns: Vec<HostPattern>,
+    },
 }
 
 impl Networking {
@@ -86,7 +89,11 @@ pub struct Injection {
 
 impl Default for Injection {
     fn default() -> Self {
-        Self { header: true, body: false, query: false }
+        Self {
+            header: true,
+            body: false,
+            query: false,
+        }
     }
 }
 

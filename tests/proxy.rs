@@ -48,12 +48,27 @@ impl World {
     async fn start(proxy: &str, rest: &str) -> World {
         let ca = TestCa::new();
         let upstream = Upstream::https(&ca).await;
-        let keyswap = Keyswap::start(&ca, Setup { proxy, rest, env: &[] });
-        World { ca, upstream, keyswap }
+        let keyswap = Keyswap::start(
+            &ca,
+            Setup {
+                proxy,
+                rest,
+                env: &[],
+            },
+        );
+        World {
+            ca,
+            upstream,
+            keyswap,
+        }
     }
 
     async fn default() -> World {
-        Self::start("block_private_addresses = false", &format!("{VAULT}{UNRESTRICTED}")).await
+        Self::start(
+            "block_private_addresses = false",
+            &format!("{VAULT}{UNRESTRICTED}"),
+        )
+        .await
     }
 
     fn url(&self, host: &str, path: &str) -> String {
@@ -64,7 +79,12 @@ impl World {
     async fn curl(&self, url: &str, extra: &[&str]) -> common::CurlOut {
         let bundle = self.keyswap.client_bundle(&self.ca);
         let proxy = self.keyswap.proxy_url();
-        let mut args = vec!["--proxy", proxy.as_str(), "--cacert", bundle.to_str().unwrap()];
+        let mut args = vec![
+            "--proxy",
+            proxy.as_str(),
+            "--cacert",
+            bundle.to_str().unwrap(),
+        ];
         args.extend_from_slice(extra);
         args.push(url);
         curl(&args).await
@@ -84,16 +104,29 @@ mod scope {
         let w = World::default().await;
         for version in ["--http1.1", "--http2"] {
             let out = w
-                .curl(&w.url("api.example.test", "/v1"), &[version, "-H", "Authorization: Bearer ks-ph-vcrd_exact"])
+                .curl(
+                    &w.url("api.example.test", "/v1"),
+                    &[version, "-H", "Authorization: Bearer ks-ph-vcrd_exact"],
+                )
                 .await;
             assert_eq!(out.status, 200, "{out:?}");
-            assert_eq!(out.http_version, if version == "--http2" { "2" } else { "1.1" });
+            assert_eq!(
+                out.http_version,
+                if version == "--http2" { "2" } else { "1.1" }
+            );
         }
         let seen = w.upstream.requests();
         assert_eq!(seen.len(), 2);
-        assert_eq!(seen[1].version, "HTTP/2.0", "keyswap speaks h2 to an upstream that offers it");
+        assert_eq!(
+            seen[1].version, "HTTP/2.0",
+            "keyswap speaks h2 to an upstream that offers it"
+        );
         for s in &seen {
-            assert_eq!(s.header("authorization"), Some("Bearer SECRET_exact_1"), "{s:?}");
+            assert_eq!(
+                s.header("authorization"),
+                Some("Bearer SECRET_exact_1"),
+                "{s:?}"
+            );
             assert_eq!(s.path, "/v1");
         }
         let log = w.keyswap.wait_log("vcrd_exact=substituted");
@@ -105,7 +138,9 @@ mod scope {
     async fn upper_case_and_trailing_dot_hosts_match() {
         let w = World::default().await;
         for host in ["API.EXAMPLE.TEST", "api.example.test."] {
-            let out = w.curl(&w.url(host, "/"), &["-H", "x-token: ks-ph-vcrd_exact"]).await;
+            let out = w
+                .curl(&w.url(host, "/"), &["-H", "x-token: ks-ph-vcrd_exact"])
+                .await;
             assert_eq!(out.status, 200, "{host}: {out:?}");
         }
         for s in w.upstream.requests() {
@@ -116,21 +151,44 @@ mod scope {
     #[tokio::test(flavor = "multi_thread")]
     async fn wildcard_covers_subdomains_but_not_the_apex() {
         let w = World::default().await;
-        w.curl(&w.url("a.wild.example.test", "/"), &["-H", "x-token: ks-ph-vcrd_wild"]).await;
-        w.curl(&w.url("wild.example.test", "/"), &["-H", "x-token: ks-ph-vcrd_wild"]).await;
+        w.curl(
+            &w.url("a.wild.example.test", "/"),
+            &["-H", "x-token: ks-ph-vcrd_wild"],
+        )
+        .await;
+        w.curl(
+            &w.url("wild.example.test", "/"),
+            &["-H", "x-token: ks-ph-vcrd_wild"],
+        )
+        .await;
         let seen = w.upstream.requests();
         assert_eq!(seen[0].header("x-token"), Some("SECRET_wild_2"));
-        assert_eq!(seen[1].header("x-token"), Some("ks-ph-vcrd_wild"), "the apex is not in *.wild.example.test");
+        assert_eq!(
+            seen[1].header("x-token"),
+            Some("ks-ph-vcrd_wild"),
+            "the apex is not in *.wild.example.test"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn other_host_gets_the_placeholder_and_the_log_says_why() {
         let w = World::default().await;
-        let out = w.curl(&w.url("other.example.test", "/"), &["-H", "Authorization: Bearer ks-ph-vcrd_exact"]).await;
+        let out = w
+            .curl(
+                &w.url("other.example.test", "/"),
+                &["-H", "Authorization: Bearer ks-ph-vcrd_exact"],
+            )
+            .await;
         assert_eq!(out.status, 200, "{out:?}");
-        assert_eq!(w.upstream.only().header("authorization"), Some("Bearer ks-ph-vcrd_exact"));
+        assert_eq!(
+            w.upstream.only().header("authorization"),
+            Some("Bearer ks-ph-vcrd_exact")
+        );
         let log = w.keyswap.wait_log("vcrd_exact=out_of_scope");
-        let line = log.lines().find(|l| l.contains("vcrd_exact=out_of_scope")).expect(&log);
+        let line = log
+            .lines()
+            .find(|l| l.contains("vcrd_exact=out_of_scope"))
+            .expect(&log);
         assert!(line.contains("other.example.test"), "{line}");
         w.assert_no_secret_in_log();
     }
@@ -138,16 +196,26 @@ mod scope {
     #[tokio::test(flavor = "multi_thread")]
     async fn unrestricted_credential_goes_anywhere() {
         let w = World::default().await;
-        w.curl(&w.url("other.example.test", "/"), &["-H", "x-any: ks-ph-vcrd_any"]).await;
+        w.curl(
+            &w.url("other.example.test", "/"),
+            &["-H", "x-any: ks-ph-vcrd_any"],
+        )
+        .await;
         assert_eq!(w.upstream.only().header("x-any"), Some("SECRET_any_3"));
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn ipv4_literal_scope_matches_only_that_address() {
         let w = World::default().await;
-        let out = w.curl(&w.url("127.0.0.1", "/"), &["-H", "x-ip: ks-ph-vcrd_ip"]).await;
+        let out = w
+            .curl(&w.url("127.0.0.1", "/"), &["-H", "x-ip: ks-ph-vcrd_ip"])
+            .await;
         assert_eq!(out.status, 200, "{out:?}");
-        w.curl(&w.url("api.example.test", "/"), &["-H", "x-ip: ks-ph-vcrd_ip"]).await;
+        w.curl(
+            &w.url("api.example.test", "/"),
+            &["-H", "x-ip: ks-ph-vcrd_ip"],
+        )
+        .await;
         let seen = w.upstream.requests();
         assert_eq!(seen[0].header("x-ip"), Some("SECRET_ip_4"));
         assert_eq!(seen[1].header("x-ip"), Some("ks-ph-vcrd_ip"));
@@ -160,19 +228,36 @@ mod locations {
     #[tokio::test(flavor = "multi_thread")]
     async fn basic_auth_password_is_substituted_like_git_sends_it() {
         let w = World::default().await;
-        let url = format!("https://x-access-token:ks-ph-vcrd_exact@api.example.test:{}/repo.git/info/refs", w.upstream.port());
+        let url = format!(
+            "https://x-access-token:ks-ph-vcrd_exact@api.example.test:{}/repo.git/info/refs",
+            w.upstream.port()
+        );
         let out = w.curl(&url, &[]).await;
         assert_eq!(out.status, 200, "{out:?}");
-        let expected = base64::engine::general_purpose::STANDARD.encode("x-access-token:SECRET_exact_1");
-        assert_eq!(w.upstream.only().header("authorization"), Some(format!("Basic {expected}").as_str()));
+        let expected =
+            base64::engine::general_purpose::STANDARD.encode("x-access-token:SECRET_exact_1");
+        assert_eq!(
+            w.upstream.only().header("authorization"),
+            Some(format!("Basic {expected}").as_str())
+        );
         w.assert_no_secret_in_log();
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn query_string_only_where_enabled() {
         let w = World::default().await;
-        w.curl(&w.url("api.example.test", "/s?key=ks-ph-vcrd_query&other=ks-ph-vcrd_exact"), &[]).await;
-        assert_eq!(w.upstream.only().path, "/s?key=SECRET%2Fq%265&other=ks-ph-vcrd_exact");
+        w.curl(
+            &w.url(
+                "api.example.test",
+                "/s?key=ks-ph-vcrd_query&other=ks-ph-vcrd_exact",
+            ),
+            &[],
+        )
+        .await;
+        assert_eq!(
+            w.upstream.only().path,
+            "/s?key=SECRET%2Fq%265&other=ks-ph-vcrd_exact"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -180,7 +265,12 @@ mod locations {
         let w = World::default().await;
         w.curl(
             &w.url("api.example.test", "/"),
-            &["-H", "x-a: ks-ph-vcrd_exact_long", "-H", "x-b: ks-ph-vcrd_exact and ks-ph-vcrd_exact_long"],
+            &[
+                "-H",
+                "x-a: ks-ph-vcrd_exact_long",
+                "-H",
+                "x-b: ks-ph-vcrd_exact and ks-ph-vcrd_exact_long",
+            ],
         )
         .await;
         let seen = w.upstream.only();
@@ -191,7 +281,11 @@ mod locations {
     #[tokio::test(flavor = "multi_thread")]
     async fn request_without_placeholders_passes_untouched() {
         let w = World::default().await;
-        w.curl(&w.url("api.example.test", "/p?q=1"), &["-H", "Authorization: Bearer plain", "-H", "x-custom: v"]).await;
+        w.curl(
+            &w.url("api.example.test", "/p?q=1"),
+            &["-H", "Authorization: Bearer plain", "-H", "x-custom: v"],
+        )
+        .await;
         let seen = w.upstream.only();
         assert_eq!(seen.header("authorization"), Some("Bearer plain"));
         assert_eq!(seen.header("x-custom"), Some("v"));
@@ -206,10 +300,21 @@ mod consistency {
     async fn host_header_naming_another_host_is_421_and_nothing_is_forwarded() {
         let w = World::default().await;
         let out = w
-            .curl(&w.url("api.example.test", "/"), &["-H", "Host: other.example.test", "-H", "x: ks-ph-vcrd_exact"])
+            .curl(
+                &w.url("api.example.test", "/"),
+                &[
+                    "-H",
+                    "Host: other.example.test",
+                    "-H",
+                    "x: ks-ph-vcrd_exact",
+                ],
+            )
             .await;
         assert_eq!(out.status, 421, "{out:?}");
-        assert_eq!(out.headers.get("x-keyswap-error").map(String::as_str), Some("host-mismatch"));
+        assert_eq!(
+            out.headers.get("x-keyswap-error").map(String::as_str),
+            Some("host-mismatch")
+        );
         assert!(out.body.contains("tunnel"), "{}", out.body);
         assert!(w.upstream.requests().is_empty());
     }
@@ -222,10 +327,24 @@ mod consistency {
         let connect_to = format!("api.example.test:{port}:other.example.test:{port}");
         let host = format!("Host: other.example.test:{port}");
         let out = w
-            .curl(&w.url("api.example.test", "/"), &["-k", "--connect-to", &connect_to, "-H", &host, "-H", "x: ks-ph-vcrd_any"])
+            .curl(
+                &w.url("api.example.test", "/"),
+                &[
+                    "-k",
+                    "--connect-to",
+                    &connect_to,
+                    "-H",
+                    &host,
+                    "-H",
+                    "x: ks-ph-vcrd_any",
+                ],
+            )
             .await;
         assert_eq!(out.status, 421, "{out:?}");
-        assert_eq!(out.headers.get("x-keyswap-error").map(String::as_str), Some("host-mismatch"));
+        assert_eq!(
+            out.headers.get("x-keyswap-error").map(String::as_str),
+            Some("host-mismatch")
+        );
         assert!(w.upstream.requests().is_empty());
     }
 
@@ -234,11 +353,22 @@ mod consistency {
         let w = World::default().await;
         w.curl(
             &w.url("api.example.test", "/"),
-            &["--http1.1", "-H", "Proxy-Authorization: Basic c2VjcmV0", "-H", "Connection: x-drop", "-H", "x-drop: 1"],
+            &[
+                "--http1.1",
+                "-H",
+                "Proxy-Authorization: Basic c2VjcmV0",
+                "-H",
+                "Connection: x-drop",
+                "-H",
+                "x-drop: 1",
+            ],
         )
         .await;
         let seen = w.upstream.only();
-        assert_eq!(seen.header("host"), Some(format!("api.example.test:{}", w.upstream.port()).as_str()));
+        assert_eq!(
+            seen.header("host"),
+            Some(format!("api.example.test:{}", w.upstream.port()).as_str())
+        );
         assert_eq!(seen.header("proxy-authorization"), None);
         assert_eq!(seen.header("x-drop"), None);
     }
@@ -250,13 +380,25 @@ mod consistency {
             VAULT,
         )
         .await;
-        let out = w.curl(&w.url("other.example.test", "/"), &["-H", "x: ks-ph-vcrd_exact"]).await;
+        let out = w
+            .curl(
+                &w.url("other.example.test", "/"),
+                &["-H", "x: ks-ph-vcrd_exact"],
+            )
+            .await;
         assert_eq!(out.status, 403, "{out:?}");
-        assert_eq!(out.headers.get("x-keyswap-error").map(String::as_str), Some("placeholder-out-of-scope"));
+        assert_eq!(
+            out.headers.get("x-keyswap-error").map(String::as_str),
+            Some("placeholder-out-of-scope")
+        );
         assert!(out.body.contains("vcrd_exact"), "{}", out.body);
         assert!(w.upstream.requests().is_empty());
         let log = w.keyswap.wait_log("vcrd_exact=out_of_scope");
-        assert!(log.lines().any(|l| l.contains("vcrd_exact=out_of_scope") && l.contains("other.example.test")), "{log}");
+        assert!(
+            log.lines()
+                .any(|l| l.contains("vcrd_exact=out_of_scope") && l.contains("other.example.test")),
+            "{log}"
+        );
     }
 }
 
@@ -266,7 +408,14 @@ mod plain_http {
     async fn start(proxy: &str) -> (TestCa, Upstream, Keyswap) {
         let ca = TestCa::new();
         let upstream = Upstream::http().await;
-        let keyswap = Keyswap::start(&ca, Setup { proxy, rest: VAULT, env: &[] });
+        let keyswap = Keyswap::start(
+            &ca,
+            Setup {
+                proxy,
+                rest: VAULT,
+                env: &[],
+            },
+        );
         (ca, upstream, keyswap)
     }
 
@@ -274,7 +423,14 @@ mod plain_http {
     async fn no_secret_on_plain_http_by_default() {
         let (_ca, upstream, keyswap) = start("block_private_addresses = false").await;
         let url = format!("http://api.example.test:{}/x", upstream.port());
-        let out = curl(&["--proxy", &keyswap.proxy_url(), "-H", "x: ks-ph-vcrd_exact", &url]).await;
+        let out = curl(&[
+            "--proxy",
+            &keyswap.proxy_url(),
+            "-H",
+            "x: ks-ph-vcrd_exact",
+            &url,
+        ])
+        .await;
         assert_eq!(out.status, 200, "{out:?}");
         assert_eq!(upstream.only().header("x"), Some("ks-ph-vcrd_exact"));
         let log = keyswap.wait_log("vcrd_exact=plaintext_upstream");
@@ -283,12 +439,26 @@ mod plain_http {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn secret_on_plain_http_when_allowed() {
-        let (_ca, upstream, keyswap) = start("block_private_addresses = false\nsubstitute_over_plain_http = true").await;
+        let (_ca, upstream, keyswap) =
+            start("block_private_addresses = false\nsubstitute_over_plain_http = true").await;
         let url = format!("http://api.example.test:{}/x", upstream.port());
-        curl(&["--proxy", &keyswap.proxy_url(), "-H", "Host: other.example.test", "-H", "x: ks-ph-vcrd_exact", &url]).await;
+        curl(&[
+            "--proxy",
+            &keyswap.proxy_url(),
+            "-H",
+            "Host: other.example.test",
+            "-H",
+            "x: ks-ph-vcrd_exact",
+            &url,
+        ])
+        .await;
         let seen = upstream.only();
         assert_eq!(seen.header("x"), Some("SECRET_exact_1"));
-        assert_eq!(seen.header("host"), Some(format!("api.example.test:{}", upstream.port()).as_str()), "Host is pinned to the URI");
+        assert_eq!(
+            seen.header("host"),
+            Some(format!("api.example.test:{}", upstream.port()).as_str()),
+            "Host is pinned to the URI"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -296,7 +466,10 @@ mod plain_http {
         let (_ca, _upstream, keyswap) = start("block_private_addresses = false").await;
         let out = curl(&[&format!("http://{}/", keyswap.proxy)]).await;
         assert_eq!(out.status, 400);
-        assert_eq!(out.headers.get("x-keyswap-error").map(String::as_str), Some("bad-request"));
+        assert_eq!(
+            out.headers.get("x-keyswap-error").map(String::as_str),
+            Some("bad-request")
+        );
     }
 }
 
@@ -306,25 +479,43 @@ mod egress {
     #[tokio::test(flavor = "multi_thread")]
     async fn private_upstreams_are_refused_by_default() {
         let w = World::start("", VAULT).await;
-        let out = w.curl(&w.url("api.example.test", "/"), &["-H", "x: ks-ph-vcrd_exact"]).await;
-        assert_eq!(out.status, 0, "CONNECT refused: curl reports no final response");
+        let out = w
+            .curl(
+                &w.url("api.example.test", "/"),
+                &["-H", "x: ks-ph-vcrd_exact"],
+            )
+            .await;
+        assert_eq!(
+            out.status, 0,
+            "CONNECT refused: curl reports no final response"
+        );
         assert!(out.stderr.contains("403"), "{out:?}");
         let http = Upstream::http().await;
         let url = format!("http://api.example.test:{}/", http.port());
         let out = curl(&["--proxy", &w.keyswap.proxy_url(), &url]).await;
         assert_eq!(out.status, 403, "{out:?}");
-        assert_eq!(out.headers.get("x-keyswap-error").map(String::as_str), Some("egress-denied"));
+        assert_eq!(
+            out.headers.get("x-keyswap-error").map(String::as_str),
+            Some("egress-denied")
+        );
         assert!(w.upstream.requests().is_empty() && http.requests().is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn unreachable_upstream_is_502_upstream_connect() {
         let w = World::default().await;
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let url = format!("http://api.example.test:{closed}/");
         let out = curl(&["--proxy", &w.keyswap.proxy_url(), &url]).await;
         assert_eq!(out.status, 502, "{out:?}");
-        assert_eq!(out.headers.get("x-keyswap-error").map(String::as_str), Some("upstream-connect"));
+        assert_eq!(
+            out.headers.get("x-keyswap-error").map(String::as_str),
+            Some("upstream-connect")
+        );
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -335,7 +526,10 @@ mod egress {
         let url = format!("https://api.example.test:{}/", rogue.port());
         let out = w.curl(&url, &["-H", "x: ks-ph-vcrd_exact"]).await;
         assert_eq!(out.status, 502, "{out:?}");
-        assert_eq!(out.headers.get("x-keyswap-error").map(String::as_str), Some("upstream-tls"));
+        assert_eq!(
+            out.headers.get("x-keyswap-error").map(String::as_str),
+            Some("upstream-tls")
+        );
         assert!(rogue.requests().is_empty());
     }
 
@@ -361,12 +555,28 @@ mod mitm_auto {
         let upstream_ca = common::write(w.keyswap.dir.path(), "only-upstream.pem", &w.ca.pem);
         let url = w.url("other.example.test", "/");
         let proxy = w.keyswap.proxy_url();
-        let out = curl(&["--proxy", &proxy, "--cacert", upstream_ca.to_str().unwrap(), "-H", "x: ks-ph-vcrd_exact", &url]).await;
+        let out = curl(&[
+            "--proxy",
+            &proxy,
+            "--cacert",
+            upstream_ca.to_str().unwrap(),
+            "-H",
+            "x: ks-ph-vcrd_exact",
+            &url,
+        ])
+        .await;
         assert_eq!(out.status, 200, "{out:?}");
         assert_eq!(w.upstream.only().header("x"), Some("ks-ph-vcrd_exact"));
         // A host in scope is intercepted: the upstream CA alone no longer verifies it.
         let url = w.url("api.example.test", "/");
-        let out = curl(&["--proxy", &proxy, "--cacert", upstream_ca.to_str().unwrap(), &url]).await;
+        let out = curl(&[
+            "--proxy",
+            &proxy,
+            "--cacert",
+            upstream_ca.to_str().unwrap(),
+            &url,
+        ])
+        .await;
         assert_eq!(out.status, 0, "{out:?}");
     }
 }

@@ -85,7 +85,10 @@ pub struct RawAdmin {
 
 impl Default for RawAdmin {
     fn default() -> Self {
-        Self { listen: None, api_key_env: Spanned::new(0..0, "KEYSWAP_ADMIN_KEY".into()) }
+        Self {
+            listen: None,
+            api_key_env: Spanned::new(0..0, "KEYSWAP_ADMIN_KEY".into()),
+        }
     }
 }
 
@@ -99,7 +102,11 @@ pub struct RawTls {
 
 impl Default for RawTls {
     fn default() -> Self {
-        Self { ca_cert: "certs/ca.pem".into(), ca_key: "certs/ca-key.pem".into(), upstream_ca_files: Vec::new() }
+        Self {
+            ca_cert: "certs/ca.pem".into(),
+            ca_key: "certs/ca-key.pem".into(),
+            upstream_ca_files: Vec::new(),
+        }
     }
 }
 

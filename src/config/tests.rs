@@ -5,7 +5,12 @@ fn parse(text: &str) -> Result<Config, ConfigErrors> {
 }
 
 fn errors(text: &str) -> Vec<String> {
-    parse(text).unwrap_err().0.iter().map(ToString::to_string).collect()
+    parse(text)
+        .unwrap_err()
+        .0
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 const GOOD: &str = r#"
@@ -40,7 +45,9 @@ auth.injection_location = { header = false, query = true }
 
 /// A one-credential config whose `auth` lines are `auth`.
 fn with_auth(auth: &str) -> String {
-    format!("[[vaults]]\nid = \"vlt_a\"\n[[vaults.credentials]]\nid = \"vcrd_a\"\nauth.type = \"environment_variable\"\nauth.secret_name = \"T\"\nauth.secret_value = \"s3cret\"\n{auth}\n")
+    format!(
+        "[[vaults]]\nid = \"vlt_a\"\n[[vaults.credentials]]\nid = \"vcrd_a\"\nauth.type = \"environment_variable\"\nauth.secret_name = \"T\"\nauth.secret_value = \"s3cret\"\n{auth}\n"
+    )
 }
 
 #[test]
@@ -62,19 +69,40 @@ fn a_full_config_is_read() {
     let c = parse(GOOD).unwrap();
     assert_eq!(c.proxy.listen.port(), 9000);
     assert_eq!(c.proxy.allow_private_cidrs[0].to_string(), "10.1.2.0/24");
-    assert_eq!(c.upstream.resolve["api.example.test"].to_string(), "127.0.0.1");
+    assert_eq!(
+        c.upstream.resolve["api.example.test"].to_string(),
+        "127.0.0.1"
+    );
     assert_eq!(c.tls.ca_cert, Path::new("/etc/keyswap/certs/ca.pem"));
     let creds: Vec<_> = c.credentials().collect();
     assert_eq!(creds.len(), 2);
-    let Auth::EnvironmentVariable(gh) = &creds[0].auth else { panic!() };
+    let Auth::EnvironmentVariable(gh) = &creds[0].auth else {
+        panic!()
+    };
     assert_eq!(gh.placeholder, "ks-ph-vcrd_gh");
     assert_eq!(gh.secret.expose(), b"ghp_real");
     assert!(gh.networking.allows("raw.githubusercontent.com"));
     assert!(!gh.networking.allows("githubusercontent.com"));
-    assert_eq!(gh.injection, Injection { header: true, body: false, query: false });
-    let Auth::EnvironmentVariable(any) = &creds[1].auth else { panic!() };
+    assert_eq!(
+        gh.injection,
+        Injection {
+            header: true,
+            body: false,
+            query: false
+        }
+    );
+    let Auth::EnvironmentVariable(any) = &creds[1].auth else {
+        panic!()
+    };
     assert_eq!(any.placeholder, "my-placeholder");
-    assert_eq!(any.injection, Injection { header: false, body: false, query: true });
+    assert_eq!(
+        any.injection,
+        Injection {
+            header: false,
+            body: false,
+            query: true
+        }
+    );
 }
 
 #[test]
@@ -87,7 +115,9 @@ fn unknown_key_is_an_error_with_its_position() {
 
 #[test]
 fn unknown_key_inside_auth_is_an_error() {
-    let e = errors(&with_auth("auth.networking = { type = \"unrestricted\" }\nauth.secret_nmae = \"X\""));
+    let e = errors(&with_auth(
+        "auth.networking = { type = \"unrestricted\" }\nauth.secret_nmae = \"X\"",
+    ));
     assert!(e[0].contains("secret_nmae"), "{e:?}");
 }
 
@@ -97,7 +127,10 @@ fn bad_allowed_hosts_are_each_reported_at_their_entry() {
         "auth.networking = { type = \"limited\", allowed_hosts = [\"api.example.com:443\", \"https://x.com\", \"::1\", \"a.com/p\"] }",
     ));
     assert_eq!(e.len(), 4, "{e:?}");
-    assert!(e[0].starts_with("k.toml:8:56: ") && e[0].contains("port"), "{e:?}");
+    assert!(
+        e[0].starts_with("k.toml:8:56: ") && e[0].contains("port"),
+        "{e:?}"
+    );
     assert!(e[1].contains("URL"), "{e:?}");
     assert!(e[2].contains("IPv6"), "{e:?}");
     assert!(e[3].contains("path"), "{e:?}");
@@ -106,7 +139,10 @@ fn bad_allowed_hosts_are_each_reported_at_their_entry() {
 #[test]
 fn more_than_sixteen_hosts_is_an_error() {
     let hosts: Vec<String> = (0..17).map(|i| format!("\"h{i}.example.com\"")).collect();
-    let e = errors(&with_auth(&format!("auth.networking = {{ type = \"limited\", allowed_hosts = [{}] }}", hosts.join(", "))));
+    let e = errors(&with_auth(&format!(
+        "auth.networking = {{ type = \"limited\", allowed_hosts = [{}] }}",
+        hosts.join(", ")
+    )));
     assert!(e.iter().any(|e| e.contains("at most 16")), "{e:?}");
     assert!(e[0].starts_with("k.toml:8:"), "{e:?}");
 }
@@ -119,7 +155,10 @@ fn duplicate_placeholder_is_an_error() {
     );
     let e = errors(&text);
     assert_eq!(e.len(), 1, "{e:?}");
-    assert!(e[0].starts_with("k.toml:14:20: ") && e[0].contains("already used"), "{e:?}");
+    assert!(
+        e[0].starts_with("k.toml:14:20: ") && e[0].contains("already used"),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -127,9 +166,17 @@ fn bad_secret_name_and_placeholder_are_errors() {
     let e = errors(
         "[[vaults]]\nid = \"vlt_a\"\n[[vaults.credentials]]\nid = \"vcrd_a\"\nauth.type = \"environment_variable\"\nauth.secret_name = \"1BAD\"\nauth.secret_value = \"v\"\nauth.networking = { type = \"unrestricted\" }\n",
     );
-    assert!(e[0].starts_with("k.toml:6:") && e[0].contains("secret_name"), "{e:?}");
-    let e = errors(&with_auth("auth.networking = { type = \"unrestricted\" }\nauth.placeholder = \"no spaces allowed\""));
-    assert!(e[0].starts_with("k.toml:9:") && e[0].contains("placeholder"), "{e:?}");
+    assert!(
+        e[0].starts_with("k.toml:6:") && e[0].contains("secret_name"),
+        "{e:?}"
+    );
+    let e = errors(&with_auth(
+        "auth.networking = { type = \"unrestricted\" }\nauth.placeholder = \"no spaces allowed\"",
+    ));
+    assert!(
+        e[0].starts_with("k.toml:9:") && e[0].contains("placeholder"),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -151,17 +198,24 @@ fn secret_from_env_and_file_without_trailing_newline() {
 
 #[test]
 fn missing_env_var_and_two_sources_are_errors() {
-    let e = errors(&with_auth("auth.networking = { type = \"unrestricted\" }\nauth.secret_value_env = \"X\""));
+    let e = errors(&with_auth(
+        "auth.networking = { type = \"unrestricted\" }\nauth.secret_value_env = \"X\"",
+    ));
     assert!(e[0].contains("exactly one"), "{e:?}");
     let e = errors(
         "[[vaults]]\nid = \"vlt_a\"\n[[vaults.credentials]]\nid = \"vcrd_a\"\nauth.type = \"environment_variable\"\nauth.secret_name = \"A\"\nauth.secret_value_env = \"KEYSWAP_SURELY_UNSET_VAR\"\nauth.networking = { type = \"unrestricted\" }\n",
     );
-    assert!(e[0].starts_with("k.toml:7:") && e[0].contains("not set"), "{e:?}");
+    assert!(
+        e[0].starts_with("k.toml:7:") && e[0].contains("not set"),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn errors_never_contain_the_secret() {
-    let text = with_auth("auth.networking = { type = \"limited\", allowed_hosts = [\"bad host\"] }\nauth.token = \"x\"");
+    let text = with_auth(
+        "auth.networking = { type = \"limited\", allowed_hosts = [\"bad host\"] }\nauth.token = \"x\"",
+    );
     for e in errors(&text) {
         assert!(!e.contains("s3cret"), "{e}");
     }
@@ -169,7 +223,9 @@ fn errors_never_contain_the_secret() {
 
 #[test]
 fn fields_of_another_type_are_errors() {
-    let e = errors(&with_auth("auth.networking = { type = \"unrestricted\" }\nauth.mcp_server_url = \"https://x\""));
+    let e = errors(&with_auth(
+        "auth.networking = { type = \"unrestricted\" }\nauth.mcp_server_url = \"https://x\"",
+    ));
     assert!(e[0].contains("does not belong"), "{e:?}");
 }
 

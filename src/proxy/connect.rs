@@ -32,8 +32,16 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// Answers a CONNECT request; the tunnel itself runs in a task once hyper hands over the socket.
-pub(super) async fn handle(req: Request<Incoming>, shared: Arc<Shared>, permit: ConnectionPermit) -> Response<ProxyBody> {
-    let Some(dest) = req.uri().authority().and_then(|a| Destination::from_authority(a, 443)) else {
+pub(super) async fn handle(
+    req: Request<Incoming>,
+    shared: Arc<Shared>,
+    permit: ConnectionPermit,
+) -> Response<ProxyBody> {
+    let Some(dest) = req
+        .uri()
+        .authority()
+        .and_then(|a| Destination::from_authority(a, 443))
+    else {
         return ProxyError::BadRequest("CONNECT needs a host:port target").to_response();
     };
     let store = shared.store.load();
@@ -41,7 +49,11 @@ pub(super) async fn handle(req: Request<Incoming>, shared: Arc<Shared>, permit: 
     drop(store);
     // Check (and for a raw relay, dial) before saying 200, so a refusal is a clear HTTP answer.
     let upstream = if intercept {
-        shared.dialer.permitted_addrs(&dest.host, dest.port).await.map(|_| None)
+        shared
+            .dialer
+            .permitted_addrs(&dest.host, dest.port)
+            .await
+            .map(|_| None)
     } else {
         shared.dialer.tcp(&dest.host, dest.port).await.map(Some)
     };
@@ -68,7 +80,11 @@ pub(super) async fn handle(req: Request<Incoming>, shared: Arc<Shared>, permit: 
             None => tunnel(client.0, client.1, dest, shared).await,
         }
     });
-    let mut response = Response::new(Empty::<Bytes>::new().map_err(|never| match never {}).boxed());
+    let mut response = Response::new(
+        Empty::<Bytes>::new()
+            .map_err(|never| match never {})
+            .boxed(),
+    );
     *response.status_mut() = StatusCode::OK;
     response
 }
@@ -128,8 +144,14 @@ async fn intercept_tls(client: Rewind<TcpStream>, dest: Destination, shared: Arc
 }
 
 /// Serves HTTP inside a tunnel; every request is checked against, and sent to, `dest`.
-async fn serve_bound<I>(io: I, h2: bool, dest: Destination, scheme: Scheme, sni: Option<String>, shared: Arc<Shared>)
-where
+async fn serve_bound<I>(
+    io: I,
+    h2: bool,
+    dest: Destination,
+    scheme: Scheme,
+    sni: Option<String>,
+    shared: Arc<Shared>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let dest = Arc::new(dest);
@@ -137,10 +159,14 @@ where
     let handler = {
         let shared = shared.clone();
         move |req: Request<Incoming>| {
-            let (shared, dest, scheme, sni) = (shared.clone(), dest.clone(), scheme.clone(), sni.clone());
+            let (shared, dest, scheme, sni) =
+                (shared.clone(), dest.clone(), scheme.clone(), sni.clone());
             async move {
                 if let Some(sni) = sni {
-                    let err = ProxyError::HostMismatch { expected: dest.to_string(), got: format!("TLS SNI {sni}") };
+                    let err = ProxyError::HostMismatch {
+                        expected: dest.to_string(),
+                        got: format!("TLS SNI {sni}"),
+                    };
                     info!(host = %dest.host, "SNI does not match the CONNECT host");
                     return err.to_response();
                 }

@@ -22,18 +22,27 @@ pub(super) async fn plain(req: Request<Incoming>, shared: &Shared) -> Response<P
     let uri = req.uri();
     let scheme = match uri.scheme() {
         Some(s) if *s == Scheme::HTTP || *s == Scheme::HTTPS => s.clone(),
-        Some(_) => return ProxyError::BadRequest("only http:// and https:// URIs can be proxied").to_response(),
-        None => {
-            return ProxyError::BadRequest("send absolute-form requests (GET http://host/path) or CONNECT")
+        Some(_) => {
+            return ProxyError::BadRequest("only http:// and https:// URIs can be proxied")
                 .to_response();
+        }
+        None => {
+            return ProxyError::BadRequest(
+                "send absolute-form requests (GET http://host/path) or CONNECT",
+            )
+            .to_response();
         }
     };
     let default_port = if scheme == Scheme::HTTPS { 443 } else { 80 };
-    let Some(dest) = uri.authority().and_then(|a| Destination::from_authority(a, default_port)) else {
+    let Some(dest) = uri
+        .authority()
+        .and_then(|a| Destination::from_authority(a, default_port))
+    else {
         return ProxyError::BadRequest("the request URI has no valid host").to_response();
     };
     if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-        return ProxyError::BadRequest("user information in the request URI is not allowed").to_response();
+        return ProxyError::BadRequest("user information in the request URI is not allowed")
+            .to_response();
     }
     if req.headers().get_all(header::HOST).iter().count() > 1 {
         return ProxyError::BadRequest("more than one Host header").to_response();
@@ -54,15 +63,26 @@ pub(super) async fn in_tunnel(
     if hosts.iter().count() > 1 {
         return ProxyError::BadRequest("more than one Host header").to_response();
     }
-    let named = req.uri().authority().map(|a| a.as_str().to_string()).into_iter().chain(
-        hosts.iter().map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned()),
-    );
+    let named = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .into_iter()
+        .chain(
+            hosts
+                .iter()
+                .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned()),
+        );
     let mut any = false;
     for name in named {
         any = true;
         if !dest.matches_authority(&name) {
             info!(host = %dest.host, "request names another host than its tunnel");
-            return ProxyError::HostMismatch { expected: dest.to_string(), got: printable(&name) }.to_response();
+            return ProxyError::HostMismatch {
+                expected: dest.to_string(),
+                got: printable(&name),
+            }
+            .to_response();
         }
     }
     if !any && req.version() != Version::HTTP_10 {
@@ -72,7 +92,12 @@ pub(super) async fn in_tunnel(
 }
 
 /// Substitutes, sanitises and forwards `req` to `dest`, and relays the answer.
-async fn send(req: Request<Incoming>, dest: &Destination, scheme: Scheme, shared: &Shared) -> Response<ProxyBody> {
+async fn send(
+    req: Request<Incoming>,
+    dest: &Destination,
+    scheme: Scheme,
+    shared: &Shared,
+) -> Response<ProxyBody> {
     let store = shared.store.load();
     let (mut parts, body) = req.into_parts();
     remove_hop_by_hop(&mut parts.headers);
@@ -86,12 +111,22 @@ async fn send(req: Request<Incoming>, dest: &Destination, scheme: Scheme, shared
     if !report.is_empty() {
         // The one line per placeholder-carrying request: ids and outcomes, never a value.
         info!(session = "default", host = %dest.host, credentials = %report.display(&store), "placeholders");
-        if report.any(Outcome::OutOfScope) && shared.settings.out_of_scope_placeholder == OutOfScope::Block {
+        if report.any(Outcome::OutOfScope)
+            && shared.settings.out_of_scope_placeholder == OutOfScope::Block
+        {
             let credentials = out_of_scope_ids(&report, &store);
-            return ProxyError::PlaceholderOutOfScope { host: dest.host.clone(), credentials }.to_response();
+            return ProxyError::PlaceholderOutOfScope {
+                host: dest.host.clone(),
+                credentials,
+            }
+            .to_response();
         }
     }
-    let path = substituted_uri.as_ref().unwrap_or(&parts.uri).path_and_query().cloned();
+    let path = substituted_uri
+        .as_ref()
+        .unwrap_or(&parts.uri)
+        .path_and_query()
+        .cloned();
     let Some(uri) = upstream_uri(dest, &scheme, path) else {
         return ProxyError::BadRequest("cannot build the upstream URI").to_response();
     };
@@ -109,7 +144,12 @@ async fn send(req: Request<Incoming>, dest: &Destination, scheme: Scheme, shared
             info!(host = %dest.host, error = err.code(), detail = %error_chain(&e), "upstream request failed");
             return err.to_response();
         }
-        Err(_) => return ProxyError::UpstreamTimeout { host: dest.host.clone() }.to_response(),
+        Err(_) => {
+            return ProxyError::UpstreamTimeout {
+                host: dest.host.clone(),
+            }
+            .to_response();
+        }
     };
     debug!(%method, host = %dest.host, status = response.status().as_u16(), "forwarded");
     let (mut parts, body) = response.into_parts();
@@ -178,7 +218,10 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
 
 /// A header value fit for an error body: printable ASCII, bounded.
 fn printable(s: &str) -> String {
-    s.chars().filter(|c| c.is_ascii_graphic()).take(200).collect()
+    s.chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(200)
+        .collect()
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -222,10 +265,24 @@ mod tests {
 
     #[test]
     fn upstream_uri_comes_from_the_destination() {
-        let dest = Destination { host: "api.example.com".into(), port: 8443 };
-        let uri = upstream_uri(&dest, &Scheme::HTTPS, Some(PathAndQuery::from_static("/a?b=c"))).unwrap();
+        let dest = Destination {
+            host: "api.example.com".into(),
+            port: 8443,
+        };
+        let uri = upstream_uri(
+            &dest,
+            &Scheme::HTTPS,
+            Some(PathAndQuery::from_static("/a?b=c")),
+        )
+        .unwrap();
         assert_eq!(uri, "https://api.example.com:8443/a?b=c");
-        let v6 = Destination { host: "::1".into(), port: 80 };
-        assert_eq!(upstream_uri(&v6, &Scheme::HTTP, None).unwrap(), "http://[::1]:80/");
+        let v6 = Destination {
+            host: "::1".into(),
+            port: 80,
+        };
+        assert_eq!(
+            upstream_uri(&v6, &Scheme::HTTP, None).unwrap(),
+            "http://[::1]:80/"
+        );
     }
 }

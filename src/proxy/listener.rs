@@ -72,7 +72,9 @@ async fn serve_client(stream: TcpStream, shared: Arc<Shared>, permit: Connection
     };
     let mut builder = http1::Builder::new();
     h1_limits(&mut builder, &shared);
-    let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+    let conn = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
     let mut conn = std::pin::pin!(conn);
     let mut shutdown = shared.shutdown.clone();
     tokio::select! {
@@ -103,7 +105,9 @@ where
             .timer(TokioTimer::new())
             .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
             .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
-            .max_header_list_size(u32::try_from(shared.limits.max_header_bytes).unwrap_or(u32::MAX));
+            .max_header_list_size(
+                u32::try_from(shared.limits.max_header_bytes).unwrap_or(u32::MAX),
+            );
         let mut conn = std::pin::pin!(builder.serve_connection(io, service));
         tokio::select! {
             result = conn.as_mut() => log_end(result),

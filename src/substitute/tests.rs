@@ -26,10 +26,18 @@ fn store() -> Store {
 }
 
 fn target(host: &str) -> Target<'_> {
-    Target { host, secrets_allowed: true }
+    Target {
+        host,
+        secrets_allowed: true,
+    }
 }
 
-fn one_header(store: &Store, target: Target<'_>, name: &'static str, value: &str) -> (String, Report) {
+fn one_header(
+    store: &Store,
+    target: Target<'_>,
+    name: &'static str,
+    value: &str,
+) -> (String, Report) {
     let mut map = HeaderMap::new();
     map.insert(name, HeaderValue::from_str(value).unwrap());
     let mut report = Report::default();
@@ -48,7 +56,10 @@ mod headers {
     fn in_scope_placeholder_is_replaced_and_marked_sensitive() {
         let s = store();
         let mut map = HeaderMap::new();
-        map.insert("authorization", HeaderValue::from_static("Bearer ks-ph-vcrd_gh"));
+        map.insert(
+            "authorization",
+            HeaderValue::from_static("Bearer ks-ph-vcrd_gh"),
+        );
         let mut report = Report::default();
         super::headers(&s, target("api.github.com"), &mut map, &mut report);
         assert_eq!(map["authorization"], "Bearer ghp_REAL");
@@ -68,30 +79,54 @@ mod headers {
 
     #[test]
     fn wildcard_subdomain_is_in_scope() {
-        let (v, _) = one_header(&store(), target("a.b.example.com"), "x-token", "pre ks-ph-vcrd_gh post");
+        let (v, _) = one_header(
+            &store(),
+            target("a.b.example.com"),
+            "x-token",
+            "pre ks-ph-vcrd_gh post",
+        );
         assert_eq!(v, "pre ghp_REAL post");
     }
 
     #[test]
     fn a_placeholder_that_prefixes_another_never_cuts_the_longer_one() {
         let s = store();
-        let (v, report) = one_header(&s, target("api.github.com"), "x", "ks-ph-vcrd_gh_long,ks-ph-vcrd_gh");
+        let (v, report) = one_header(
+            &s,
+            target("api.github.com"),
+            "x",
+            "ks-ph-vcrd_gh_long,ks-ph-vcrd_gh",
+        );
         assert_eq!(v, "LONGREAL,ghp_REAL");
-        assert_eq!(outcome_names(&s, &report), "vcrd_ghlong=substituted vcrd_gh=substituted");
+        assert_eq!(
+            outcome_names(&s, &report),
+            "vcrd_ghlong=substituted vcrd_gh=substituted"
+        );
     }
 
     #[test]
     fn archived_and_disabled_locations_are_not_substituted() {
         let s = store();
-        let (v, report) = one_header(&s, target("api.github.com"), "x", "ks-ph-vcrd_old ks-ph-vcrd_q");
+        let (v, report) = one_header(
+            &s,
+            target("api.github.com"),
+            "x",
+            "ks-ph-vcrd_old ks-ph-vcrd_q",
+        );
         assert_eq!(v, "ks-ph-vcrd_old ks-ph-vcrd_q");
-        assert_eq!(outcome_names(&s, &report), "vcrd_old=archived vcrd_q=location_disabled");
+        assert_eq!(
+            outcome_names(&s, &report),
+            "vcrd_old=archived vcrd_q=location_disabled"
+        );
     }
 
     #[test]
     fn plaintext_upstream_gets_no_secret() {
         let s = store();
-        let t = Target { host: "api.github.com", secrets_allowed: false };
+        let t = Target {
+            host: "api.github.com",
+            secrets_allowed: false,
+        };
         let (v, report) = one_header(&s, t, "authorization", "Bearer ks-ph-vcrd_gh");
         assert_eq!(v, "Bearer ks-ph-vcrd_gh");
         assert!(report.any(Outcome::PlaintextUpstream));
@@ -99,7 +134,12 @@ mod headers {
 
     #[test]
     fn no_placeholder_leaves_everything_untouched() {
-        let (v, report) = one_header(&store(), target("api.github.com"), "authorization", "Bearer ghp_other");
+        let (v, report) = one_header(
+            &store(),
+            target("api.github.com"),
+            "authorization",
+            "Bearer ghp_other",
+        );
         assert_eq!(v, "Bearer ghp_other");
         assert!(report.is_empty());
     }
@@ -109,7 +149,10 @@ mod headers {
         let s = store();
         let sent = format!("Basic {}", BASE64.encode("x-access-token:ks-ph-vcrd_gh"));
         let (v, report) = one_header(&s, target("api.github.com"), "authorization", &sent);
-        assert_eq!(v, format!("Basic {}", BASE64.encode("x-access-token:ghp_REAL")));
+        assert_eq!(
+            v,
+            format!("Basic {}", BASE64.encode("x-access-token:ghp_REAL"))
+        );
         assert!(report.any(Outcome::Substituted));
         let (v, _) = one_header(&s, target("other.test"), "authorization", &sent);
         assert_eq!(v, sent);
@@ -129,7 +172,8 @@ mod query {
     fn run(uri: &str, host: &str) -> (Option<String>, Report) {
         let s = store();
         let mut report = Report::default();
-        let out = super::query(&s, target(host), &uri.parse().unwrap(), &mut report).map(|u| u.to_string());
+        let out = super::query(&s, target(host), &uri.parse().unwrap(), &mut report)
+            .map(|u| u.to_string());
         (out, report)
     }
 

@@ -40,25 +40,36 @@ impl TestCa {
     pub fn new() -> Self {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, "keyswap test upstream CA");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "keyswap test upstream CA");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let cert = params.self_signed(&key).unwrap();
-        Self { pem: cert.pem(), issuer: Issuer::new(params, key) }
+        Self {
+            pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
     }
 
     /// A TLS server config with a leaf for `names` (DNS names or IPs), offering h2 and http/1.1.
     pub fn server_config(&self, names: &[&str]) -> Arc<ServerConfig> {
         let key = KeyPair::generate().unwrap();
-        let params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        let params =
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let mut config = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![CertificateDer::from(cert.der().to_vec())], der)
-            .unwrap();
+        let mut config =
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![CertificateDer::from(cert.der().to_vec())], der)
+                .unwrap();
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Arc::new(config)
     }
@@ -76,11 +87,18 @@ pub struct Seen {
 
 impl Seen {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn headers_named(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
+        self.headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 }
 
@@ -102,7 +120,12 @@ impl Upstream {
     /// The single request received so far; fails the test if there is not exactly one.
     pub fn only(&self) -> Seen {
         let seen = self.requests();
-        assert_eq!(seen.len(), 1, "upstream saw {} requests: {seen:#?}", seen.len());
+        assert_eq!(
+            seen.len(),
+            1,
+            "upstream saw {} requests: {seen:#?}",
+            seen.len()
+        );
         seen.into_iter().next().unwrap()
     }
 
@@ -110,7 +133,10 @@ impl Upstream {
     pub async fn https(ca: &TestCa) -> Upstream {
         let mut names = NAMES.to_vec();
         names.push("127.0.0.1");
-        Self::start(Some(tokio_rustls::TlsAcceptor::from(ca.server_config(&names)))).await
+        Self::start(Some(tokio_rustls::TlsAcceptor::from(
+            ca.server_config(&names),
+        )))
+        .await
     }
 
     /// A plain-HTTP upstream.
@@ -125,15 +151,22 @@ impl Upstream {
         let record = seen.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { return };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
                 let (tls, record) = (tls.clone(), record.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |req| echo(req, record.clone()));
-                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                     match tls {
                         Some(acceptor) => {
-                            let Ok(stream) = acceptor.accept(tcp).await else { return };
-                            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                            let Ok(stream) = acceptor.accept(tcp).await else {
+                                return;
+                            };
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
                         }
                         None => {
                             let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
@@ -146,21 +179,40 @@ impl Upstream {
     }
 }
 
-async fn echo(req: Request<Incoming>, record: Arc<Mutex<Vec<Seen>>>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn echo(
+    req: Request<Incoming>,
+    record: Arc<Mutex<Vec<Seen>>>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes().to_vec())
+        .unwrap_or_default();
     let mut headers: Vec<(String, String)> = parts
         .headers
         .iter()
-        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     // HTTP/2 carries the authority as a pseudo-header, not a Host header.
-    if let (Some(authority), true) = (parts.uri.authority(), parts.version == http::Version::HTTP_2) {
+    if let (Some(authority), true) = (
+        parts.uri.authority(),
+        parts.version == http::Version::HTTP_2,
+    ) {
         headers.push((":authority".into(), authority.to_string()));
     }
     let seen = Seen {
         method: parts.method.to_string(),
-        path: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
         version: format!("{:?}", parts.version),
         headers,
         body,
@@ -194,7 +246,11 @@ pub struct Setup<'a> {
 
 impl Default for Setup<'_> {
     fn default() -> Self {
-        Self { proxy: "block_private_addresses = false", rest: "", env: &[] }
+        Self {
+            proxy: "block_private_addresses = false",
+            rest: "",
+            env: &[],
+        }
     }
 }
 
@@ -202,19 +258,30 @@ impl Keyswap {
     pub fn start(ca: &TestCa, setup: Setup<'_>) -> Keyswap {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("upstream-ca.pem"), &ca.pem).unwrap();
-        let resolve: String = NAMES.iter().map(|n| format!("\"{n}\" = \"127.0.0.1\"\n")).collect();
+        let resolve: String = NAMES
+            .iter()
+            .map(|n| format!("\"{n}\" = \"127.0.0.1\"\n"))
+            .collect();
         let config = format!(
             "[proxy]\nlisten = \"127.0.0.1:0\"\n{}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[tls]\nupstream_ca_files = [\"upstream-ca.pem\"]\n\n[upstream.resolve]\n{resolve}\n{}\n",
             setup.proxy, setup.rest
         );
         std::fs::write(dir.path().join("keyswap.toml"), config).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyswap"));
-        cmd.arg("run").arg("--config").arg(dir.path().join("keyswap.toml"));
-        cmd.env("KEYSWAP_LOG", "trace,h2=info,hyper=info,rustls=info").env_remove("HTTPS_PROXY").env_remove("HTTP_PROXY");
+        cmd.arg("run")
+            .arg("--config")
+            .arg(dir.path().join("keyswap.toml"));
+        cmd.env("KEYSWAP_LOG", "trace,h2=info,hyper=info,rustls=info")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("HTTP_PROXY");
         for (k, v) in setup.env {
             cmd.env(k, v);
         }
-        let mut child = cmd.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+        let mut child = cmd
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
         let log = Arc::new(Mutex::new(String::new()));
         let stderr = child.stderr.take().unwrap();
         let sink = log.clone();
@@ -227,7 +294,13 @@ impl Keyswap {
         });
         let proxy = wait_for_addr(&log, "proxy listening on ", &mut child);
         let admin = wait_for_addr(&log, "admin listening on ", &mut child);
-        Keyswap { child, dir, proxy, admin, log }
+        Keyswap {
+            child,
+            dir,
+            proxy,
+            admin,
+            log,
+        }
     }
 
     pub fn log(&self) -> String {
@@ -291,14 +364,25 @@ fn wait_for_addr(log: &Mutex<String>, prefix: &str, child: &mut Child) -> Socket
     loop {
         if let Some(addr) = log.lock().unwrap().lines().find_map(|l| {
             let at = l.find(prefix)?;
-            l[at + prefix.len()..].split_whitespace().next()?.parse().ok()
+            l[at + prefix.len()..]
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
         }) {
             return addr;
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("keyswap exited ({status}) before listening:\n{}", log.lock().unwrap());
+            panic!(
+                "keyswap exited ({status}) before listening:\n{}",
+                log.lock().unwrap()
+            );
         }
-        assert!(Instant::now() < deadline, "keyswap did not start:\n{}", log.lock().unwrap());
+        assert!(
+            Instant::now() < deadline,
+            "keyswap did not start:\n{}",
+            log.lock().unwrap()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -1,0 +1,276 @@
+//! The `keyswap` command line: check, ca, env, and run's start-up and shutdown.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+fn keyswap(args: &[&str], dir: &std::path::Path, env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyswap"));
+    cmd.args(args).current_dir(dir).env("KEYSWAP_LOG", "info");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+const CRED_HEAD: &str = "[[vaults]]\nid = \"vlt_a\"\n\n[[vaults.credentials]]\nid = \"vcrd_a\"\nauth.type = \"environment_variable\"\nauth.secret_name = \"TOKEN\"\nauth.secret_value = \"SECRET_value\"\n";
+
+/// Runs `keyswap check` on `body` and returns (exit code, stderr).
+fn check(body: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    common::write(dir.path(), "bad.toml", body);
+    let out = keyswap(&["check", "--config", "bad.toml"], dir.path(), &[]);
+    (out.status.code().unwrap_or(-1), text(&out.stderr))
+}
+
+mod check {
+    use super::*;
+
+    fn assert_refused(body: &str, position: &str, words: &str) {
+        let (code, stderr) = check(body);
+        assert_eq!(code, 1, "{stderr}");
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with(&format!("bad.toml:{position}: ")))
+            .unwrap_or_else(|| {
+                panic!("no error at bad.toml:{position} in:\n{stderr}");
+            });
+        assert!(line.contains(words), "{line}");
+        assert!(!stderr.contains("SECRET_value"), "{stderr}");
+    }
+
+    #[test]
+    fn port_in_allowed_hosts() {
+        let body = format!(
+            "{CRED_HEAD}auth.networking = {{ type = \"limited\", allowed_hosts = [\"api.example.com:443\"] }}\n"
+        );
+        assert_refused(&body, "9:56", "port");
+    }
+
+    #[test]
+    fn ipv6_in_allowed_hosts() {
+        let body = format!(
+            "{CRED_HEAD}auth.networking = {{ type = \"limited\", allowed_hosts = [\"2001:db8::1\"] }}\n"
+        );
+        assert_refused(&body, "9:56", "IPv6");
+    }
+
+    #[test]
+    fn url_in_allowed_hosts() {
+        let body = format!(
+            "{CRED_HEAD}auth.networking = {{ type = \"limited\", allowed_hosts = [\"ok.test\", \"https://api.example.com\"] }}\n"
+        );
+        assert_refused(&body, "9:67", "URL");
+    }
+
+    #[test]
+    fn seventeen_allowed_hosts() {
+        let hosts: Vec<String> = (0..17).map(|i| format!("\"h{i}.test\"")).collect();
+        let body = format!(
+            "{CRED_HEAD}auth.networking = {{ type = \"limited\", allowed_hosts = [{}] }}\n",
+            hosts.join(",")
+        );
+        assert_refused(&body, "9:55", "at most 16");
+    }
+
+    #[test]
+    fn unknown_key() {
+        assert_refused(
+            "[proxy]\nblock_private_adresses = false\n",
+            "2:1",
+            "block_private_adresses",
+        );
+    }
+
+    #[test]
+    fn duplicate_placeholder() {
+        let body = format!(
+            "{CRED_HEAD}auth.networking = {{ type = \"unrestricted\" }}\n\n[[vaults.credentials]]\nid = \"vcrd_b\"\nauth = {{ type = \"environment_variable\", secret_name = \"B\", secret_value = \"x\", placeholder = \"ks-ph-vcrd_a\", networking = {{ type = \"unrestricted\" }} }}\n"
+        );
+        assert_refused(&body, "13:94", "already used");
+    }
+
+    #[test]
+    fn every_problem_is_reported_not_just_the_first() {
+        let body = format!(
+            "{CRED_HEAD}auth.placeholder = \"bad placeholder\"\nauth.networking = {{ type = \"limited\", allowed_hosts = [\"a.test:1\", \"b.test/x\"] }}\n"
+        );
+        let (code, stderr) = check(&body);
+        assert_eq!(code, 1);
+        assert_eq!(
+            stderr
+                .lines()
+                .filter(|l| l.starts_with("bad.toml:"))
+                .count(),
+            3,
+            "{stderr}"
+        );
+    }
+
+    #[test]
+    fn a_valid_file_prints_a_summary() {
+        let dir = tempfile::tempdir().unwrap();
+        common::write(
+            dir.path(),
+            "ok.toml",
+            "[[vaults]]\nid = \"vlt_a\"\n[[vaults.credentials]]\nid = \"vcrd_a\"\nauth = { type = \"environment_variable\", secret_name = \"T\", secret_value_env = \"KS_TEST_SECRET\", networking = { type = \"unrestricted\" } }\n[[vaults.credentials]]\nid = \"vcrd_b\"\nauth = { type = \"static_bearer\", mcp_server_url = \"https://mcp.example.com/\", token = \"t\" }\n",
+        );
+        let out = keyswap(
+            &["check", "--config", "ok.toml"],
+            dir.path(),
+            &[("KS_TEST_SECRET", "SECRET_env")],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        assert!(stdout.contains("vaults: 1"), "{stdout}");
+        assert!(
+            stdout.contains(
+                "credentials: 2 (environment_variable: 1, static_bearer: 1, mcp_oauth: 0)"
+            ),
+            "{stdout}"
+        );
+        assert!(!stdout.contains("SECRET"));
+        // Without the variable, the same file is refused at the key that names it.
+        let out = keyswap(&["check", "--config", "ok.toml"], dir.path(), &[]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            text(&out.stderr).contains("ok.toml:5:"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn the_shipped_example_config_is_valid() {
+        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/keyswap.toml");
+        let dir = tempfile::tempdir().unwrap();
+        let out = keyswap(
+            &["check", "--config", shipped.to_str().unwrap()],
+            dir.path(),
+            &[],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+
+    #[test]
+    fn a_missing_explicit_config_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = keyswap(&["check", "--config", "nope.toml"], dir.path(), &[]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            text(&out.stderr).starts_with("nope.toml:1:1: cannot read"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn ca_creates_the_ca_once_with_a_private_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = keyswap(&["ca"], dir.path(), &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let path = text(&out.stdout).trim().to_string();
+    assert!(path.ends_with("certs/ca.pem"), "{path}");
+    let pem = std::fs::read_to_string(&path).unwrap();
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    let mode = std::fs::metadata(dir.path().join("certs/ca-key.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let again = keyswap(&["ca"], dir.path(), &[]);
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        pem,
+        "the CA is kept, not remade"
+    );
+    assert!(again.status.success());
+}
+
+#[test]
+fn env_prints_what_a_sandbox_needs_and_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write(
+        dir.path(),
+        "k.toml",
+        &format!(
+            "[proxy]\nlisten = \"127.0.0.1:18080\"\n{CRED_HEAD}auth.networking = {{ type = \"unrestricted\" }}\n"
+        ),
+    );
+    let out = keyswap(&["env", "--config", "k.toml"], dir.path(), &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for name in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "NO_PROXY",
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "NODE_EXTRA_CA_CERTS",
+        "GIT_SSL_CAINFO",
+    ] {
+        assert!(
+            stdout.contains(&format!("export {name}=")),
+            "{name} missing:\n{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("export HTTPS_PROXY='http://127.0.0.1:18080'"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("export TOKEN='ks-ph-vcrd_a'"), "{stdout}");
+    assert!(!stdout.contains("SECRET"), "{stdout}");
+    // The lines are valid POSIX shell.
+    let sh = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{stdout}\necho \"$TOKEN $CURL_CA_BUNDLE\""))
+        .output()
+        .unwrap();
+    let echoed = text(&sh.stdout);
+    assert!(echoed.starts_with("ks-ph-vcrd_a /"), "{echoed}");
+    let bundle = echoed.split_whitespace().nth(1).unwrap();
+    assert!(
+        std::fs::read_to_string(bundle)
+            .unwrap()
+            .contains("BEGIN CERTIFICATE")
+    );
+}
+
+#[test]
+fn run_without_a_config_file_uses_the_embedded_defaults_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_keyswap"))
+        .arg("run")
+        .current_dir(dir.path())
+        .env("KEYSWAP_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !dir.path().join("certs/ca.pem").exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let out = child.wait_with_output().unwrap();
+    let log = text(&out.stderr);
+    assert!(log.contains("embedded defaults"), "{log}");
+    if log.contains("cannot listen") {
+        return; // the default ports are taken on this machine; the fallback itself was shown
+    }
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("SIGTERM"), "{log}");
+}
