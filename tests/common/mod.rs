@@ -271,7 +271,7 @@ impl Keyswap {
         cmd.arg("run")
             .arg("--config")
             .arg(dir.path().join("keyswap.toml"));
-        cmd.env("KEYSWAP_LOG", "trace,h2=info,hyper=info,rustls=info")
+        cmd.env("KEYSWAP_LOG", "trace")
             .env_remove("HTTPS_PROXY")
             .env_remove("HTTP_PROXY");
         for (k, v) in setup.env {
