@@ -18,11 +18,7 @@ fn store(credentials: usize) -> Store {
             "[[vaults]]\nid = \"vlt_{i}\"\n[[vaults.credentials]]\nid = \"vcrd_{i}\"\nauth = {{ type = \"environment_variable\", secret_name = \"T{i}\", secret_value = \"ghp_secret_value_{i}\", networking = {{ type = \"limited\", allowed_hosts = [\"api.github.com\"] }} }}\n"
         ));
     }
-    Store::build(
-        &Config::from_toml(&text, "bench", Path::new("")).unwrap(),
-        1,
-    )
-    .unwrap()
+    Store::build(Config::from_toml(&text, "bench", Path::new("")).unwrap(), 1).unwrap()
 }
 
 fn typical_headers(authorization: &str) -> HeaderMap {

@@ -16,11 +16,11 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::ca::CertificateAuthority;
-use crate::store::StoreHandle;
+use crate::live::Live;
 
 /// What the admin endpoints read.
 pub struct AdminState {
-    pub store: Arc<StoreHandle>,
+    pub live: Arc<Live>,
     pub ca: Arc<CertificateAuthority>,
     pub shutdown: watch::Receiver<bool>,
 }
@@ -60,8 +60,17 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
 fn route(req: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => {
-            let generation = state.store.load().generation;
-            let body = serde_json::json!({ "status": "ok", "store_generation": generation });
+            let generation = state.live.store().load().generation;
+            let reload = state.live.status();
+            let at = reload
+                .at
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            let body = serde_json::json!({
+                "status": if reload.ok { "ok" } else { "degraded" },
+                "store_generation": generation,
+                "last_reload": { "ok": reload.ok, "at": at, "trigger": reload.trigger, "errors": reload.errors },
+            });
             respond(StatusCode::OK, "application/json", body.to_string())
         }
         (&Method::GET, "/ca.pem") => respond(

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use toml::Spanned;
 use zeroize::Zeroizing;
 
@@ -21,7 +23,7 @@ use crate::scope::{HostPattern, MAX_ALLOWED_HOSTS, normalize_host};
 use crate::secret::Secret;
 use crate::vault::{
     self, Auth, BearerAuth, Credential, EnvVarAuth, Injection, Metadata, Networking, OauthAuth,
-    OauthRefresh, TokenEndpointAuth, Vault,
+    OauthRefresh, Times, TokenEndpointAuth, Vault,
 };
 
 pub use raw::{MitmMode, OutOfScope};
@@ -351,6 +353,7 @@ impl Validator<'_> {
             }
             let display_name = raw.display_name.map(|d| self.display_name(d));
             let metadata = self.metadata(raw.metadata);
+            let times = self.times(raw.created_at, raw.updated_at, raw.archived_at);
             let mut credentials = Vec::new();
             for c in raw.credentials {
                 let c_span = c.span();
@@ -363,6 +366,7 @@ impl Validator<'_> {
                 }
                 let display_name = c.display_name.map(|d| self.display_name(d));
                 let metadata = self.metadata(c.metadata);
+                let c_times = self.times(c.created_at, c.updated_at, c.archived_at);
                 let placeholder_span = c.auth.get_ref().placeholder.as_ref().map(Spanned::span);
                 let Some(auth) = self.auth(&cid, c.auth, c_span.clone()) else {
                     continue;
@@ -384,7 +388,8 @@ impl Validator<'_> {
                     vault_id: id.clone(),
                     display_name,
                     metadata,
-                    archived: c.archived,
+                    times: c_times,
+                    archived: c_times.archived_at.is_some() || times.archived_at.is_some(),
                     auth,
                 });
             }
@@ -392,10 +397,40 @@ impl Validator<'_> {
                 id,
                 display_name,
                 metadata,
+                times,
                 credentials,
             });
         }
         vaults
+    }
+
+    fn times(
+        &mut self,
+        created: Option<Spanned<String>>,
+        updated: Option<Spanned<String>>,
+        archived: Option<Spanned<String>>,
+    ) -> Times {
+        Times {
+            created_at: created.and_then(|t| self.timestamp(t)),
+            updated_at: updated.and_then(|t| self.timestamp(t)),
+            archived_at: archived.and_then(|t| self.timestamp(t)),
+        }
+    }
+
+    fn timestamp(&mut self, t: Spanned<String>) -> Option<OffsetDateTime> {
+        match OffsetDateTime::parse(t.get_ref(), &Rfc3339) {
+            Ok(time) => Some(time),
+            Err(_) => {
+                self.error(
+                    t.span(),
+                    format!(
+                        "`{}` is not an RFC 3339 time like 2026-01-31T12:00:00Z",
+                        t.get_ref()
+                    ),
+                );
+                None
+            }
+        }
     }
 
     fn display_name(&mut self, d: Spanned<String>) -> String {

@@ -144,7 +144,7 @@ id = "vcrd_a"
 auth = { type = "environment_variable", secret_name = "GITHUB_TOKEN", secret_value = "ghp_REAL", networking = { type = "unrestricted" } }
 [[vaults.credentials]]
 id = "vcrd_b"
-archived = true
+archived_at = "2026-01-01T00:00:00Z"
 auth = { type = "environment_variable", secret_name = "OLD", secret_value = "old_REAL", networking = { type = "unrestricted" } }
 "#;
         let config = Config::from_toml(text, "t", dir.path()).unwrap();

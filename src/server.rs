@@ -2,18 +2,22 @@
 //! signal, then drain connections for up to the grace period.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tracing::{info, warn};
+use zeroize::Zeroizing;
 
 use crate::admin::{self, AdminState};
 use crate::ca::{CaError, CertificateAuthority};
 use crate::config::Config;
+use crate::live::Live;
 use crate::proxy::{self, Shared};
 use crate::store::{BuildError, Store, StoreHandle};
 use crate::upstream::{self, Dialer, UpstreamSetupError};
+use crate::watch as file_watch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -62,14 +66,27 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         &config.tls.ca_cert,
         &config.tls.ca_key,
     )?);
-    let store = Arc::new(StoreHandle::new(Store::build(&config, 1)?));
+    let path = config
+        .source
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_PATH));
+    let text = config
+        .source
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .map(Zeroizing::new);
+    let store = Arc::new(StoreHandle::new(Store::build(config.clone(), 1)?));
+    let live = Arc::new(Live::new(
+        path,
+        store.clone(),
+        text.as_ref().map(|t| t.as_str()),
+    ));
     let dialer = Dialer::new(&config, vec![proxy_addr, admin_addr])?;
     let client = upstream::client(dialer.clone(), config.limits.idle_timeout);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let connections = Arc::new(Semaphore::new(config.limits.max_connections));
 
     let shared = Arc::new(Shared {
-        settings: config.proxy.clone(),
         limits: config.limits.clone(),
         store: store.clone(),
         ca: ca.clone(),
@@ -77,8 +94,9 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         client,
         shutdown: shutdown_rx.clone(),
     });
+    let _watcher = file_watch::spawn(live.clone(), shutdown_rx.clone());
     let admin_state = Arc::new(AdminState {
-        store,
+        live,
         ca: ca.clone(),
         shutdown: shutdown_rx,
     });

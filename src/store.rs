@@ -33,6 +33,8 @@ pub struct Entry {
 #[derive(Debug)]
 pub struct Store {
     pub generation: u64,
+    /// The validated configuration this store was compiled from.
+    config: Arc<Config>,
     /// Indexed by the searcher's pattern id.
     entries: Vec<Entry>,
     /// Leftmost-longest, so a placeholder that is a prefix of another never cuts the longer one.
@@ -52,7 +54,8 @@ pub struct BuildError(#[from] aho_corasick::BuildError);
 
 impl Store {
     /// Compiles the credentials of `config` into a store of the given generation.
-    pub fn build(config: &Config, generation: u64) -> Result<Store, BuildError> {
+    pub fn build(config: impl Into<Arc<Config>>, generation: u64) -> Result<Store, BuildError> {
+        let config = config.into();
         let mut entries = Vec::new();
         for credential in config.credentials() {
             let Auth::EnvironmentVariable(env) = &credential.auth else {
@@ -96,6 +99,7 @@ impl Store {
         }
         Ok(Store {
             generation,
+            config,
             entries,
             searcher,
             exact_hosts,
@@ -104,16 +108,8 @@ impl Store {
         })
     }
 
-    /// An empty store: no credentials, nothing is ever substituted.
-    pub fn empty() -> Store {
-        Store {
-            generation: 0,
-            entries: Vec::new(),
-            searcher: None,
-            exact_hosts: HashMap::new(),
-            suffixes: HashMap::new(),
-            any_unrestricted: false,
-        }
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
     }
 
     pub fn searcher(&self) -> Option<&AhoCorasick> {
@@ -162,7 +158,7 @@ impl StoreHandle {
     }
 
     /// Builds a store from `config` with the next generation number and puts it in force.
-    pub fn replace(&self, config: &Config) -> Result<u64, BuildError> {
+    pub fn replace(&self, config: impl Into<Arc<Config>>) -> Result<u64, BuildError> {
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         self.current
             .store(Arc::new(Store::build(config, generation)?));
@@ -176,7 +172,7 @@ mod tests {
     use std::path::Path;
 
     fn store(text: &str) -> Store {
-        Store::build(&Config::from_toml(text, "t", Path::new("")).unwrap(), 1).unwrap()
+        Store::build(Config::from_toml(text, "t", Path::new("")).unwrap(), 1).unwrap()
     }
 
     const TWO: &str = r#"
@@ -187,7 +183,7 @@ id = "vcrd_a"
 auth = { type = "environment_variable", secret_name = "A", secret_value = "sa", networking = { type = "limited", allowed_hosts = ["api.example.com", "*.example.org"] } }
 [[vaults.credentials]]
 id = "vcrd_b"
-archived = true
+archived_at = "2026-01-01T00:00:00Z"
 auth = { type = "environment_variable", secret_name = "B", secret_value = "sb", networking = { type = "unrestricted" } }
 "#;
 
@@ -211,9 +207,9 @@ auth = { type = "environment_variable", secret_name = "B", secret_value = "sb", 
     #[test]
     fn handle_swaps_whole_generations() {
         let config = Config::from_toml(TWO, "t", Path::new("")).unwrap();
-        let handle = StoreHandle::new(Store::build(&config, 1).unwrap());
+        let handle = StoreHandle::new(Store::build(config, 1).unwrap());
         let before = handle.load();
-        assert_eq!(handle.replace(&Config::embedded_defaults()).unwrap(), 2);
+        assert_eq!(handle.replace(Config::embedded_defaults()).unwrap(), 2);
         assert_eq!(before.entries().len(), 2, "a held store never changes");
         assert_eq!(handle.load().generation, 2);
         assert!(handle.load().entries().is_empty());

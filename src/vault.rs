@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use time::OffsetDateTime;
+
 use crate::scope::HostPattern;
 use crate::secret::Secret;
 
@@ -15,6 +17,7 @@ pub struct Vault {
     pub id: String,
     pub display_name: Option<String>,
     pub metadata: Metadata,
+    pub times: Times,
     pub credentials: Vec<Credential>,
 }
 
@@ -25,8 +28,19 @@ pub struct Credential {
     pub vault_id: String,
     pub display_name: Option<String>,
     pub metadata: Metadata,
+    pub times: Times,
+    /// Archived itself, or in an archived vault: never substituted.
     pub archived: bool,
     pub auth: Auth,
+}
+
+/// When an object was created, last changed and archived (RFC 3339 in the file and the API).
+/// Objects written by hand may lack the first two; keyswap fills them in on its next write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Times {
+    pub created_at: Option<OffsetDateTime>,
+    pub updated_at: Option<OffsetDateTime>,
+    pub archived_at: Option<OffsetDateTime>,
 }
 
 /// What the credential is and how it is injected.

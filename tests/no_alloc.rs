@@ -38,7 +38,7 @@ fn a_request_without_placeholders_is_scanned_without_allocating() {
             "[[vaults]]\nid = \"vlt_{i}\"\n[[vaults.credentials]]\nid = \"vcrd_{i}\"\nauth = {{ type = \"environment_variable\", secret_name = \"T{i}\", secret_value = \"s{i}\", networking = {{ type = \"limited\", allowed_hosts = [\"api{i}.example.com\"] }}, injection_location = {{ query = true }} }}\n"
         ));
     }
-    let store = Store::build(&Config::from_toml(&text, "t", Path::new("")).unwrap(), 1).unwrap();
+    let store = Store::build(Config::from_toml(&text, "t", Path::new("")).unwrap(), 1).unwrap();
     let mut headers = HeaderMap::new();
     headers.insert("user-agent", HeaderValue::from_static("curl/8.5.0"));
     headers.insert(

@@ -53,7 +53,7 @@ impl World {
             Setup {
                 proxy,
                 rest,
-                env: &[],
+                ..Setup::default()
             },
         );
         World {
@@ -413,7 +413,7 @@ mod plain_http {
             Setup {
                 proxy,
                 rest: VAULT,
-                env: &[],
+                ..Setup::default()
             },
         );
         (ca, upstream, keyswap)

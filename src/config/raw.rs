@@ -150,6 +150,10 @@ pub struct RawVault {
     pub id: Spanned<String>,
     pub display_name: Option<Spanned<String>>,
     pub metadata: Option<Spanned<BTreeMap<String, String>>>,
+    pub created_at: Option<Spanned<String>>,
+    pub updated_at: Option<Spanned<String>>,
+    /// Archived vaults keep their credentials, none of which is substituted.
+    pub archived_at: Option<Spanned<String>>,
     #[serde(default)]
     pub credentials: Vec<Spanned<RawCredential>>,
 }
@@ -160,9 +164,10 @@ pub struct RawCredential {
     pub id: Spanned<String>,
     pub display_name: Option<Spanned<String>>,
     pub metadata: Option<Spanned<BTreeMap<String, String>>>,
+    pub created_at: Option<Spanned<String>>,
+    pub updated_at: Option<Spanned<String>>,
     /// Archived credentials stay in the file but are never substituted.
-    #[serde(default)]
-    pub archived: bool,
+    pub archived_at: Option<Spanned<String>>,
     pub auth: Spanned<RawAuth>,
 }
 

@@ -45,7 +45,8 @@ pub(super) async fn handle(
         return ProxyError::BadRequest("CONNECT needs a host:port target").to_response();
     };
     let store = shared.store.load();
-    let intercept = shared.settings.mitm == MitmMode::Always || store.could_apply_to(&dest.host);
+    let intercept =
+        store.config().proxy.mitm == MitmMode::Always || store.could_apply_to(&dest.host);
     drop(store);
     // Check (and for a raw relay, dial) before saying 200, so a refusal is a clear HTTP answer.
     let upstream = if intercept {

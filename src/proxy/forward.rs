@@ -103,7 +103,7 @@ async fn send(
     remove_hop_by_hop(&mut parts.headers);
     let target = Target {
         host: &dest.host,
-        secrets_allowed: scheme == Scheme::HTTPS || shared.settings.substitute_over_plain_http,
+        secrets_allowed: scheme == Scheme::HTTPS || store.config().proxy.substitute_over_plain_http,
     };
     let mut report = Report::default();
     substitute::headers(&store, target, &mut parts.headers, &mut report);
@@ -112,7 +112,7 @@ async fn send(
         // The one line per placeholder-carrying request: ids and outcomes, never a value.
         info!(session = "default", host = %dest.host, credentials = %report.display(&store), "placeholders");
         if report.any(Outcome::OutOfScope)
-            && shared.settings.out_of_scope_placeholder == OutOfScope::Block
+            && store.config().proxy.out_of_scope_placeholder == OutOfScope::Block
         {
             let credentials = out_of_scope_ids(&report, &store);
             return ProxyError::PlaceholderOutOfScope {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::ca::CertificateAuthority;
-use crate::config::{Limits, ProxySettings};
+use crate::config::Limits;
 use crate::store::StoreHandle;
 use crate::upstream::{Dialer, UpstreamClient};
 
@@ -22,7 +22,6 @@ pub use listener::serve;
 
 /// Everything a proxy connection needs, shared by all of them.
 pub struct Shared {
-    pub settings: ProxySettings,
     pub limits: Limits,
     pub store: Arc<StoreHandle>,
     pub ca: Arc<CertificateAuthority>,

@@ -17,12 +17,12 @@ id = "vcrd_q"
 auth = { type = "environment_variable", secret_name = "Q", secret_value = "a&b=c d", networking = { type = "unrestricted" }, injection_location = { header = false, query = true } }
 [[vaults.credentials]]
 id = "vcrd_old"
-archived = true
+archived_at = "2026-01-01T00:00:00Z"
 auth = { type = "environment_variable", secret_name = "OLD", secret_value = "OLDREAL", networking = { type = "unrestricted" } }
 "#;
 
 fn store() -> Store {
-    Store::build(&Config::from_toml(CONFIG, "t", Path::new("")).unwrap(), 1).unwrap()
+    Store::build(Config::from_toml(CONFIG, "t", Path::new("")).unwrap(), 1).unwrap()
 }
 
 fn target(host: &str) -> Target<'_> {

@@ -242,6 +242,9 @@ pub struct Setup<'a> {
     pub rest: &'a str,
     /// Environment variables for the process.
     pub env: &'a [(&'a str, &'a str)],
+    /// Lay the config out like a Kubernetes volume: `keyswap.toml -> ..data/keyswap.toml`,
+    /// `..data -> ..v1`.
+    pub symlinked: bool,
 }
 
 impl Default for Setup<'_> {
@@ -250,6 +253,7 @@ impl Default for Setup<'_> {
             proxy: "block_private_addresses = false",
             rest: "",
             env: &[],
+            symlinked: false,
         }
     }
 }
@@ -266,7 +270,15 @@ impl Keyswap {
             "[proxy]\nlisten = \"127.0.0.1:0\"\n{}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[tls]\nupstream_ca_files = [\"upstream-ca.pem\"]\n\n[upstream.resolve]\n{resolve}\n{}\n",
             setup.proxy, setup.rest
         );
-        std::fs::write(dir.path().join("keyswap.toml"), config).unwrap();
+        if setup.symlinked {
+            std::fs::create_dir(dir.path().join("..v1")).unwrap();
+            std::fs::write(dir.path().join("..v1/keyswap.toml"), config).unwrap();
+            std::os::unix::fs::symlink("..v1", dir.path().join("..data")).unwrap();
+            std::os::unix::fs::symlink("..data/keyswap.toml", dir.path().join("keyswap.toml"))
+                .unwrap();
+        } else {
+            std::fs::write(dir.path().join("keyswap.toml"), config).unwrap();
+        }
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyswap"));
         cmd.arg("run")
             .arg("--config")
@@ -330,6 +342,17 @@ impl Keyswap {
         let keyswap_ca = std::fs::read_to_string(self.ca_path()).unwrap();
         std::fs::write(&path, format!("{keyswap_ca}{}", ca.pem)).unwrap();
         path
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("keyswap.toml")
+    }
+
+    /// The current config text with `from` replaced by `to`.
+    pub fn edited_config(&self, from: &str, to: &str) -> String {
+        let text = std::fs::read_to_string(self.config_path()).unwrap();
+        assert!(text.contains(from), "{from} not in config");
+        text.replace(from, to)
     }
 
     pub fn proxy_url(&self) -> String {

@@ -1,0 +1,377 @@
+//! The live configuration: one place where every change (a file edit, SIGHUP, an admin API write)
+//! goes through "read → parse → validate → build store → (persist) → swap", serialised by one writer
+//! lock. Readers never take that lock: they load the current [`Store`] from the [`StoreHandle`].
+
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use ring::digest::{SHA256, digest};
+use time::OffsetDateTime;
+use tokio::sync::Mutex as AsyncMutex;
+use tracing::{info, warn};
+use zeroize::Zeroizing;
+
+use crate::config::{Config, ConfigErrors};
+use crate::store::{BuildError, StoreHandle};
+
+/// The outcome of the last attempt to change the configuration, for `/healthz`.
+#[derive(Debug, Clone)]
+pub struct ReloadStatus {
+    pub ok: bool,
+    pub at: OffsetDateTime,
+    /// What triggered it: `start`, `watch`, `sighup`, `admin`.
+    pub trigger: &'static str,
+    /// `file:line:column: message` lines when it was refused.
+    pub errors: Vec<String>,
+}
+
+/// Why a write could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The change itself is invalid (the message names what to fix).
+    #[error("{0}")]
+    Invalid(ConfigErrors),
+    /// The file on disk has errors of its own: writing over it would drop the operator's edit.
+    #[error("the configuration file has errors; fix it first: {0}")]
+    FileInvalid(ConfigErrors),
+    #[error("cannot write the configuration file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] BuildError),
+}
+
+/// The configuration file, the live store, and the writer lock.
+pub struct Live {
+    path: PathBuf,
+    store: Arc<StoreHandle>,
+    /// Held by whoever changes the configuration; holds the digest of the text last applied, so a
+    /// file event caused by keyswap's own write (or by no change) does not reload.
+    writer: AsyncMutex<Option<[u8; 32]>>,
+    status: Mutex<ReloadStatus>,
+}
+
+impl Live {
+    /// `path` is the file keyswap reads and writes; it may not exist yet (embedded defaults).
+    pub fn new(path: PathBuf, store: Arc<StoreHandle>, text: Option<&str>) -> Self {
+        Self {
+            path,
+            store,
+            writer: AsyncMutex::new(text.map(fingerprint)),
+            status: Mutex::new(ReloadStatus {
+                ok: true,
+                at: OffsetDateTime::now_utc(),
+                trigger: "start",
+                errors: vec![],
+            }),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn store(&self) -> &Arc<StoreHandle> {
+        &self.store
+    }
+
+    pub fn status(&self) -> ReloadStatus {
+        self.status
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    fn set_status(&self, ok: bool, trigger: &'static str, errors: Vec<String>) {
+        let status = ReloadStatus {
+            ok,
+            at: OffsetDateTime::now_utc(),
+            trigger,
+            errors,
+        };
+        match self.status.lock() {
+            Ok(mut s) => *s = status,
+            Err(e) => *e.into_inner() = status,
+        }
+    }
+
+    /// Re-reads the file and, when it changed (or `force`), validates it and swaps in a new store.
+    /// An invalid file is refused whole: the store in force stays, the errors are logged and kept.
+    pub async fn reload(&self, trigger: &'static str, force: bool) {
+        let mut applied = self.writer.lock().await;
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => Zeroizing::new(text),
+            // Running on the embedded defaults and still no file: nothing to do.
+            Err(_) if applied.is_none() => return,
+            Err(e) => {
+                let message = format!("{}:1:1: cannot read: {e}", self.path.display());
+                if self.status().errors != [message.clone()] {
+                    warn!("configuration reload refused: {message}");
+                }
+                return self.set_status(false, trigger, vec![message]);
+            }
+        };
+        let print = fingerprint(&text);
+        if !force && *applied == Some(print) {
+            return;
+        }
+        *applied = Some(print);
+        match self.parse(&text) {
+            Ok(config) => match self.store.replace(config) {
+                Ok(generation) => {
+                    info!(generation, trigger, "configuration reloaded");
+                    self.set_status(true, trigger, vec![]);
+                }
+                Err(e) => {
+                    warn!(error = %e, "configuration reload refused");
+                    self.set_status(false, trigger, vec![e.to_string()]);
+                }
+            },
+            Err(errors) => {
+                for e in &errors.0 {
+                    warn!("configuration reload refused: {e}");
+                }
+                self.set_status(
+                    false,
+                    trigger,
+                    errors.0.iter().map(ToString::to_string).collect(),
+                );
+            }
+        }
+    }
+
+    fn parse(&self, text: &str) -> Result<Config, ConfigErrors> {
+        let base = self.path.parent().unwrap_or(Path::new(""));
+        let file = self.path.display().to_string();
+        let mut config = Config::from_toml(text, &file, base)?;
+        // SECURITY: sessions are not enforced yet; accepting them would give every client every vault.
+        if !config.sessions.is_empty() {
+            let message =
+                "[[sessions]] are not enforced by this build yet; remove them".to_string();
+            return Err(ConfigErrors(vec![crate::config::ConfigError {
+                file,
+                line: 1,
+                column: 1,
+                message,
+            }]));
+        }
+        config.source = Some(self.path.clone());
+        Ok(config)
+    }
+
+    /// Applies `edit` to the file's current text, validates the result, writes it atomically
+    /// (temporary file, fsync, rename; mode 0600), and only then swaps the store in.
+    ///
+    /// The edit is applied to what is on disk now, so a concurrent hand edit is kept, not lost.
+    pub async fn write<T, E>(
+        &self,
+        edit: impl FnOnce(&mut toml_edit::DocumentMut, &Config) -> Result<T, E>,
+    ) -> Result<Result<T, E>, WriteError> {
+        let mut applied = self.writer.lock().await;
+        let current = match std::fs::read_to_string(&self.path) {
+            Ok(text) => Zeroizing::new(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Zeroizing::new(String::new()),
+            Err(source) => {
+                return Err(WriteError::Io {
+                    path: self.path.clone(),
+                    source,
+                });
+            }
+        };
+        let config = self.parse(&current).map_err(WriteError::FileInvalid)?;
+        let mut document: toml_edit::DocumentMut = match current.parse() {
+            Ok(doc) => doc,
+            Err(_) => return Err(WriteError::FileInvalid(ConfigErrors(vec![]))),
+        };
+        let result = match edit(&mut document, &config) {
+            Ok(result) => result,
+            Err(e) => return Ok(Err(e)),
+        };
+        let text = Zeroizing::new(document.to_string());
+        let config = self.parse(&text).map_err(WriteError::Invalid)?;
+        write_atomically(&self.path, text.as_bytes()).map_err(|source| WriteError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        *applied = Some(fingerprint(&text));
+        let generation = self.store.replace(config)?;
+        info!(generation, "configuration written by the admin API");
+        self.set_status(true, "admin", vec![]);
+        Ok(Ok(result))
+    }
+}
+
+fn fingerprint(text: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest(&SHA256, text.as_bytes()).as_ref());
+    out
+}
+
+/// Writes `contents` so that a crash leaves either the old file or the new one: a temporary file in
+/// the same folder, fsync, rename over the target, fsync the folder. A symlinked target (as in a
+/// Kubernetes volume) is written through to the file it points at.
+pub fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir)?;
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = dir.join(format!(".{name}.keyswap-{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temp)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, &target)?;
+        std::fs::File::open(&dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    #[test]
+    fn atomic_write_replaces_the_file_with_mode_0600_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.toml");
+        std::fs::write(&path, "old").unwrap();
+        write_atomically(&path, b"new").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn atomic_write_through_a_symlink_keeps_the_link() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("real.toml"), "old").unwrap();
+        std::os::unix::fs::symlink("real.toml", dir.path().join("link.toml")).unwrap();
+        write_atomically(&dir.path().join("link.toml"), b"new").unwrap();
+        assert!(
+            std::fs::symlink_metadata(dir.path().join("link.toml"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("real.toml")).unwrap(),
+            "new"
+        );
+    }
+
+    fn live(dir: &Path, text: &str) -> Live {
+        let path = dir.join("k.toml");
+        std::fs::write(&path, text).unwrap();
+        let config = Config::from_toml(text, "k.toml", dir).unwrap();
+        let store = Arc::new(StoreHandle::new(
+            crate::store::Store::build(config, 1).unwrap(),
+        ));
+        Live::new(path, store, Some(text))
+    }
+
+    const ONE: &str = "[[vaults]]\nid = \"vlt_a\"\n";
+
+    #[tokio::test]
+    async fn reload_applies_valid_edits_and_refuses_invalid_ones_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = live(dir.path(), ONE);
+        live.reload("watch", false).await;
+        assert_eq!(
+            live.store().load().generation,
+            1,
+            "unchanged text does not reload"
+        );
+        std::fs::write(live.path(), format!("{ONE}[[vaults]]\nid = \"vlt_b\"\n")).unwrap();
+        live.reload("watch", false).await;
+        assert_eq!(live.store().load().generation, 2);
+        assert_eq!(live.store().load().config().vaults.len(), 2);
+        std::fs::write(live.path(), "[proxy]\nnope = 1\n").unwrap();
+        live.reload("watch", false).await;
+        assert_eq!(
+            live.store().load().generation,
+            2,
+            "the last good store stays"
+        );
+        let status = live.status();
+        assert!(!status.ok);
+        assert!(
+            status.errors[0].contains("k.toml:2:1:"),
+            "{:?}",
+            status.errors
+        );
+        live.reload("sighup", true).await;
+        assert_eq!(live.store().load().generation, 2);
+    }
+
+    #[tokio::test]
+    async fn write_keeps_comments_and_a_concurrent_hand_edit() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = live(
+            dir.path(),
+            "# operator comment\n[[vaults]]\nid = \"vlt_a\"\n",
+        );
+        // A hand edit lands on disk before the admin write is applied.
+        std::fs::write(
+            live.path(),
+            "# operator comment\n[[vaults]]\nid = \"vlt_a\"\ndisplay_name = \"Hand\"\n",
+        )
+        .unwrap();
+        let done: Result<(), ()> = live
+            .write(|doc, _| {
+                let vaults = doc["vaults"].as_array_of_tables_mut().unwrap();
+                let mut t = toml_edit::Table::new();
+                t["id"] = toml_edit::value("vlt_b");
+                vaults.push(t);
+                Ok(())
+            })
+            .await
+            .unwrap();
+        done.unwrap();
+        let text = std::fs::read_to_string(live.path()).unwrap();
+        assert!(text.starts_with("# operator comment\n"), "{text}");
+        assert!(text.contains("display_name = \"Hand\""), "{text}");
+        assert!(text.contains("vlt_b"), "{text}");
+        assert_eq!(live.store().load().config().vaults.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_invalid_write_changes_neither_file_nor_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = live(dir.path(), ONE);
+        let result = live
+            .write(|doc, _| {
+                doc["vaults"]
+                    .as_array_of_tables_mut()
+                    .unwrap()
+                    .get_mut(0)
+                    .unwrap()["id"] = toml_edit::value("bad");
+                Ok::<(), ()>(())
+            })
+            .await;
+        assert!(matches!(result, Err(WriteError::Invalid(_))));
+        assert_eq!(std::fs::read_to_string(live.path()).unwrap(), ONE);
+        assert_eq!(live.store().load().generation, 1);
+    }
+}

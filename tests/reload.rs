@@ -1,0 +1,205 @@
+//! Live configuration: edits to the file under a running keyswap (in place, by rename, by a
+//! Kubernetes-style symlink swap), an invalid edit, and SIGHUP. Each is shown through a proxied
+//! request: the new secret or scope is used, the old one no longer.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Keyswap, Setup, TestCa, Upstream, curl};
+
+const VAULT: &str = r#"
+[[vaults]]
+id = "vlt_r"
+[[vaults.credentials]]
+id = "vcrd_r"
+auth = { type = "environment_variable", secret_name = "R", secret_value = "SECRET_v1", networking = { type = "limited", allowed_hosts = ["api.example.test"] } }
+"#;
+
+/// How soon a valid edit must be in force (SPEC §4).
+const IN_FORCE_WITHIN: Duration = Duration::from_secs(1);
+
+struct World {
+    ca: TestCa,
+    upstream: Upstream,
+    keyswap: Keyswap,
+}
+
+impl World {
+    async fn start(rest: &str, symlinked: bool) -> World {
+        let ca = TestCa::new();
+        let upstream = Upstream::https(&ca).await;
+        let keyswap = Keyswap::start(
+            &ca,
+            Setup {
+                rest,
+                symlinked,
+                ..Setup::default()
+            },
+        );
+        World {
+            ca,
+            upstream,
+            keyswap,
+        }
+    }
+
+    /// What `host` receives for the placeholder now.
+    async fn received(&self, host: &str) -> String {
+        let bundle = self.keyswap.client_bundle(&self.ca);
+        let url = format!("https://{host}:{}/", self.upstream.port());
+        let before = self.upstream.requests().len();
+        let proxy = self.keyswap.proxy_url();
+        let out = curl(&[
+            "--proxy",
+            &proxy,
+            "--cacert",
+            bundle.to_str().unwrap(),
+            "-H",
+            "x-token: ks-ph-vcrd_r",
+            &url,
+        ])
+        .await;
+        assert_eq!(out.status, 200, "{out:?}");
+        let seen = self.upstream.requests();
+        assert_eq!(seen.len(), before + 1);
+        seen[before].header("x-token").unwrap().to_string()
+    }
+
+    /// Polls until `host` receives `expected`; fails past [`IN_FORCE_WITHIN`].
+    async fn expect_within(&self, host: &str, expected: &str, since: Instant) {
+        loop {
+            let got = self.received(host).await;
+            if got == expected {
+                return;
+            }
+            assert!(
+                since.elapsed() < IN_FORCE_WITHIN,
+                "{host} still receives {got:?}, not {expected:?}\n{}",
+                self.keyswap.log()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    async fn healthz(&self) -> serde_json::Value {
+        let out = curl(&[&format!("http://{}/healthz", self.keyswap.admin)]).await;
+        serde_json::from_str(&out.body).unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edit_in_place_rotates_the_secret_and_keeps_the_placeholder() {
+    let w = World::start(VAULT, false).await;
+    assert_eq!(w.received("api.example.test").await, "SECRET_v1");
+    let text = w.keyswap.edited_config("SECRET_v1", "SECRET_v2");
+    let t0 = Instant::now();
+    std::fs::write(w.keyswap.config_path(), text).unwrap();
+    w.expect_within("api.example.test", "SECRET_v2", t0).await;
+    assert_eq!(w.healthz().await["store_generation"], 2);
+    let log = w.keyswap.log();
+    assert!(!log.contains("SECRET_v"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replace_by_rename_changes_the_scope() {
+    let w = World::start(VAULT, false).await;
+    assert_eq!(w.received("other.example.test").await, "ks-ph-vcrd_r");
+    let text = w
+        .keyswap
+        .edited_config("[\"api.example.test\"]", "[\"other.example.test\"]");
+    let temp = w.keyswap.dir.path().join(".keyswap.toml.swp");
+    std::fs::write(&temp, text).unwrap();
+    let t0 = Instant::now();
+    std::fs::rename(&temp, w.keyswap.config_path()).unwrap();
+    w.expect_within("other.example.test", "SECRET_v1", t0).await;
+    assert_eq!(
+        w.received("api.example.test").await,
+        "ks-ph-vcrd_r",
+        "the old scope no longer applies"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kubernetes_style_symlink_swap_is_picked_up() {
+    let w = World::start(VAULT, true).await;
+    assert_eq!(w.received("api.example.test").await, "SECRET_v1");
+    let dir = w.keyswap.dir.path();
+    let text = w.keyswap.edited_config("SECRET_v1", "SECRET_v2");
+    std::fs::create_dir(dir.join("..v2")).unwrap();
+    std::fs::write(dir.join("..v2/keyswap.toml"), text).unwrap();
+    std::os::unix::fs::symlink("..v2", dir.join("..data_tmp")).unwrap();
+    let t0 = Instant::now();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    std::fs::remove_dir_all(dir.join("..v1")).unwrap();
+    w.expect_within("api.example.test", "SECRET_v2", t0).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invalid_edit_is_refused_whole_and_reported() {
+    let w = World::start(VAULT, false).await;
+    // A valid-looking rotation together with a typo: neither may take effect.
+    let text = w
+        .keyswap
+        .edited_config("SECRET_v1", "SECRET_v2")
+        .replace("allowed_hosts", "alowed_hosts");
+    std::fs::write(w.keyswap.config_path(), text).unwrap();
+    let log = w.keyswap.wait_log("reload refused");
+    let line = log
+        .lines()
+        .find(|l| l.contains("reload refused"))
+        .expect(&log);
+    assert!(
+        line.contains("keyswap.toml:") && line.contains("alowed_hosts"),
+        "{line}"
+    );
+    assert!(!log.contains("SECRET_v"), "{log}");
+    let health = w.healthz().await;
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["store_generation"], 1);
+    let error = health["last_reload"]["errors"][0].as_str().unwrap();
+    assert!(
+        error.contains("keyswap.toml:") && error.contains(":1"),
+        "{error}"
+    );
+    assert_eq!(
+        w.received("api.example.test").await,
+        "SECRET_v1",
+        "the last good store stays in force"
+    );
+    // Fixing the file recovers.
+    let t0 = Instant::now();
+    std::fs::write(
+        w.keyswap.config_path(),
+        w.keyswap.edited_config("alowed_hosts", "allowed_hosts"),
+    )
+    .unwrap();
+    w.expect_within("api.example.test", "SECRET_v2", t0).await;
+    assert_eq!(w.healthz().await["status"], "ok");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_rereads_secret_files() {
+    let secrets = tempfile::tempdir().unwrap();
+    let secret = secrets.path().join("r");
+    std::fs::write(&secret, "SECRET_v1\n").unwrap();
+    let rest = VAULT.replace(
+        "secret_value = \"SECRET_v1\"",
+        &format!("secret_value_file = \"{}\"", secret.display()),
+    );
+    let w = World::start(&rest, false).await;
+    assert_eq!(w.received("api.example.test").await, "SECRET_v1");
+    std::fs::write(&secret, "SECRET_v2\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        w.received("api.example.test").await,
+        "SECRET_v1",
+        "the config text did not change"
+    );
+    let t0 = Instant::now();
+    let _ = std::process::Command::new("kill")
+        .arg("-HUP")
+        .arg(w.keyswap.pid().to_string())
+        .status();
+    w.expect_within("api.example.test", "SECRET_v2", t0).await;
+}
