@@ -15,6 +15,7 @@ use crate::ca::{CaError, CertificateAuthority};
 use crate::config::Config;
 use crate::live::Live;
 use crate::proxy::{self, Shared};
+use crate::secret::Secret;
 use crate::store::{BuildError, Store, StoreHandle};
 use crate::upstream::{self, Dialer, UpstreamSetupError};
 use crate::watch as file_watch;
@@ -95,10 +96,15 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         shutdown: shutdown_rx.clone(),
     });
     let _watcher = file_watch::spawn(live.clone(), shutdown_rx.clone());
+    let api_key = std::env::var(&config.admin.api_key_env)
+        .ok()
+        .filter(|k| !k.is_empty())
+        .map(Secret::new);
     let admin_state = Arc::new(AdminState {
         live,
         ca: ca.clone(),
         shutdown: shutdown_rx,
+        api_key,
     });
     info!(ca = %ca.cert_path().display(), credentials = shared.store.load().entries().len(), "keyswap ready");
     info!("proxy listening on {proxy_addr}");

@@ -267,7 +267,7 @@ impl Keyswap {
             .map(|n| format!("\"{n}\" = \"127.0.0.1\"\n"))
             .collect();
         let config = format!(
-            "[proxy]\nlisten = \"127.0.0.1:0\"\n{}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[tls]\nupstream_ca_files = [\"upstream-ca.pem\"]\n\n[upstream.resolve]\n{resolve}\n{}\n",
+            "# Operator comment: kept across admin writes.\n[proxy]\nlisten = \"127.0.0.1:0\"\n{}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[tls]\nupstream_ca_files = [\"upstream-ca.pem\"]\n\n[upstream.resolve]\n{resolve}\n{}\n",
             setup.proxy, setup.rest
         );
         if setup.symlinked {

@@ -1,0 +1,200 @@
+//! The admin listener: the vault API of SPEC §6 (`/v1/vaults…`, authenticated), `/healthz` and
+//! `/ca.pem` (open).
+
+mod api;
+mod document;
+mod error;
+mod objects;
+mod params;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use ring::digest::{SHA256, digest};
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::ca::CertificateAuthority;
+use crate::live::Live;
+use crate::secret::Secret;
+use api::Api;
+use error::ApiError;
+
+/// Largest request body the vault API reads.
+const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// What the admin endpoints read.
+pub struct AdminState {
+    pub live: Arc<Live>,
+    pub ca: Arc<CertificateAuthority>,
+    pub shutdown: watch::Receiver<bool>,
+    /// The API key, from `[admin] api_key_env`; without it the vault API answers 401.
+    pub api_key: Option<Secret>,
+}
+
+/// Serves admin connections until shutdown.
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
+    if state.api_key.is_none() {
+        info!("the vault API answers 401 until its API key variable is set");
+    }
+    let api = Arc::new(Api {
+        live: state.live.clone(),
+        started: OffsetDateTime::now_utc(),
+    });
+    let mut shutdown = state.shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => return,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (state, api) = (state.clone(), api.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let (state, api) = (state.clone(), api.clone());
+                async move { Ok::<_, Infallible>(route(req, &state, &api).await) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                debug!(error = %e, "admin connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn route(req: Request<Incoming>, state: &AdminState, api: &Api) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    match (req.method(), path.as_str()) {
+        (&Method::GET, "/healthz") => healthz(state),
+        (&Method::GET, "/ca.pem") => respond(
+            StatusCode::OK,
+            "application/x-pem-file",
+            state.ca.cert_pem().to_string(),
+        ),
+        _ => {
+            let Some(rest) = path.strip_prefix("/v1/vaults") else {
+                return ApiError::not_found("endpoint", &path).to_response();
+            };
+            let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+            match vault_api(req, &segments, state, api).await {
+                Ok((status, body)) => respond(status, "application/json", body.to_string()),
+                Err(e) => e.to_response(),
+            }
+        }
+    }
+}
+
+async fn vault_api(
+    req: Request<Incoming>,
+    segments: &[&str],
+    state: &AdminState,
+    api: &Api,
+) -> Result<(StatusCode, serde_json::Value), ApiError> {
+    authenticate(&req, state.api_key.as_ref())?;
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return Err(ApiError::too_large());
+        }
+        Err(_) => return Err(ApiError::invalid("cannot read the request body")),
+    };
+    api.route(&parts.method, segments, parts.uri.query(), &body)
+        .await
+}
+
+/// `x-api-key: <key>` or `Authorization: Bearer <key>`, compared in constant time.
+fn authenticate(req: &Request<Incoming>, key: Option<&Secret>) -> Result<(), ApiError> {
+    let Some(key) = key else {
+        return Err(ApiError::unauthorized(
+            "the admin API key is not configured: set the [admin] api_key_env variable",
+        ));
+    };
+    let headers = req.headers();
+    let offered = headers
+        .get("x-api-key")
+        .map(HeaderValue::as_bytes)
+        .or_else(|| {
+            let auth = headers.get(AUTHORIZATION)?.as_bytes();
+            auth.get(..7)
+                .filter(|s| s.eq_ignore_ascii_case(b"bearer "))
+                .map(|_| &auth[7..])
+        });
+    match offered {
+        Some(offered) if constant_time_eq(offered, key.expose()) => Ok(()),
+        Some(_) => Err(ApiError::unauthorized("invalid API key")),
+        None => Err(ApiError::unauthorized(
+            "send the API key in x-api-key or Authorization: Bearer",
+        )),
+    }
+}
+
+/// Compares digests, so neither the content nor the length of the key leaks through timing.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let (a, b) = (digest(&SHA256, a), digest(&SHA256, b));
+    a.as_ref()
+        .iter()
+        .zip(b.as_ref())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+fn healthz(state: &AdminState) -> Response<Full<Bytes>> {
+    let generation = state.live.store().load().generation;
+    let reload = state.live.status();
+    let body = serde_json::json!({
+        "status": if reload.ok { "ok" } else { "degraded" },
+        "store_generation": generation,
+        "last_reload": {
+            "ok": reload.ok,
+            "at": objects::timestamp(reload.at),
+            "trigger": reload.trigger,
+            "errors": reload.errors,
+        },
+    });
+    respond(StatusCode::OK, "application/json", body.to_string())
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_compares_whole_values() {
+        assert!(constant_time_eq(b"key", b"key"));
+        assert!(!constant_time_eq(b"key", b"kez"));
+        assert!(!constant_time_eq(b"key", b"key2"));
+        assert!(!constant_time_eq(b"", b"key"));
+    }
+}
