@@ -94,26 +94,7 @@ impl World {
 
     /// What the upstream received for `placeholder` on `host`, through the proxy.
     async fn received(&self, host: &str, placeholder: &str) -> String {
-        let bundle = self.keyswap.client_bundle(&self.ca);
-        let url = format!("https://{host}:{}/", self.upstream.port());
-        let before = self.upstream.requests().len();
-        let header = format!("x-token: {placeholder}");
-        let proxy = self.keyswap.proxy_url();
-        let out = curl(&[
-            "--proxy",
-            &proxy,
-            "--cacert",
-            bundle.to_str().unwrap(),
-            "-H",
-            &header,
-            &url,
-        ])
-        .await;
-        assert_eq!(out.status, 200, "{out:?}");
-        self.upstream.requests()[before]
-            .header("x-token")
-            .unwrap()
-            .to_string()
+        common::token_received(&self.keyswap, &self.ca, &self.upstream, host, placeholder).await
     }
 }
 

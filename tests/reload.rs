@@ -46,24 +46,14 @@ impl World {
 
     /// What `host` receives for the placeholder now.
     async fn received(&self, host: &str) -> String {
-        let bundle = self.keyswap.client_bundle(&self.ca);
-        let url = format!("https://{host}:{}/", self.upstream.port());
-        let before = self.upstream.requests().len();
-        let proxy = self.keyswap.proxy_url();
-        let out = curl(&[
-            "--proxy",
-            &proxy,
-            "--cacert",
-            bundle.to_str().unwrap(),
-            "-H",
-            "x-token: ks-ph-vcrd_r",
-            &url,
-        ])
-        .await;
-        assert_eq!(out.status, 200, "{out:?}");
-        let seen = self.upstream.requests();
-        assert_eq!(seen.len(), before + 1);
-        seen[before].header("x-token").unwrap().to_string()
+        common::token_received(
+            &self.keyswap,
+            &self.ca,
+            &self.upstream,
+            host,
+            "ks-ph-vcrd_r",
+        )
+        .await
     }
 
     /// Polls until `host` receives `expected`; fails past [`IN_FORCE_WITHIN`].

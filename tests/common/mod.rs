@@ -461,6 +461,39 @@ pub async fn curl(args: &[&str]) -> CurlOut {
     }
 }
 
+/// Sends `x-token: <placeholder>` to `host` on `upstream` through keyswap and returns what the
+/// upstream received in that header.
+pub async fn token_received(
+    keyswap: &Keyswap,
+    ca: &TestCa,
+    upstream: &Upstream,
+    host: &str,
+    placeholder: &str,
+) -> String {
+    let bundle = keyswap.client_bundle(ca);
+    let url = format!("https://{host}:{}/", upstream.port());
+    let before = upstream.requests().len();
+    let header = format!("x-token: {placeholder}");
+    let proxy = keyswap.proxy_url();
+    let out = curl(&[
+        "--proxy",
+        &proxy,
+        "--cacert",
+        bundle.to_str().unwrap(),
+        "-H",
+        &header,
+        &url,
+    ])
+    .await;
+    assert_eq!(out.status, 200, "{out:?}");
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), before + 1, "one request reached the upstream");
+    seen[before]
+        .header("x-token")
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Path helper for tests that write extra files.
 pub fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
     let path = dir.join(name);
