@@ -42,12 +42,13 @@ fn typical_headers(authorization: &str) -> HeaderMap {
 }
 
 fn bench(c: &mut Criterion) {
-    let target = Target {
-        host: "api.github.com",
-        secrets_allowed: true,
-    };
     for credentials in [1, 100] {
         let store = store(credentials);
+        let target = Target {
+            host: "api.github.com",
+            secrets_allowed: true,
+            session: store.session(keyswap::session::IMPLICIT).unwrap(),
+        };
         let mut group = c.benchmark_group(format!("headers/{credentials}_credentials"));
         let clean = typical_headers("Bearer ghp_not_a_placeholder_at_all");
         group.bench_function("no_placeholder", |b| {

@@ -97,6 +97,9 @@ pub struct Session {
     pub id: String,
     pub vault_ids: Vec<String>,
     pub proxy_token_env: Option<String>,
+    /// The token clients present as the password of `Proxy-Authorization: Basic`; without one, the
+    /// session id alone identifies the session.
+    pub proxy_token: Option<Secret>,
     pub network: Networking,
 }
 
@@ -832,6 +835,25 @@ impl Validator<'_> {
                     format!("session id `{}` is used twice", raw.id.get_ref()),
                 );
             }
+            if !is_valid_session_id(raw.id.get_ref()) {
+                self.error(
+                    raw.id.span(),
+                    "session id must be 1 to 64 letters, digits, `_` or `-`",
+                );
+            }
+            let proxy_token =
+                raw.proxy_token_env
+                    .as_ref()
+                    .and_then(|var| match std::env::var(var.get_ref()) {
+                        Ok(token) if !token.is_empty() => Some(Secret::new(token)),
+                        _ => {
+                            self.error(
+                                var.span(),
+                                format!("environment variable `{}` is not set", var.get_ref()),
+                            );
+                            None
+                        }
+                    });
             for v in &raw.vault_ids {
                 if !vaults.iter().any(|vault| &vault.id == v.get_ref()) {
                     self.error(v.span(), format!("no vault has id `{}`", v.get_ref()));
@@ -844,12 +866,21 @@ impl Validator<'_> {
             sessions.push(Session {
                 id: raw.id.into_inner(),
                 vault_ids: raw.vault_ids.into_iter().map(Spanned::into_inner).collect(),
-                proxy_token_env: raw.proxy_token_env,
+                proxy_token_env: raw.proxy_token_env.map(Spanned::into_inner),
+                proxy_token,
                 network: network.unwrap_or(Networking::Unrestricted),
             });
         }
         sessions
     }
+}
+
+/// A session id travels as the user of `Proxy-Authorization: Basic`, so it cannot hold `:`.
+fn is_valid_session_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// `prefix` followed by 1–64 letters, digits or `_`.

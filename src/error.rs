@@ -5,7 +5,7 @@
 //! header values or secrets.
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue};
+use http::header::{CONTENT_TYPE, HeaderValue, PROXY_AUTHENTICATE};
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 
@@ -19,6 +19,8 @@ pub const ERROR_HEADER: &str = "x-keyswap-error";
 pub enum ProxyError {
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("proxy authentication required")]
+    ProxyAuthRequired,
     #[error("this tunnel is for {expected}; the request names {got}")]
     HostMismatch { expected: String, got: String },
     #[error("egress to {host} is refused: {reason}")]
@@ -40,6 +42,10 @@ impl ProxyError {
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),
+            ProxyError::ProxyAuthRequired => (
+                StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+                "proxy-auth-required",
+            ),
             ProxyError::HostMismatch { .. } => (StatusCode::MISDIRECTED_REQUEST, "host-mismatch"),
             ProxyError::EgressDenied { .. } => (StatusCode::FORBIDDEN, "egress-denied"),
             ProxyError::PlaceholderOutOfScope { .. } => {
@@ -56,6 +62,9 @@ impl ProxyError {
     fn advice(&self) -> &'static str {
         match self {
             ProxyError::BadRequest(_) => "Send a well-formed HTTP/1.1 or HTTP/2 request.",
+            ProxyError::ProxyAuthRequired => {
+                "Send Proxy-Authorization: Basic base64(session_id:token), e.g. HTTPS_PROXY=http://session_id:token@host:port (see keyswap env --session)."
+            }
             ProxyError::HostMismatch { .. } => {
                 "Send requests inside a CONNECT tunnel only to the host it was opened for (TLS SNI, Host and :authority must all name it)."
             }
@@ -96,6 +105,12 @@ impl ProxyError {
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         headers.insert(ERROR_HEADER, HeaderValue::from_static(code));
+        if matches!(self, ProxyError::ProxyAuthRequired) {
+            headers.insert(
+                PROXY_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"keyswap\""),
+            );
+        }
         response
     }
 

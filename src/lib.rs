@@ -15,6 +15,7 @@ pub mod sandbox;
 pub mod scope;
 pub mod secret;
 pub mod server;
+pub mod session;
 pub mod store;
 pub mod substitute;
 pub mod upstream;

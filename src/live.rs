@@ -148,17 +148,6 @@ impl Live {
         let base = self.path.parent().unwrap_or(Path::new(""));
         let file = self.path.display().to_string();
         let mut config = Config::from_toml(text, &file, base)?;
-        // SECURITY: sessions are not enforced yet; accepting them would give every client every vault.
-        if !config.sessions.is_empty() {
-            let message =
-                "[[sessions]] are not enforced by this build yet; remove them".to_string();
-            return Err(ConfigErrors(vec![crate::config::ConfigError {
-                file,
-                line: 1,
-                column: 1,
-                message,
-            }]));
-        }
         config.source = Some(self.path.clone());
         Ok(config)
     }

@@ -28,6 +28,18 @@ impl Secret {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Whether `offered` equals the secret, in constant time: digests are compared, so neither the
+    /// content nor the length leaks through timing.
+    pub fn matches(&self, offered: &[u8]) -> bool {
+        use ring::digest::{SHA256, digest};
+        let (a, b) = (digest(&SHA256, offered), digest(&SHA256, &self.0));
+        a.as_ref()
+            .iter()
+            .zip(b.as_ref())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+    }
 }
 
 impl fmt::Debug for Secret {
@@ -46,6 +58,15 @@ mod tests {
         let shown = format!("{s:?} {s:#?}");
         assert!(!shown.contains("supersecret"), "{shown}");
         assert!(shown.contains("***"));
+    }
+
+    #[test]
+    fn matches_whole_values_only() {
+        let s = Secret::new("key");
+        assert!(s.matches(b"key"));
+        assert!(!s.matches(b"kez"));
+        assert!(!s.matches(b"key2"));
+        assert!(!s.matches(b""));
     }
 
     #[test]

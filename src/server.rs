@@ -35,19 +35,10 @@ pub enum RunError {
     Store(#[from] BuildError),
     #[error("cannot install signal handlers: {0}")]
     Signal(std::io::Error),
-    #[error(
-        "[[sessions]] are validated but not yet enforced by this build (no proxy authentication, no per-session \
-         vaults); remove them to run with the implicit session"
-    )]
-    SessionsNotEnforced,
 }
 
 /// Runs keyswap with `config` until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<(), RunError> {
-    // SECURITY: running a config whose sessions are ignored would give every client every vault.
-    if !config.sessions.is_empty() {
-        return Err(RunError::SessionsNotEnforced);
-    }
     let proxy_listener = bind(config.proxy.listen).await?;
     let admin_listener = bind(config.admin.listen).await?;
     let proxy_addr = proxy_listener

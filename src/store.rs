@@ -5,7 +5,6 @@
 //! and swaps it in (see [`StoreHandle`]), so a request that holds an `Arc<Store>` sees one
 //! generation from start to end.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -13,8 +12,8 @@ use aho_corasick::{AhoCorasick, MatchKind};
 use arc_swap::ArcSwap;
 
 use crate::config::Config;
-use crate::scope::HostPattern;
 use crate::secret::Secret;
+use crate::session::{self, SessionPolicy};
 use crate::vault::{Auth, Injection, Networking};
 
 /// One placeholder the proxy looks for, and everything needed to decide what to do with it.
@@ -39,12 +38,8 @@ pub struct Store {
     entries: Vec<Entry>,
     /// Leftmost-longest, so a placeholder that is a prefix of another never cuts the longer one.
     searcher: Option<AhoCorasick>,
-    /// Hosts named exactly by some live credential.
-    exact_hosts: HashMap<String, ()>,
-    /// Suffixes (`.example.com`) of `*.` entries of some live credential.
-    suffixes: HashMap<String, ()>,
-    /// Whether some live credential is unrestricted.
-    any_unrestricted: bool,
+    /// The sessions (or the one implicit session).
+    sessions: Vec<SessionPolicy>,
 }
 
 /// The store failed to compile its searcher (only possible with pathological pattern sets).
@@ -81,30 +76,13 @@ impl Store {
                     .build(patterns)?,
             )
         };
-        let mut exact_hosts = HashMap::new();
-        let mut suffixes = HashMap::new();
-        let mut any_unrestricted = false;
-        for entry in entries.iter().filter(|e| !e.archived) {
-            match &entry.networking {
-                Networking::Unrestricted => any_unrestricted = true,
-                Networking::Limited { patterns, .. } => {
-                    for p in patterns {
-                        match p {
-                            HostPattern::Exact(h) => exact_hosts.insert(h.clone(), ()),
-                            HostPattern::Subdomains(s) => suffixes.insert(s.clone(), ()),
-                        };
-                    }
-                }
-            }
-        }
+        let sessions = SessionPolicy::compile(&config, &entries);
         Ok(Store {
             generation,
             config,
             entries,
             searcher,
-            exact_hosts,
-            suffixes,
-            any_unrestricted,
+            sessions,
         })
     }
 
@@ -124,15 +102,14 @@ impl Store {
         &self.entries
     }
 
-    /// Whether any live credential could be substituted on `host` (normalised). With
-    /// `mitm = "auto"`, a tunnel to a host for which this is false is relayed without interception.
-    pub fn could_apply_to(&self, host: &str) -> bool {
-        if self.any_unrestricted || self.exact_hosts.contains_key(host) {
-            return true;
-        }
-        // Walk the host's parent domains: `a.b.example.com` tries `.b.example.com`, `.example.com`, `.com`.
-        host.match_indices('.')
-            .any(|(i, _)| i > 0 && self.suffixes.contains_key(&host[i..]))
+    /// The session `Proxy-Authorization` proves, or `None` (answer 407).
+    pub fn authenticate(&self, header: Option<&http::HeaderValue>) -> Option<&SessionPolicy> {
+        session::authenticate(&self.sessions, header)
+    }
+
+    /// A session by id: a tunnel keeps its session id and finds it again in each request's store.
+    pub fn session(&self, id: &str) -> Option<&SessionPolicy> {
+        self.sessions.iter().find(|s| s.id == id)
     }
 }
 
@@ -190,6 +167,7 @@ auth = { type = "environment_variable", secret_name = "B", secret_value = "sb", 
     #[test]
     fn could_apply_to_follows_live_scopes() {
         let s = store(TWO);
+        let s = s.session(session::IMPLICIT).unwrap();
         assert!(s.could_apply_to("api.example.com"));
         assert!(s.could_apply_to("x.example.org"));
         assert!(s.could_apply_to("x.y.example.org"));
@@ -200,8 +178,13 @@ auth = { type = "environment_variable", secret_name = "B", secret_value = "sb", 
 
     #[test]
     fn empty_store_has_no_searcher() {
-        assert!(store("").searcher().is_none());
-        assert!(!store("").could_apply_to("a.com"));
+        let s = store("");
+        assert!(s.searcher().is_none());
+        assert!(
+            !s.session(session::IMPLICIT)
+                .unwrap()
+                .could_apply_to("a.com")
+        );
     }
 
     #[test]

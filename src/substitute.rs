@@ -10,6 +10,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use http::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 
+use crate::session::SessionPolicy;
 use crate::store::{Entry, Store};
 use crate::vault::is_url_safe;
 
@@ -50,6 +51,8 @@ pub struct Target<'a> {
     pub host: &'a str,
     /// Whether secrets may travel on this upstream connection (TLS, or plain HTTP explicitly allowed).
     pub secrets_allowed: bool,
+    /// Only credentials of this session's vaults are substituted; others' placeholders are plain text.
+    pub session: &'a SessionPolicy,
 }
 
 /// Per-request record of placeholder outcomes, by store entry. Empty (and unallocated) when the
@@ -240,6 +243,9 @@ fn replace(
     for m in searcher.find_iter(haystack) {
         let index = m.pattern().as_usize();
         let entry = store.entry(index);
+        if !target.session.may_use(entry) {
+            continue;
+        }
         let outcome = decide(entry, target, location);
         report.record(index, outcome);
         if outcome != Outcome::Substituted {

@@ -60,6 +60,7 @@ fn a_request_without_placeholders_is_scanned_without_allocating() {
     let target = Target {
         host: "api1.example.com",
         secrets_allowed: true,
+        session: store.session(keyswap::session::IMPLICIT).unwrap(),
     };
 
     let before = ALLOCATIONS.load(Ordering::Relaxed);

@@ -267,6 +267,6 @@ pub struct RawSession {
     pub id: Spanned<String>,
     #[serde(default)]
     pub vault_ids: Vec<Spanned<String>>,
-    pub proxy_token_env: Option<String>,
+    pub proxy_token_env: Option<Spanned<String>>,
     pub network: Option<Spanned<RawNetworking>>,
 }

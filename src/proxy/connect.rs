@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::header::PROXY_AUTHORIZATION;
 use http::uri::Scheme;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Empty};
@@ -45,8 +46,22 @@ pub(super) async fn handle(
         return ProxyError::BadRequest("CONNECT needs a host:port target").to_response();
     };
     let store = shared.store.load();
+    let Some(session) = store.authenticate(req.headers().get(PROXY_AUTHORIZATION)) else {
+        return ProxyError::ProxyAuthRequired.to_response();
+    };
+    // SECURITY: the session's network policy is checked before any TLS or upstream connection.
+    if !session.reaches(&dest.host) {
+        info!(session = %session.id, host = %dest.host, "CONNECT outside the session's network policy");
+        let reason = "the session's network policy does not include it".to_string();
+        return ProxyError::EgressDenied {
+            host: dest.host,
+            reason,
+        }
+        .to_response();
+    }
+    let session_id: Arc<str> = Arc::from(session.id.as_str());
     let intercept =
-        store.config().proxy.mitm == MitmMode::Always || store.could_apply_to(&dest.host);
+        store.config().proxy.mitm == MitmMode::Always || session.could_apply_to(&dest.host);
     drop(store);
     // Check (and for a raw relay, dial) before saying 200, so a refusal is a clear HTTP answer.
     let upstream = if intercept {
@@ -78,7 +93,7 @@ pub(super) async fn handle(
         };
         match upstream {
             Some(upstream) => relay(Rewind::new(client.0, client.1), upstream, &dest).await,
-            None => tunnel(client.0, client.1, dest, shared).await,
+            None => tunnel(client.0, client.1, dest, session_id, shared).await,
         }
     });
     let mut response = Response::new(
@@ -91,7 +106,13 @@ pub(super) async fn handle(
 }
 
 /// Sniffs the tunnel's first byte: TLS is intercepted, plain HTTP is served, anything else relayed.
-async fn tunnel(buffered: Bytes, client: TcpStream, dest: Destination, shared: Arc<Shared>) {
+async fn tunnel(
+    buffered: Bytes,
+    client: TcpStream,
+    dest: Destination,
+    session: Arc<str>,
+    shared: Arc<Shared>,
+) {
     let first = match buffered.first() {
         Some(&b) => Some(b),
         None => {
@@ -105,9 +126,20 @@ async fn tunnel(buffered: Bytes, client: TcpStream, dest: Destination, shared: A
     };
     let client = Rewind::new(buffered, client);
     match first {
-        Some(TLS_HANDSHAKE_RECORD) => intercept_tls(client, dest, shared).await,
+        Some(TLS_HANDSHAKE_RECORD) => intercept_tls(client, dest, session, shared).await,
         Some(b) if b.is_ascii_uppercase() => {
-            serve_bound(client, false, dest, Scheme::HTTP, None, shared).await;
+            serve_bound(
+                client,
+                Bound {
+                    dest,
+                    scheme: Scheme::HTTP,
+                    session,
+                    sni: None,
+                },
+                false,
+                shared,
+            )
+            .await;
         }
         _ => match shared.dialer.tcp(&dest.host, dest.port).await {
             Ok(upstream) => relay(client, upstream, &dest).await,
@@ -117,7 +149,12 @@ async fn tunnel(buffered: Bytes, client: TcpStream, dest: Destination, shared: A
 }
 
 /// Terminates the client's TLS with a leaf for the CONNECT host and serves the HTTP inside.
-async fn intercept_tls(client: Rewind<TcpStream>, dest: Destination, shared: Arc<Shared>) {
+async fn intercept_tls(
+    client: Rewind<TcpStream>,
+    dest: Destination,
+    session: Arc<str>,
+    shared: Arc<Shared>,
+) {
     let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), client);
     let start = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor).await {
         Ok(Ok(start)) => start,
@@ -141,37 +178,57 @@ async fn intercept_tls(client: Rewind<TcpStream>, dest: Destination, shared: Arc
         Err(_) => return debug!(host = %dest.host, "client TLS handshake timed out"),
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    serve_bound(tls, h2, dest, Scheme::HTTPS, sni_mismatch, shared).await;
+    let sni = sni_mismatch.map(Arc::from);
+    serve_bound(
+        tls,
+        Bound {
+            dest,
+            scheme: Scheme::HTTPS,
+            session,
+            sni,
+        },
+        h2,
+        shared,
+    )
+    .await;
 }
 
-/// Serves HTTP inside a tunnel; every request is checked against, and sent to, `dest`.
-async fn serve_bound<I>(
-    io: I,
-    h2: bool,
+/// What every request inside one tunnel is bound to.
+struct Bound {
     dest: Destination,
     scheme: Scheme,
-    sni: Option<String>,
-    shared: Arc<Shared>,
-) where
+    session: Arc<str>,
+    /// A TLS SNI that named another host: every request gets 421.
+    sni: Option<Arc<str>>,
+}
+
+/// Serves HTTP inside a tunnel; every request is checked against, and sent to, the bound destination.
+async fn serve_bound<I>(io: I, bound: Bound, h2: bool, shared: Arc<Shared>)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let dest = Arc::new(dest);
-    let sni = sni.map(Arc::<str>::from);
+    let bound = Arc::new(bound);
     let handler = {
         let shared = shared.clone();
         move |req: Request<Incoming>| {
-            let (shared, dest, scheme, sni) =
-                (shared.clone(), dest.clone(), scheme.clone(), sni.clone());
+            let (shared, bound) = (shared.clone(), bound.clone());
             async move {
-                if let Some(sni) = sni {
+                if let Some(sni) = &bound.sni {
                     let err = ProxyError::HostMismatch {
-                        expected: dest.to_string(),
+                        expected: bound.dest.to_string(),
                         got: format!("TLS SNI {sni}"),
                     };
-                    info!(host = %dest.host, "SNI does not match the CONNECT host");
+                    info!(host = %bound.dest.host, "SNI does not match the CONNECT host");
                     return err.to_response();
                 }
-                forward::in_tunnel(req, &dest, scheme, &shared).await
+                forward::in_tunnel(
+                    req,
+                    &bound.dest,
+                    bound.scheme.clone(),
+                    &bound.session,
+                    &shared,
+                )
+                .await
             }
         }
     };

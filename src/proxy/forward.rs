@@ -13,6 +13,8 @@ use super::Shared;
 use crate::config::OutOfScope;
 use crate::destination::Destination;
 use crate::error::ProxyError;
+use crate::session::SessionPolicy;
+use crate::store::Store;
 use crate::substitute::{self, Outcome, Report, Target};
 use crate::upstream::{BoxError, ProxyBody};
 
@@ -47,8 +49,12 @@ pub(super) async fn plain(req: Request<Incoming>, shared: &Shared) -> Response<P
     if req.headers().get_all(header::HOST).iter().count() > 1 {
         return ProxyError::BadRequest("more than one Host header").to_response();
     }
+    let store = shared.store.load();
+    let Some(session) = store.authenticate(req.headers().get(header::PROXY_AUTHORIZATION)) else {
+        return ProxyError::ProxyAuthRequired.to_response();
+    };
     // The URI decides; a differing Host header is overwritten with the URI's authority in `send`.
-    send(req, &dest, scheme, shared).await
+    send(req, &dest, scheme, &store, session, shared).await
 }
 
 /// A request inside a tunnel: its `Host` / `:authority` (and URI, if absolute) must name the
@@ -57,6 +63,7 @@ pub(super) async fn in_tunnel(
     req: Request<Incoming>,
     dest: &Destination,
     scheme: Scheme,
+    session_id: &str,
     shared: &Shared,
 ) -> Response<ProxyBody> {
     let hosts = req.headers().get_all(header::HOST);
@@ -88,7 +95,12 @@ pub(super) async fn in_tunnel(
     if !any && req.version() != Version::HTTP_10 {
         return ProxyError::BadRequest("the request has no Host header").to_response();
     }
-    send(req, dest, scheme, shared).await
+    let store = shared.store.load();
+    // The session authenticated at CONNECT; a reload that removed it ends its access.
+    let Some(session) = store.session(session_id) else {
+        return ProxyError::ProxyAuthRequired.to_response();
+    };
+    send(req, dest, scheme, &store, session, shared).await
 }
 
 /// Substitutes, sanitises and forwards `req` to `dest`, and relays the answer.
@@ -96,25 +108,36 @@ async fn send(
     req: Request<Incoming>,
     dest: &Destination,
     scheme: Scheme,
+    store: &Store,
+    session: &SessionPolicy,
     shared: &Shared,
 ) -> Response<ProxyBody> {
-    let store = shared.store.load();
+    if !session.reaches(&dest.host) {
+        info!(session = %session.id, host = %dest.host, "request outside the session's network policy");
+        let reason = "the session's network policy does not include it".to_string();
+        return ProxyError::EgressDenied {
+            host: dest.host.clone(),
+            reason,
+        }
+        .to_response();
+    }
     let (mut parts, body) = req.into_parts();
     remove_hop_by_hop(&mut parts.headers);
     let target = Target {
         host: &dest.host,
         secrets_allowed: scheme == Scheme::HTTPS || store.config().proxy.substitute_over_plain_http,
+        session,
     };
     let mut report = Report::default();
-    substitute::headers(&store, target, &mut parts.headers, &mut report);
-    let substituted_uri = substitute::query(&store, target, &parts.uri, &mut report);
+    substitute::headers(store, target, &mut parts.headers, &mut report);
+    let substituted_uri = substitute::query(store, target, &parts.uri, &mut report);
     if !report.is_empty() {
         // The one line per placeholder-carrying request: ids and outcomes, never a value.
-        info!(session = "default", host = %dest.host, credentials = %report.display(&store), "placeholders");
+        info!(session = %session.id, host = %dest.host, credentials = %report.display(store), "placeholders");
         if report.any(Outcome::OutOfScope)
             && store.config().proxy.out_of_scope_placeholder == OutOfScope::Block
         {
-            let credentials = out_of_scope_ids(&report, &store);
+            let credentials = out_of_scope_ids(&report, store);
             return ProxyError::PlaceholderOutOfScope {
                 host: dest.host.clone(),
                 credentials,

@@ -25,10 +25,14 @@ fn store() -> Store {
     Store::build(Config::from_toml(CONFIG, "t", Path::new("")).unwrap(), 1).unwrap()
 }
 
+/// One store shared by every target: the implicit session lives in it.
+static STORE: std::sync::LazyLock<Store> = std::sync::LazyLock::new(store);
+
 fn target(host: &str) -> Target<'_> {
     Target {
         host,
         secrets_allowed: true,
+        session: STORE.session(crate::session::IMPLICIT).unwrap(),
     }
 }
 
@@ -124,8 +128,8 @@ mod headers {
     fn plaintext_upstream_gets_no_secret() {
         let s = store();
         let t = Target {
-            host: "api.github.com",
             secrets_allowed: false,
+            ..target("api.github.com")
         };
         let (v, report) = one_header(&s, t, "authorization", "Bearer ks-ph-vcrd_gh");
         assert_eq!(v, "Bearer ks-ph-vcrd_gh");
@@ -194,6 +198,51 @@ mod query {
     fn no_query_or_no_placeholder_gives_none() {
         assert!(run("https://api.test/p", "api.test").0.is_none());
         assert!(run("https://api.test/p?a=b", "api.test").0.is_none());
+    }
+}
+
+mod sessions {
+    use super::*;
+
+    const TWO_SESSIONS: &str = r#"
+[[vaults]]
+id = "vlt_a"
+[[vaults.credentials]]
+id = "vcrd_a"
+auth = { type = "environment_variable", secret_name = "A", secret_value = "A_REAL", networking = { type = "unrestricted" } }
+[[vaults]]
+id = "vlt_b"
+[[vaults.credentials]]
+id = "vcrd_b"
+auth = { type = "environment_variable", secret_name = "B", secret_value = "B_REAL", networking = { type = "unrestricted" } }
+[[sessions]]
+id = "sesn_a"
+vault_ids = ["vlt_a"]
+[[sessions]]
+id = "sesn_b"
+vault_ids = ["vlt_b"]
+"#;
+
+    #[test]
+    fn a_session_substitutes_only_its_own_vaults() {
+        let s = Store::build(
+            Config::from_toml(TWO_SESSIONS, "t", Path::new("")).unwrap(),
+            1,
+        )
+        .unwrap();
+        let session = s.session("sesn_a").unwrap();
+        let t = Target {
+            host: "any.test",
+            secrets_allowed: true,
+            session,
+        };
+        let (v, report) = one_header(&s, t, "x", "ks-ph-vcrd_a ks-ph-vcrd_b");
+        assert_eq!(v, "A_REAL ks-ph-vcrd_b");
+        assert_eq!(
+            outcome_names(&s, &report),
+            "vcrd_a=substituted",
+            "another session's placeholder is plain text"
+        );
     }
 }
 

@@ -1,0 +1,147 @@
+//! Sessions (SPEC §1): which vaults a sandbox may use, which hosts it may reach, and how it proves
+//! who it is (`Proxy-Authorization: Basic base64(session_id:token)`).
+//!
+//! With no `[[sessions]]` in the config there is one implicit session: every vault, unrestricted
+//! network, no authentication.
+
+use std::collections::HashSet;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use http::HeaderValue;
+
+use crate::config::Config;
+use crate::scope::HostPattern;
+use crate::secret::Secret;
+use crate::store::Entry;
+use crate::vault::Networking;
+
+/// The id of the implicit session, as logs show it.
+pub const IMPLICIT: &str = "default";
+
+/// One session, compiled for the request path.
+#[derive(Debug)]
+pub struct SessionPolicy {
+    pub id: String,
+    token: Option<Secret>,
+    /// `None`: every vault (the implicit session).
+    vaults: Option<HashSet<String>>,
+    network: Networking,
+    /// The hosts some live credential of this session is scoped to (for `mitm = "auto"`).
+    scopes: Scopes,
+}
+
+impl SessionPolicy {
+    /// The sessions of `config` (or the implicit one), with scopes over `entries`.
+    pub fn compile(config: &Config, entries: &[Entry]) -> Vec<SessionPolicy> {
+        if config.sessions.is_empty() {
+            let scopes = Scopes::over(entries.iter());
+            return vec![SessionPolicy {
+                id: IMPLICIT.to_string(),
+                token: None,
+                vaults: None,
+                network: Networking::Unrestricted,
+                scopes,
+            }];
+        }
+        config
+            .sessions
+            .iter()
+            .map(|s| {
+                let vaults: HashSet<String> = s.vault_ids.iter().cloned().collect();
+                let scopes = Scopes::over(entries.iter().filter(|e| vaults.contains(&e.vault_id)));
+                SessionPolicy {
+                    id: s.id.clone(),
+                    token: s.proxy_token.clone(),
+                    vaults: Some(vaults),
+                    network: s.network.clone(),
+                    scopes,
+                }
+            })
+            .collect()
+    }
+
+    /// Whether this session may use `entry` at all; another session's placeholder is plain text here.
+    pub fn may_use(&self, entry: &Entry) -> bool {
+        self.vaults
+            .as_ref()
+            .is_none_or(|v| v.contains(&entry.vault_id))
+    }
+
+    /// Whether the session's network policy lets it reach `host` (normalised).
+    pub fn reaches(&self, host: &str) -> bool {
+        self.network.allows(host)
+    }
+
+    /// Whether any live credential of this session could be substituted on `host`.
+    pub fn could_apply_to(&self, host: &str) -> bool {
+        self.scopes.covers(host)
+    }
+}
+
+/// Picks the session a `Proxy-Authorization` header proves. With the implicit session no header is
+/// needed (and one sent is ignored); otherwise the header must name a session and carry its token.
+pub fn authenticate<'s>(
+    sessions: &'s [SessionPolicy],
+    header: Option<&HeaderValue>,
+) -> Option<&'s SessionPolicy> {
+    if let [only] = sessions
+        && only.vaults.is_none()
+    {
+        return Some(only);
+    }
+    let value = header?.as_bytes();
+    if !value
+        .get(..6)
+        .is_some_and(|s| s.eq_ignore_ascii_case(b"basic "))
+    {
+        return None;
+    }
+    let decoded = zeroize::Zeroizing::new(BASE64.decode(value[6..].trim_ascii()).ok()?);
+    let colon = decoded.iter().position(|&b| b == b':')?;
+    let (id, token) = (&decoded[..colon], &decoded[colon + 1..]);
+    let session = sessions.iter().find(|s| s.id.as_bytes() == id)?;
+    match &session.token {
+        Some(expected) => expected.matches(token).then_some(session),
+        None => Some(session),
+    }
+}
+
+/// The hosts a set of credentials is scoped to, compiled for quick "could any apply here?" checks.
+#[derive(Debug, Default)]
+struct Scopes {
+    exact: HashSet<String>,
+    /// Suffixes (`.example.com`) of `*.` entries.
+    suffixes: HashSet<String>,
+    any_unrestricted: bool,
+}
+
+impl Scopes {
+    /// Over the live (not archived) entries given.
+    fn over<'e>(entries: impl Iterator<Item = &'e Entry>) -> Scopes {
+        let mut scopes = Scopes::default();
+        for entry in entries.filter(|e| !e.archived) {
+            match &entry.networking {
+                Networking::Unrestricted => scopes.any_unrestricted = true,
+                Networking::Limited { patterns, .. } => {
+                    for p in patterns {
+                        match p {
+                            HostPattern::Exact(h) => scopes.exact.insert(h.clone()),
+                            HostPattern::Subdomains(s) => scopes.suffixes.insert(s.clone()),
+                        };
+                    }
+                }
+            }
+        }
+        scopes
+    }
+
+    fn covers(&self, host: &str) -> bool {
+        if self.any_unrestricted || self.exact.contains(host) {
+            return true;
+        }
+        // Walk the parent domains: `a.b.example.com` tries `.b.example.com`, `.example.com`, `.com`.
+        host.match_indices('.')
+            .any(|(i, _)| i > 0 && self.suffixes.contains(&host[i..]))
+    }
+}
