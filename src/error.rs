@@ -33,6 +33,8 @@ pub enum ProxyError {
     UpstreamConnect { host: String },
     #[error("TLS with {host} failed")]
     UpstreamTls { host: String },
+    #[error("{host} sent a compressed response to a request that carried a secret")]
+    UpstreamEncoding { host: String },
     #[error("{host} did not answer in time")]
     UpstreamTimeout { host: String },
 }
@@ -54,6 +56,7 @@ impl ProxyError {
             ProxyError::UpstreamDns { .. } => (StatusCode::BAD_GATEWAY, "upstream-dns"),
             ProxyError::UpstreamConnect { .. } => (StatusCode::BAD_GATEWAY, "upstream-connect"),
             ProxyError::UpstreamTls { .. } => (StatusCode::BAD_GATEWAY, "upstream-tls"),
+            ProxyError::UpstreamEncoding { .. } => (StatusCode::BAD_GATEWAY, "upstream-encoding"),
             ProxyError::UpstreamTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream-timeout"),
         }
     }
@@ -82,6 +85,9 @@ impl ProxyError {
             }
             ProxyError::UpstreamTls { .. } => {
                 "The upstream's certificate is not trusted for this host; add its CA to [tls] upstream_ca_files if it is private."
+            }
+            ProxyError::UpstreamEncoding { .. } => {
+                "keyswap asked for an uncompressed answer so it could keep the secret out of it; the upstream compressed it anyway, so it was withheld."
             }
             ProxyError::UpstreamTimeout { .. } => {
                 "The upstream was too slow; retry, or raise the timeouts under [limits]."

@@ -14,6 +14,7 @@ use arc_swap::ArcSwap;
 use crate::config::Config;
 use crate::secret::Secret;
 use crate::session::{self, SessionPolicy};
+use crate::substitute::stream::Prefixes;
 use crate::vault::{Auth, Injection, Networking};
 
 /// One placeholder the proxy looks for, and everything needed to decide what to do with it.
@@ -38,6 +39,8 @@ pub struct Store {
     entries: Vec<Entry>,
     /// Leftmost-longest, so a placeholder that is a prefix of another never cuts the longer one.
     searcher: Option<AhoCorasick>,
+    /// Proper prefixes of every placeholder, for streamed body replacement.
+    prefixes: Arc<Prefixes>,
     /// The sessions (or the one implicit session).
     sessions: Vec<SessionPolicy>,
 }
@@ -77,13 +80,21 @@ impl Store {
             )
         };
         let sessions = SessionPolicy::compile(&config, &entries);
+        let prefixes = Arc::new(Prefixes::of(
+            entries.iter().map(|e| e.placeholder.as_bytes()),
+        ));
         Ok(Store {
             generation,
             config,
             entries,
             searcher,
+            prefixes,
             sessions,
         })
+    }
+
+    pub fn prefixes(&self) -> &Arc<Prefixes> {
+        &self.prefixes
     }
 
     pub fn config(&self) -> &Arc<Config> {

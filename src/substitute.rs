@@ -10,6 +10,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use http::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 
+use zeroize::Zeroizing;
+
 use crate::session::SessionPolicy;
 use crate::store::{Entry, Store};
 use crate::vault::is_url_safe;
@@ -42,6 +44,7 @@ impl Outcome {
 pub enum Location {
     Header,
     Query,
+    Body,
 }
 
 /// Where the request is going: the only facts a substitution decision uses.
@@ -57,12 +60,47 @@ pub struct Target<'a> {
 
 /// Per-request record of placeholder outcomes, by store entry. Empty (and unallocated) when the
 /// request carried no placeholder.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Report {
     seen: Vec<(usize, Outcome)>,
+    /// Encoded values keyswap rewrote (`base64(user:secret)` → `base64(user:placeholder)`), so a
+    /// response echoing them can be masked back to what the client sent.
+    rewritten: Vec<stream::Pair>,
+}
+
+impl fmt::Debug for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The rewritten values encode secrets: never shown.
+        f.debug_struct("Report")
+            .field("seen", &self.seen)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Report {
+    /// The (secret, placeholder) pairs of every substitution, then the rewritten encoded values:
+    /// what a response must not carry back.
+    pub fn scrub_pairs(&self, store: &Store) -> Vec<stream::Pair> {
+        let mut pairs: Vec<_> = self
+            .seen
+            .iter()
+            .filter(|(_, o)| *o == Outcome::Substituted)
+            .map(|&(i, _)| {
+                let e = store.entry(i);
+                (
+                    Zeroizing::new(e.secret.expose().to_vec()),
+                    Zeroizing::new(e.placeholder.as_bytes().to_vec()),
+                )
+            })
+            .collect();
+        pairs.extend(self.rewritten.iter().cloned());
+        pairs
+    }
+
+    pub fn record_substituted(&mut self, entry: usize) {
+        self.record(entry, Outcome::Substituted);
+    }
+
     fn record(&mut self, entry: usize, outcome: Outcome) {
         if !self.seen.contains(&(entry, outcome)) {
             self.seen.push((entry, outcome));
@@ -118,6 +156,7 @@ pub fn decide(entry: &Entry, target: Target<'_>, location: Location) -> Outcome 
     let enabled = match location {
         Location::Header => entry.injection.header,
         Location::Query => entry.injection.query,
+        Location::Body => entry.injection.body,
     };
     if entry.archived {
         Outcome::Archived
@@ -188,7 +227,7 @@ fn basic_auth(
     if !store.searcher()?.is_match(decoded) {
         return None;
     }
-    let replaced = zeroize::Zeroizing::new(replace(
+    let replaced = Zeroizing::new(replace(
         store,
         target,
         Location::Header,
@@ -196,9 +235,13 @@ fn basic_auth(
         report,
         push_raw,
     )?);
-    let mut out = String::from("Basic ");
+    let mut out = Zeroizing::new(String::from("Basic "));
     BASE64.encode_string(replaced.as_slice(), &mut out);
-    let mut header = HeaderValue::try_from(out).ok()?;
+    report.rewritten.push((
+        Zeroizing::new(out.as_bytes()[6..].to_vec()),
+        Zeroizing::new(encoded.to_vec()),
+    ));
+    let mut header = HeaderValue::from_bytes(out.as_bytes()).ok()?;
     header.set_sensitive(true);
     Some(header)
 }
@@ -277,6 +320,8 @@ fn push_percent_encoded(out: &mut Vec<u8>, secret: &[u8]) {
         }
     }
 }
+
+pub mod stream;
 
 #[cfg(test)]
 mod tests;

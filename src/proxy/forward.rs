@@ -5,18 +5,17 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
-use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use tracing::{debug, info};
 
-use super::Shared;
+use super::{Shared, bodies};
 use crate::config::OutOfScope;
 use crate::destination::Destination;
 use crate::error::ProxyError;
 use crate::session::SessionPolicy;
 use crate::store::Store;
 use crate::substitute::{self, Outcome, Report, Target};
-use crate::upstream::{BoxError, ProxyBody};
+use crate::upstream::ProxyBody;
 
 /// A request on the proxy listener that is not CONNECT: it must be absolute-form
 /// (`GET http://host/path`); its URI is the destination.
@@ -103,7 +102,7 @@ pub(super) async fn in_tunnel(
     send(req, dest, scheme, &store, session, shared).await
 }
 
-/// Substitutes, sanitises and forwards `req` to `dest`, and relays the answer.
+/// Substitutes, sanitises and forwards `req` to `dest`, and relays the (scrubbed) answer.
 async fn send(
     req: Request<Incoming>,
     dest: &Destination,
@@ -112,14 +111,26 @@ async fn send(
     session: &SessionPolicy,
     shared: &Shared,
 ) -> Response<ProxyBody> {
+    forward(req, dest, scheme, store, session, shared)
+        .await
+        .unwrap_or_else(|e| e.to_response())
+}
+
+async fn forward(
+    req: Request<Incoming>,
+    dest: &Destination,
+    scheme: Scheme,
+    store: &Store,
+    session: &SessionPolicy,
+    shared: &Shared,
+) -> Result<Response<ProxyBody>, ProxyError> {
     if !session.reaches(&dest.host) {
         info!(session = %session.id, host = %dest.host, "request outside the session's network policy");
         let reason = "the session's network policy does not include it".to_string();
-        return ProxyError::EgressDenied {
+        return Err(ProxyError::EgressDenied {
             host: dest.host.clone(),
             reason,
-        }
-        .to_response();
+        });
     }
     let (mut parts, body) = req.into_parts();
     remove_hop_by_hop(&mut parts.headers);
@@ -131,53 +142,86 @@ async fn send(
     let mut report = Report::default();
     substitute::headers(store, target, &mut parts.headers, &mut report);
     let substituted_uri = substitute::query(store, target, &parts.uri, &mut report);
-    if !report.is_empty() {
-        // The one line per placeholder-carrying request: ids and outcomes, never a value.
-        info!(session = %session.id, host = %dest.host, credentials = %report.display(store), "placeholders");
-        if report.any(Outcome::OutOfScope)
-            && store.config().proxy.out_of_scope_placeholder == OutOfScope::Block
-        {
-            let credentials = out_of_scope_ids(&report, store);
-            return ProxyError::PlaceholderOutOfScope {
-                host: dest.host.clone(),
-                credentials,
-            }
-            .to_response();
-        }
+    let mut scrub = Vec::new();
+    let body = bodies::request(
+        store,
+        target,
+        &mut parts.headers,
+        body,
+        &mut report,
+        &mut scrub,
+    )
+    .await?;
+    check_report(&report, store, session, dest)?;
+    scrub.extend(report.scrub_pairs(store));
+    if !scrub.is_empty() {
+        bodies::limit_encoding(&mut parts.headers);
     }
     let path = substituted_uri
         .as_ref()
         .unwrap_or(&parts.uri)
         .path_and_query()
         .cloned();
-    let Some(uri) = upstream_uri(dest, &scheme, path) else {
-        return ProxyError::BadRequest("cannot build the upstream URI").to_response();
-    };
+    parts.uri = upstream_uri(dest, &scheme, path)
+        .ok_or(ProxyError::BadRequest("cannot build the upstream URI"))?;
     pin_host(&mut parts, dest, &scheme);
-    parts.uri = uri;
     // The pooled client picks HTTP/2 by ALPN; the request itself is version-neutral.
     parts.version = Version::HTTP_11;
     let method = parts.method.clone();
-    let request = Request::from_parts(parts, body.map_err(BoxError::from).boxed());
-    let timeout = shared.limits.upstream_response_timeout;
-    let response = match tokio::time::timeout(timeout, shared.client.request(request)).await {
-        Ok(Ok(response)) => response,
-        Ok(Err(e)) => {
-            let err = ProxyError::from_upstream(&dest.host, &e);
-            info!(host = %dest.host, error = err.code(), detail = %error_chain(&e), "upstream request failed");
-            return err.to_response();
-        }
-        Err(_) => {
-            return ProxyError::UpstreamTimeout {
-                host: dest.host.clone(),
-            }
-            .to_response();
-        }
-    };
+    let response = exchange(Request::from_parts(parts, body), dest, shared).await?;
     debug!(%method, host = %dest.host, status = response.status().as_u16(), "forwarded");
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+    bodies::scrub_response(
+        Response::from_parts(parts, body),
+        scrub,
+        &method,
+        &dest.host,
+    )
+}
+
+/// Logs the one line per placeholder-carrying request (ids and outcomes, never a value) and
+/// applies `out_of_scope_placeholder = "block"`.
+fn check_report(
+    report: &Report,
+    store: &Store,
+    session: &SessionPolicy,
+    dest: &Destination,
+) -> Result<(), ProxyError> {
+    if report.is_empty() {
+        return Ok(());
+    }
+    info!(session = %session.id, host = %dest.host, credentials = %report.display(store), "placeholders");
+    if report.any(Outcome::OutOfScope)
+        && store.config().proxy.out_of_scope_placeholder == OutOfScope::Block
+    {
+        let credentials = out_of_scope_ids(report, store);
+        return Err(ProxyError::PlaceholderOutOfScope {
+            host: dest.host.clone(),
+            credentials,
+        });
+    }
+    Ok(())
+}
+
+/// Sends the request on the pooled client, within the response timeout.
+async fn exchange(
+    request: Request<ProxyBody>,
+    dest: &Destination,
+    shared: &Shared,
+) -> Result<Response<Incoming>, ProxyError> {
+    let timeout = shared.limits.upstream_response_timeout;
+    match tokio::time::timeout(timeout, shared.client.request(request)).await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(e)) => {
+            let err = ProxyError::from_upstream(&dest.host, &e);
+            info!(host = %dest.host, error = err.code(), detail = %error_chain(&e), "upstream request failed");
+            Err(err)
+        }
+        Err(_) => Err(ProxyError::UpstreamTimeout {
+            host: dest.host.clone(),
+        }),
+    }
 }
 
 fn out_of_scope_ids(report: &Report, store: &crate::store::Store) -> String {

@@ -4,6 +4,7 @@
 //! `listener` accepts and serves client connections, `connect` opens tunnels, `forward` sends one
 //! request upstream, `rewind` replays bytes read while sniffing a tunnel.
 
+mod bodies;
 mod connect;
 mod forward;
 mod listener;

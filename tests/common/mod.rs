@@ -82,8 +82,13 @@ pub struct Seen {
     pub path: String,
     pub version: String,
     pub headers: Vec<(String, String)>,
+    /// The first [`KEPT_BODY_BYTES`] of the body.
     pub body: Vec<u8>,
+    pub body_len: usize,
 }
+
+/// How much of each request body the recording upstream keeps.
+pub const KEPT_BODY_BYTES: usize = 64 * 1024;
 
 impl Seen {
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -183,12 +188,17 @@ async fn echo(
     req: Request<Incoming>,
     record: Arc<Mutex<Vec<Seen>>>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes().to_vec())
-        .unwrap_or_default();
+    let (parts, mut body) = req.into_parts();
+    // Keep the first bytes and count the rest: a 1 GiB upload must not fill the test's memory.
+    let (mut kept, mut body_len) = (Vec::new(), 0usize);
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(data) = frame.into_data() {
+            body_len += data.len();
+            let room = KEPT_BODY_BYTES.saturating_sub(kept.len());
+            kept.extend_from_slice(&data[..room.min(data.len())]);
+        }
+    }
+    let body = kept;
     let mut headers: Vec<(String, String)> = parts
         .headers
         .iter()
@@ -216,13 +226,25 @@ async fn echo(
         version: format!("{:?}", parts.version),
         headers,
         body,
+        body_len,
     };
     let json = serde_json::json!({
         "method": seen.method, "path": seen.path, "version": seen.version,
         "headers": seen.headers.iter().map(|(k, v)| serde_json::json!([k, v])).collect::<Vec<_>>(),
+        "body": String::from_utf8_lossy(&seen.body),
     });
+    // Echo the credentials in headers too, as some APIs and debugging endpoints do.
+    let mut response = Response::new(Full::new(Bytes::from(json.to_string())));
+    for (name, echo) in [
+        ("authorization", "x-echo-authorization"),
+        ("x-token", "x-echo-token"),
+    ] {
+        if let Some(v) = parts.headers.get(name) {
+            response.headers_mut().insert(echo, v.clone());
+        }
+    }
     record.lock().unwrap().push(seen);
-    Ok(Response::new(Full::new(Bytes::from(json.to_string()))))
+    Ok(response)
 }
 
 /// The real keyswap binary, running on a config written by the test into its own folder.

@@ -1,0 +1,172 @@
+//! Bodies: placeholders replaced in request bodies (where `injection_location.body` allows), and
+//! responses to requests that carried a secret scrubbed so the secret never comes back.
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use tracing::debug;
+use zeroize::Zeroizing;
+
+use crate::error::ProxyError;
+use crate::store::Store;
+use crate::substitute::stream::{Pair, ReplacingBody, StreamReplacer};
+use crate::substitute::{self, Location, Outcome, Report, Target};
+use crate::upstream::{BoxError, ProxyBody};
+
+/// Bodies announced at most this long are replaced whole, so `Content-Length` stays exact; longer
+/// or unannounced bodies are streamed and sent without a length (chunked on HTTP/1.1).
+const BUFFER_LIMIT: u64 = 1 << 20;
+
+/// A (secret or rewritten value, what the client sent) pair to mask in responses.
+pub type ScrubPair = Pair;
+
+/// The request body to forward, with placeholders replaced where allowed. `scrub` receives the
+/// secrets this body may carry (all candidates when streamed, the ones found when buffered).
+pub async fn request(
+    store: &Store,
+    target: Target<'_>,
+    headers: &mut HeaderMap,
+    body: Incoming,
+    report: &mut Report,
+    scrub: &mut Vec<ScrubPair>,
+) -> Result<ProxyBody, ProxyError> {
+    let passthrough = |body: Incoming| body.map_err(BoxError::from).boxed();
+    let Some(searcher) = store.searcher() else {
+        return Ok(passthrough(body));
+    };
+    let allowed: Vec<bool> = store
+        .entries()
+        .iter()
+        .map(|e| {
+            target.session.may_use(e)
+                && substitute::decide(e, target, Location::Body) == Outcome::Substituted
+        })
+        .collect();
+    if !allowed.contains(&true) {
+        return Ok(passthrough(body));
+    }
+    if headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| v != "identity")
+    {
+        debug!(
+            host = target.host,
+            "request body has a Content-Encoding: not substituted"
+        );
+        return Ok(passthrough(body));
+    }
+    let replacements = store
+        .entries()
+        .iter()
+        .zip(&allowed)
+        .map(|(e, ok)| ok.then(|| Zeroizing::new(e.secret.expose().to_vec())))
+        .collect();
+    let mut replacer =
+        StreamReplacer::new(searcher.clone(), replacements, store.prefixes().clone());
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    match length {
+        Some(n) if n <= BUFFER_LIMIT => {
+            let limit = usize::try_from(n).unwrap_or(usize::MAX);
+            let bytes = Limited::new(body, limit)
+                .collect()
+                .await
+                .map_err(|_| {
+                    ProxyError::BadRequest("the request body does not match its Content-Length")
+                })?
+                .to_bytes();
+            let mut out = replacer.push(bytes).to_vec();
+            out.extend_from_slice(&replacer.finish());
+            for &i in replacer.hits() {
+                report.record_substituted(i);
+            }
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+            Ok(Full::new(bytes::Bytes::from(out))
+                .map_err(|never| match never {})
+                .boxed())
+        }
+        _ => {
+            // The length may change and is unknown until the end: send it without one.
+            headers.remove(header::CONTENT_LENGTH);
+            scrub.extend(
+                allowed
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, ok)| **ok)
+                    .map(|(i, _)| pair(store, i)),
+            );
+            Ok(ReplacingBody::new(body, replacer)
+                .map_err(BoxError::from)
+                .boxed())
+        }
+    }
+}
+
+fn pair(store: &Store, entry: usize) -> ScrubPair {
+    let e = store.entry(entry);
+    (
+        Zeroizing::new(e.secret.expose().to_vec()),
+        Zeroizing::new(e.placeholder.as_bytes().to_vec()),
+    )
+}
+
+/// Asks for an answer keyswap can read: a compressed body could carry a secret past the scrubber.
+pub fn limit_encoding(headers: &mut HeaderMap) {
+    headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+}
+
+/// Masks every secret (and rewritten value) in the response's headers and body with what the client
+/// sent. A compressed body cannot be read, so it is withheld rather than passed on.
+pub fn scrub_response(
+    response: Response<Incoming>,
+    pairs: Vec<ScrubPair>,
+    method: &Method,
+    host: &str,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let (mut parts, body) = response.into_parts();
+    let Some(mut scrubber) = StreamReplacer::from_pairs(pairs) else {
+        return Ok(Response::from_parts(
+            parts,
+            body.map_err(BoxError::from).boxed(),
+        ));
+    };
+    for value in parts.headers.values_mut() {
+        if let Some(masked) = scrubber.replace_once(value.as_bytes())
+            && let Ok(masked) = HeaderValue::from_maybe_shared(masked)
+        {
+            *value = masked;
+        }
+    }
+    let bodiless = *method == Method::HEAD
+        || parts.status.is_informational()
+        || parts.status == StatusCode::NO_CONTENT
+        || parts.status == StatusCode::NOT_MODIFIED;
+    if bodiless {
+        return Ok(Response::from_parts(
+            parts,
+            body.map_err(BoxError::from).boxed(),
+        ));
+    }
+    if parts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| v != "identity")
+    {
+        return Err(ProxyError::UpstreamEncoding {
+            host: host.to_string(),
+        });
+    }
+    // Masking changes lengths: the body goes without one (chunked on HTTP/1.1).
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Ok(Response::from_parts(
+        parts,
+        ReplacingBody::new(body, scrubber)
+            .map_err(BoxError::from)
+            .boxed(),
+    ))
+}

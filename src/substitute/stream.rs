@@ -1,0 +1,361 @@
+//! Replacement in a stream of chunks: request bodies (placeholder → secret) and response bodies
+//! (secret → placeholder). A match split across chunks is still found.
+//!
+//! Only bytes that could still begin a match are held back between chunks: the longest suffix of
+//! what has arrived that is a proper prefix of some pattern. Everything before it is settled, because
+//! no pattern starting there can reach past the data already seen; so the output equals one-shot
+//! replacement of the whole stream, whatever the chunking, and a server-sent event is never delayed
+//! unless its last bytes look like the start of a pattern.
+
+use std::collections::HashSet;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
+use http_body::{Body, Frame};
+use zeroize::Zeroizing;
+
+/// A pattern and what replaces it; both may be secrets, so both are wiped on drop.
+pub type Pair = (Zeroizing<Vec<u8>>, Zeroizing<Vec<u8>>);
+
+/// Every proper prefix of every pattern: what may be held back at the end of a chunk.
+#[derive(Debug, Default)]
+pub struct Prefixes {
+    set: HashSet<Box<[u8]>>,
+    longest: usize,
+}
+
+impl Prefixes {
+    pub fn of<'p>(patterns: impl IntoIterator<Item = &'p [u8]>) -> Prefixes {
+        let mut out = Prefixes::default();
+        for p in patterns {
+            for k in 1..p.len() {
+                out.set.insert(p[..k].into());
+            }
+            out.longest = out.longest.max(p.len().saturating_sub(1));
+        }
+        out
+    }
+
+    /// Length of the longest suffix of `data` that is a proper prefix of a pattern.
+    fn held(&self, data: &[u8]) -> usize {
+        (1..=self.longest.min(data.len()))
+            .rev()
+            .find(|&k| self.set.contains(&data[data.len() - k..]))
+            .unwrap_or(0)
+    }
+}
+
+/// Streaming leftmost-longest replacement. `replacements[pattern]` of `None` leaves that match as
+/// it is (it is still consumed whole, so it never hides a shorter match inside it).
+pub struct StreamReplacer {
+    searcher: AhoCorasick,
+    replacements: Vec<Option<Zeroizing<Vec<u8>>>>,
+    prefixes: Arc<Prefixes>,
+    carry: Vec<u8>,
+    replaced: usize,
+    /// Pattern ids that were replaced at least once.
+    hits: Vec<usize>,
+}
+
+impl StreamReplacer {
+    pub fn new(
+        searcher: AhoCorasick,
+        replacements: Vec<Option<Zeroizing<Vec<u8>>>>,
+        prefixes: Arc<Prefixes>,
+    ) -> Self {
+        Self {
+            searcher,
+            replacements,
+            prefixes,
+            carry: Vec::new(),
+            replaced: 0,
+            hits: Vec::new(),
+        }
+    }
+
+    /// A replacer from (pattern, replacement) pairs, for small per-request sets such as the scrubber.
+    pub fn from_pairs(pairs: Vec<Pair>) -> Option<Self> {
+        if pairs.is_empty() {
+            return None;
+        }
+        let searcher = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(pairs.iter().map(|(p, _)| p.as_slice()))
+            .ok()?;
+        let prefixes = Arc::new(Prefixes::of(pairs.iter().map(|(p, _)| p.as_slice())));
+        let replacements = pairs.into_iter().map(|(_, r)| Some(r)).collect();
+        Some(Self::new(searcher, replacements, prefixes))
+    }
+
+    /// How many matches were replaced so far.
+    pub fn replaced(&self) -> usize {
+        self.replaced
+    }
+
+    /// Pattern ids replaced at least once so far.
+    pub fn hits(&self) -> &[usize] {
+        &self.hits
+    }
+
+    /// Replaces in one complete value (a header), independent of any stream state.
+    /// Returns `None` when nothing was replaced.
+    pub fn replace_once(&mut self, data: &[u8]) -> Option<Bytes> {
+        if !self.searcher.is_match(data) {
+            return None;
+        }
+        let before = self.replaced;
+        let (out, _) = self.replace(data, data.len());
+        (self.replaced > before).then_some(out)
+    }
+
+    /// Feeds a chunk; returns what is settled. The chunk itself is returned when nothing matches.
+    pub fn push(&mut self, chunk: Bytes) -> Bytes {
+        if self.carry.is_empty()
+            && self.prefixes.held(&chunk) == 0
+            && !self.searcher.is_match(chunk.as_ref())
+        {
+            return chunk;
+        }
+        let mut data = std::mem::take(&mut self.carry);
+        data.extend_from_slice(&chunk);
+        let settled_until = data.len() - self.prefixes.held(&data);
+        let (out, consumed) = self.replace(&data, settled_until);
+        self.carry = data[consumed..].to_vec();
+        out
+    }
+
+    /// Ends the stream: everything held back is settled.
+    pub fn finish(&mut self) -> Bytes {
+        let data = std::mem::take(&mut self.carry);
+        self.replace(&data, data.len()).0
+    }
+
+    /// Replaces matches that start before `settled_until`; returns the output and how much of
+    /// `data` it covers.
+    fn replace(&mut self, data: &[u8], settled_until: usize) -> (Bytes, usize) {
+        let mut out = BytesMut::with_capacity(data.len());
+        let mut copied = 0;
+        for m in self.searcher.find_iter(data) {
+            if m.start() >= settled_until {
+                break;
+            }
+            out.extend_from_slice(&data[copied..m.start()]);
+            match &self.replacements[m.pattern().as_usize()] {
+                Some(r) => {
+                    out.extend_from_slice(r);
+                    self.replaced += 1;
+                    if !self.hits.contains(&m.pattern().as_usize()) {
+                        self.hits.push(m.pattern().as_usize());
+                    }
+                }
+                None => out.extend_from_slice(&data[m.start()..m.end()]),
+            }
+            copied = m.end();
+        }
+        let end = settled_until.max(copied);
+        out.extend_from_slice(&data[copied..end]);
+        (out.freeze(), end)
+    }
+}
+
+/// A body whose data frames pass through a [`StreamReplacer`]; trailers pass unchanged.
+pub struct ReplacingBody<B> {
+    inner: B,
+    replacer: StreamReplacer,
+    ended: bool,
+    trailers: Option<HeaderMap>,
+}
+
+impl<B> ReplacingBody<B> {
+    pub fn new(inner: B, replacer: StreamReplacer) -> Self {
+        Self {
+            inner,
+            replacer,
+            ended: false,
+            trailers: None,
+        }
+    }
+}
+
+impl<B> Body for ReplacingBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.get_mut();
+        loop {
+            if this.ended {
+                return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
+            }
+            match std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        let out = this.replacer.push(data);
+                        if !out.is_empty() {
+                            return Poll::Ready(Some(Ok(Frame::data(out))));
+                        }
+                    }
+                    Err(frame) => {
+                        this.trailers = frame.into_trailers().ok();
+                        this.ended = true;
+                        let out = this.replacer.finish();
+                        if !out.is_empty() {
+                            return Poll::Ready(Some(Ok(Frame::data(out))));
+                        }
+                    }
+                },
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => {
+                    this.ended = true;
+                    let out = this.replacer.finish();
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(out))));
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended && self.trailers.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replacer(pairs: &[(&str, &str)]) -> StreamReplacer {
+        let pairs = pairs
+            .iter()
+            .map(|(p, r)| {
+                (
+                    Zeroizing::new(p.as_bytes().to_vec()),
+                    Zeroizing::new(r.as_bytes().to_vec()),
+                )
+            })
+            .collect();
+        StreamReplacer::from_pairs(pairs).unwrap()
+    }
+
+    fn run(pairs: &[(&str, &str)], chunks: &[&[u8]]) -> Vec<u8> {
+        let mut r = replacer(pairs);
+        let mut out = Vec::new();
+        for c in chunks {
+            out.extend_from_slice(&r.push(Bytes::copy_from_slice(c)));
+        }
+        out.extend_from_slice(&r.finish());
+        out
+    }
+
+    const PAIRS: &[(&str, &str)] = &[
+        ("ks-ph-vcrd_a", "SECRET-A"),
+        ("ks-ph-vcrd_a_long", "LONG"),
+        ("abc", "X"),
+        ("cde", "Y"),
+    ];
+
+    /// A small deterministic generator, so failures reproduce.
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self, n: usize) -> usize {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((self.0 >> 33) as usize) % n
+        }
+    }
+
+    #[test]
+    fn any_chunking_gives_the_one_shot_result() {
+        let mut rng = Lcg(7);
+        let alphabet: &[&[u8]] = &[
+            b"ks-ph-vcrd_a",
+            b"_long",
+            b"ks-ph-",
+            b"abc",
+            b"cde",
+            b"ab",
+            b"c",
+            b"x",
+            b"\n\n",
+            b"k",
+        ];
+        for _ in 0..2000 {
+            let mut input = Vec::new();
+            for _ in 0..rng.next(12) {
+                input.extend_from_slice(alphabet[rng.next(alphabet.len())]);
+            }
+            let one_shot = run(PAIRS, &[&input]);
+            let mut chunks = Vec::new();
+            let mut rest = &input[..];
+            while !rest.is_empty() {
+                let n = 1 + rng.next(rest.len());
+                chunks.push(&rest[..n]);
+                rest = &rest[n..];
+            }
+            assert_eq!(
+                run(PAIRS, &chunks),
+                one_shot,
+                "input {:?}",
+                String::from_utf8_lossy(&input)
+            );
+            let bytewise: Vec<&[u8]> = input.chunks(1).collect();
+            assert_eq!(run(PAIRS, &bytewise), one_shot);
+        }
+    }
+
+    #[test]
+    fn split_placeholder_is_found_and_longest_wins() {
+        assert_eq!(
+            run(PAIRS, &[b"{\"t\":\"ks-ph-vc", b"rd_a\"}"]),
+            b"{\"t\":\"SECRET-A\"}"
+        );
+        assert_eq!(run(PAIRS, &[b"ks-ph-vcrd_a", b"_long!"]), b"LONG!");
+        assert_eq!(run(PAIRS, &[b"ks-ph-vcrd_a", b"_lo"]), b"SECRET-A_lo");
+    }
+
+    #[test]
+    fn nothing_is_held_back_unless_it_could_start_a_match() {
+        let mut r = replacer(PAIRS);
+        assert_eq!(
+            r.push(Bytes::from_static(b"data: hello\n\n")),
+            Bytes::from_static(b"data: hello\n\n")
+        );
+        assert_eq!(
+            r.push(Bytes::from_static(b"data: ks-ph")),
+            Bytes::from_static(b"data: ")
+        );
+        assert_eq!(r.finish(), Bytes::from_static(b"ks-ph"));
+    }
+
+    #[test]
+    fn a_none_replacement_keeps_the_match() {
+        let searcher = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(["abc", "b"])
+            .unwrap();
+        let prefixes = Arc::new(Prefixes::of([&b"abc"[..], b"b"]));
+        let mut r = StreamReplacer::new(
+            searcher,
+            vec![None, Some(Zeroizing::new(b"B".to_vec()))],
+            prefixes,
+        );
+        assert_eq!(
+            r.push(Bytes::from_static(b"abc b")),
+            Bytes::from_static(b"abc B")
+        );
+        assert_eq!(r.replaced(), 1);
+    }
+}
