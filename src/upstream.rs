@@ -73,11 +73,17 @@ struct DialerInner {
     /// keyswap's own listening addresses: dialling one would loop.
     own: Vec<SocketAddr>,
     tls: TlsConnector,
+    tls_h1: TlsConnector,
 }
 
 impl Dialer {
     pub fn new(config: &Config, own: Vec<SocketAddr>) -> Result<Self, UpstreamSetupError> {
-        let tls = TlsConnector::from(Arc::new(client_tls_config(&config.tls.upstream_ca_files)?));
+        let tls_config = client_tls_config(&config.tls.upstream_ca_files)?;
+        // Upgrades (WebSocket) need HTTP/1.1 upstream; they get a connector that offers only it.
+        let mut h1_config = tls_config.clone();
+        h1_config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tls = TlsConnector::from(Arc::new(tls_config));
+        let tls_h1 = TlsConnector::from(Arc::new(h1_config));
         Ok(Self {
             inner: Arc::new(DialerInner {
                 resolve: config.upstream.resolve.clone(),
@@ -88,6 +94,7 @@ impl Dialer {
                 connect_timeout: config.limits.upstream_connect_timeout,
                 own,
                 tls,
+                tls_h1,
             }),
         })
     }
@@ -187,12 +194,32 @@ impl Dialer {
 
     /// TCP then TLS, verified for `host`, offering h2 and http/1.1.
     pub async fn tls(&self, host: &str, port: u16) -> Result<TlsStream<TcpStream>, ConnectError> {
+        self.tls_with(&self.inner.tls, host, port).await
+    }
+
+    /// A connection for an HTTP/1.1 upgrade (WebSocket): TLS offering only `http/1.1`, or TCP.
+    pub async fn http1(&self, tls: bool, host: &str, port: u16) -> Result<Stream, ConnectError> {
+        Ok(if tls {
+            Stream::Tls(Box::new(
+                self.tls_with(&self.inner.tls_h1, host, port).await?,
+            ))
+        } else {
+            Stream::Plain(self.tcp(host, port).await?)
+        })
+    }
+
+    async fn tls_with(
+        &self,
+        connector: &TlsConnector,
+        host: &str,
+        port: u16,
+    ) -> Result<TlsStream<TcpStream>, ConnectError> {
         let tcp = self.tcp(host, port).await?;
         let name = ServerName::try_from(host.to_string()).map_err(|e| ConnectError::Tls {
             host: host.to_string(),
             source: io::Error::new(io::ErrorKind::InvalidInput, e),
         })?;
-        let handshake = self.inner.tls.connect(name, tcp);
+        let handshake = connector.connect(name, tcp);
         match tokio::time::timeout(self.inner.connect_timeout, handshake).await {
             Ok(Ok(stream)) => Ok(stream),
             Ok(Err(source)) => Err(ConnectError::Tls {

@@ -3,15 +3,11 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use common::{Keyswap, Setup, TestCa, Upstream};
 use http_body_util::{BodyExt as _, Empty};
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::ServerName;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 const VAULT: &str = r#"
@@ -22,7 +18,6 @@ id = "vcrd_t"
 auth = { type = "environment_variable", secret_name = "T", secret_value = "SECRET_t", networking = { type = "limited", allowed_hosts = ["api.example.test"] } }
 "#;
 
-/// Opens `CONNECT host:port` through keyswap and returns the TLS stream inside, with ALPN `alpn`.
 async fn tunnel(
     keyswap: &Keyswap,
     host: &str,
@@ -30,49 +25,7 @@ async fn tunnel(
     alpn: &[u8],
 ) -> tokio_rustls::client::TlsStream<TcpStream> {
     let pem = std::fs::read_to_string(keyswap.ca_path()).unwrap();
-    tunnel_via(keyswap.proxy, &pem, host, port, alpn).await
-}
-
-async fn tunnel_via(
-    proxy: std::net::SocketAddr,
-    ca_pem: &str,
-    host: &str,
-    port: u16,
-    alpn: &[u8],
-) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let mut tcp = TcpStream::connect(proxy).await.unwrap();
-    let connect = format!("CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n");
-    tcp.write_all(connect.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        assert_eq!(
-            tcp.read(&mut byte).await.unwrap(),
-            1,
-            "proxy closed during CONNECT"
-        );
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(keyswap::ca::pem_to_der(ca_pem).unwrap()).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![alpn.to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    connector
-        .connect(ServerName::try_from(host.to_string()).unwrap(), tcp)
-        .await
-        .unwrap()
+    common::tunnel(keyswap.proxy, &pem, host, port, alpn).await
 }
 
 fn get(uri: &str, host: Option<&str>) -> Request<Empty<Bytes>> {
@@ -191,7 +144,7 @@ async fn concurrent_first_connections_to_one_host_share_one_certificate() {
     for _ in 0..8 {
         let (proxy, pem) = (keyswap.proxy, pem.clone());
         tasks.spawn(async move {
-            let tls = tunnel_via(proxy, &pem, "api.example.test", port, b"http/1.1").await;
+            let tls = common::tunnel(proxy, &pem, "api.example.test", port, b"http/1.1").await;
             tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
         });
     }

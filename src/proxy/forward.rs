@@ -4,18 +4,22 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::uri::{PathAndQuery, Scheme};
-use http::{Request, Response, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 use tracing::{debug, info};
 
-use super::{Shared, bodies};
+use super::{Shared, bodies, upgrade};
 use crate::config::OutOfScope;
 use crate::destination::Destination;
 use crate::error::ProxyError;
 use crate::session::SessionPolicy;
 use crate::store::Store;
+use crate::substitute::stream::StreamReplacer;
 use crate::substitute::{self, Outcome, Report, Target};
-use crate::upstream::ProxyBody;
+use crate::upstream::{BoxError, ProxyBody};
 
 /// A request on the proxy listener that is not CONNECT: it must be absolute-form
 /// (`GET http://host/path`); its URI is the destination.
@@ -133,6 +137,10 @@ async fn forward(
         });
     }
     let (mut parts, body) = req.into_parts();
+    let upgrade = upgrade_protocol(&parts.headers, parts.version);
+    let client_upgrade = upgrade
+        .as_ref()
+        .and_then(|_| parts.extensions.remove::<OnUpgrade>());
     remove_hop_by_hop(&mut parts.headers);
     let target = Target {
         host: &dest.host,
@@ -156,6 +164,45 @@ async fn forward(
     scrub.extend(report.scrub_pairs(store));
     if !scrub.is_empty() {
         bodies::limit_encoding(&mut parts.headers);
+        // Compressed WebSocket frames could not be scrubbed.
+        parts.headers.remove(header::SEC_WEBSOCKET_EXTENSIONS);
+    }
+    if let (Some(protocol), Some(client_upgrade)) = (upgrade, client_upgrade) {
+        let path = substituted_uri
+            .as_ref()
+            .unwrap_or(&parts.uri)
+            .path_and_query()
+            .cloned();
+        parts.uri = path.map_or_else(|| Uri::from_static("/"), Uri::from);
+        pin_host(&mut parts, dest, &scheme);
+        set_upgrade(&mut parts.headers, protocol.clone());
+        let request = Request::from_parts(parts, body);
+        let mut response = exchange_upgrade(request, dest, &scheme, shared).await?;
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            let scrubber = StreamReplacer::from_pairs(scrub);
+            tokio::spawn(upgrade::relay(
+                client_upgrade,
+                upstream_upgrade,
+                dest.host.clone(),
+                scrubber,
+            ));
+            let (mut parts, body) = response.into_parts();
+            remove_hop_by_hop(&mut parts.headers);
+            set_upgrade(&mut parts.headers, protocol);
+            return Ok(Response::from_parts(
+                parts,
+                body.map_err(BoxError::from).boxed(),
+            ));
+        }
+        let (mut parts, body) = response.into_parts();
+        remove_hop_by_hop(&mut parts.headers);
+        return bodies::scrub_response(
+            Response::from_parts(parts, body),
+            scrub,
+            &Method::GET,
+            &dest.host,
+        );
     }
     let path = substituted_uri
         .as_ref()
@@ -202,6 +249,57 @@ fn check_report(
         });
     }
     Ok(())
+}
+
+/// The protocol an HTTP/1.1 request asks to switch to (`Connection: upgrade` + `Upgrade`).
+/// `h2c` is never forwarded: it would let the client speak HTTP/2 past keyswap's checks.
+fn upgrade_protocol(headers: &HeaderMap, version: Version) -> Option<HeaderValue> {
+    if version != Version::HTTP_11 {
+        return None;
+    }
+    let asks = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    let protocol = headers.get(header::UPGRADE)?;
+    (asks && !protocol.as_bytes().eq_ignore_ascii_case(b"h2c")).then(|| protocol.clone())
+}
+
+fn set_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocol);
+}
+
+/// An upgrade gets its own HTTP/1.1 connection (never pooled: it becomes the tunnel).
+async fn exchange_upgrade(
+    request: Request<ProxyBody>,
+    dest: &Destination,
+    scheme: &Scheme,
+    shared: &Shared,
+) -> Result<Response<Incoming>, ProxyError> {
+    let stream = shared
+        .dialer
+        .http1(*scheme == Scheme::HTTPS, &dest.host, dest.port)
+        .await?;
+    let handshake = hyper::client::conn::http1::handshake(TokioIo::new(stream));
+    let (mut sender, conn) = handshake.await.map_err(|_| ProxyError::UpstreamConnect {
+        host: dest.host.clone(),
+    })?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            debug!(error = %e, "upgrade connection ended with an error");
+        }
+    });
+    let timeout = shared.limits.upstream_response_timeout;
+    match tokio::time::timeout(timeout, sender.send_request(request)).await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(e)) => Err(ProxyError::from_upstream(&dest.host, &e)),
+        Err(_) => Err(ProxyError::UpstreamTimeout {
+            host: dest.host.clone(),
+        }),
+    }
 }
 
 /// Sends the request on the pooled client, within the response timeout.

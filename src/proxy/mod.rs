@@ -9,6 +9,7 @@ mod connect;
 mod forward;
 mod listener;
 mod rewind;
+mod upgrade;
 
 use std::sync::Arc;
 

@@ -1,0 +1,186 @@
+//! HTTP/1.1 upgrades (WebSocket and others) through keyswap: the handshake is substituted like any
+//! request, then bytes are relayed both ways. When the handshake carried a secret, frames from the
+//! server are scrubbed (secret → placeholder) one WebSocket frame at a time.
+
+use bytes::{Buf as _, BytesMut};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tracing::debug;
+
+use crate::substitute::stream::StreamReplacer;
+
+/// A frame larger than this cannot be scrubbed in memory: the connection is closed instead of
+/// letting an unread payload through.
+const MAX_SCRUBBED_FRAME: u64 = 16 << 20;
+
+/// Waits for both sides to switch protocols, then relays until either closes.
+pub async fn relay(
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    host: String,
+    scrubber: Option<StreamReplacer>,
+) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => return debug!(%host, error = %e, "upgrade did not complete"),
+    };
+    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+    let result = match scrubber {
+        None => tokio::io::copy_bidirectional(&mut client, &mut upstream)
+            .await
+            .map(|_| ()),
+        Some(scrubber) => {
+            let (mut client_read, mut client_write) = tokio::io::split(client);
+            let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
+            let up = async {
+                tokio::io::copy(&mut client_read, &mut upstream_write).await?;
+                upstream_write.shutdown().await
+            };
+            let down = scrub_frames(&mut upstream_read, &mut client_write, scrubber);
+            tokio::try_join!(up, down).map(|_| ())
+        }
+    };
+    if let Err(e) = result {
+        debug!(%host, error = %e, "upgraded connection ended with an error");
+    }
+}
+
+/// Copies WebSocket frames from `from` to `to`, replacing in the payload of each unmasked data frame.
+async fn scrub_frames<R, W>(
+    from: &mut R,
+    to: &mut W,
+    mut scrubber: StreamReplacer,
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    loop {
+        while let Some(frame) = next_frame(&buf)? {
+            let payload = &buf[frame.header_len..frame.header_len + frame.payload_len];
+            let scrubbed = if frame.masked || frame.opcode > 2 {
+                None
+            } else {
+                scrubber.replace_once(payload)
+            };
+            match scrubbed {
+                Some(payload) => {
+                    to.write_all(&frame_header(buf[0], payload.len())).await?;
+                    to.write_all(&payload).await?;
+                }
+                None => {
+                    to.write_all(&buf[..frame.header_len + frame.payload_len])
+                        .await?
+                }
+            }
+            buf.advance(frame.header_len + frame.payload_len);
+        }
+        to.flush().await?;
+        if from.read_buf(&mut buf).await? == 0 {
+            to.write_all(&buf).await?;
+            return to.shutdown().await;
+        }
+    }
+}
+
+struct Frame {
+    header_len: usize,
+    payload_len: usize,
+    opcode: u8,
+    masked: bool,
+}
+
+/// The next complete frame at the start of `buf`, if all of it has arrived.
+fn next_frame(buf: &[u8]) -> std::io::Result<Option<Frame>> {
+    let [first, second, ..] = *buf else {
+        return Ok(None);
+    };
+    let masked = second & 0x80 != 0;
+    let (len, mut header_len) = match second & 0x7f {
+        126 if buf.len() >= 4 => (u64::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
+        127 if buf.len() >= 10 => (
+            u64::from_be_bytes(buf[2..10].try_into().unwrap_or_default()),
+            10,
+        ),
+        126 | 127 => return Ok(None),
+        n => (u64::from(n), 2),
+    };
+    if masked {
+        header_len += 4;
+    }
+    if len > MAX_SCRUBBED_FRAME {
+        return Err(std::io::Error::other("WebSocket frame too large to scrub"));
+    }
+    let payload_len = usize::try_from(len).map_err(std::io::Error::other)?;
+    Ok((buf.len() >= header_len + payload_len).then_some(Frame {
+        header_len,
+        payload_len,
+        opcode: first & 0x0f,
+        masked,
+    }))
+}
+
+/// An unmasked frame header with the first byte (FIN, RSV, opcode) kept and a new length.
+fn frame_header(first: u8, len: usize) -> Vec<u8> {
+    let mut header = vec![first];
+    match len {
+        0..=125 => header.push(len as u8),
+        126..=0xffff => {
+            header.push(126);
+            header.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            header.push(127);
+            header.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    header
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zeroize::Zeroizing;
+
+    fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = frame_header(0x80 | opcode, payload.len());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    async fn scrub(input: Vec<u8>) -> Vec<u8> {
+        let pairs = vec![(
+            Zeroizing::new(b"SECRET".to_vec()),
+            Zeroizing::new(b"ks-ph-vcrd_x".to_vec()),
+        )];
+        let scrubber = StreamReplacer::from_pairs(pairs).unwrap();
+        let mut out = Vec::new();
+        scrub_frames(&mut &input[..], &mut out, scrubber)
+            .await
+            .unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn text_and_binary_frames_are_scrubbed_and_reframed() {
+        let mut input = frame(1, b"token=SECRET");
+        input.extend(frame(2, &[b'x'; 200]));
+        input.extend(frame(9, b"SECRET"));
+        let mut expected = frame(1, b"token=ks-ph-vcrd_x");
+        expected.extend(frame(2, &[b'x'; 200]));
+        expected.extend(frame(9, b"SECRET"));
+        assert_eq!(scrub(input).await, expected);
+    }
+
+    #[tokio::test]
+    async fn long_payload_lengths_are_rewritten() {
+        let mut payload = vec![b'a'; 70_000];
+        payload[..6].copy_from_slice(b"SECRET");
+        let out = scrub(frame(2, &payload)).await;
+        assert_eq!(out[1], 127);
+        assert_eq!(&out[10..22], b"ks-ph-vcrd_x");
+        assert_eq!(out.len(), 10 + 70_000 + 6);
+    }
+}
