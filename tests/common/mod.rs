@@ -191,6 +191,10 @@ async fn echo(
     record: Arc<Mutex<Vec<Seen>>>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, mut body) = req.into_parts();
+    // `/slow…` answers after a second: a request in flight for shutdown tests.
+    if parts.uri.path().starts_with("/slow") {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
     // Keep the first bytes and count the rest: a 1 GiB upload must not fill the test's memory.
     let (mut kept, mut body_len) = (Vec::new(), 0usize);
     while let Some(Ok(frame)) = body.frame().await {

@@ -1,0 +1,179 @@
+//! Limits and shutdown: oversized headers, slow clients, draining on SIGTERM, and tunnels that do
+//! not carry TLS (raw relays, server-speaks-first protocols).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Keyswap, Setup, TestCa, Upstream, curl};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Reads until EOF or `limit`; returns what arrived and whether the peer closed.
+async fn read_until_closed(tcp: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(limit, tcp.read_to_end(&mut out))
+        .await
+        .is_ok();
+    (out, closed)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn headers_over_the_limit_get_431() {
+    let ca = TestCa::new();
+    let upstream = Upstream::http().await;
+    let keyswap = Keyswap::start(&ca, Setup::default());
+    let url = format!("http://api.example.test:{}/", upstream.port());
+    let big = format!("x-big: {}", "a".repeat(65 * 1024));
+    let out = curl(&["--proxy", &keyswap.proxy_url(), "-H", &big, &url]).await;
+    assert_eq!(out.status, 431, "{out:?}");
+    let many: Vec<String> = (0..101).map(|i| format!("x-h{i}: v")).collect();
+    let mut args = vec!["--proxy".to_string(), keyswap.proxy_url()];
+    for h in &many {
+        args.extend(["-H".to_string(), h.clone()]);
+    }
+    args.push(url);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(curl(&args).await.status, 431);
+    assert!(upstream.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_loris_client_is_cut_off_at_the_header_timeout() {
+    let ca = TestCa::new();
+    let keyswap = Keyswap::start(
+        &ca,
+        Setup {
+            rest: "[limits]\nheader_read_timeout_secs = 1\n",
+            ..Setup::default()
+        },
+    );
+    let mut tcp = TcpStream::connect(keyswap.proxy).await.unwrap();
+    let started = Instant::now();
+    tcp.write_all(b"GET http://api.example.test/ HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    // Dribble a header byte every 200 ms: never completing the head.
+    let dribble = async {
+        for _ in 0..50 {
+            if tcp.write_all(b"x").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), dribble)
+        .await
+        .unwrap();
+    let (_, closed) = read_until_closed(&mut tcp, Duration::from_secs(1)).await;
+    assert!(closed, "the connection must be closed");
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "cut off near the 1 s timeout, not after the whole dribble"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_a_request_in_flight_finish_then_exits_0() {
+    let ca = TestCa::new();
+    let upstream = Upstream::http().await;
+    let mut keyswap = Keyswap::start(&ca, Setup::default());
+    let url = format!("http://api.example.test:{}/slow", upstream.port());
+    let proxy = keyswap.proxy_url();
+    let request = tokio::spawn(async move { curl(&["--proxy", &proxy, &url]).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(keyswap.pid().to_string())
+        .status();
+    let out = request.await.unwrap();
+    assert_eq!(out.status, 200, "{out:?}");
+    let status = keyswap
+        .wait(Duration::from_secs(10))
+        .expect("keyswap exits after draining");
+    assert!(status.success(), "{status:?}\n{}", keyswap.log());
+    assert!(
+        keyswap.log().contains("all connections drained"),
+        "{}",
+        keyswap.log()
+    );
+}
+
+/// A TCP service on 127.0.0.1 that first sends `banner` (if any), then echoes.
+async fn tcp_service(banner: &'static [u8]) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = tcp.write_all(banner).await;
+                let (mut r, mut w) = tcp.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    port
+}
+
+async fn connect_through(keyswap: &Keyswap, port: u16) -> TcpStream {
+    let mut tcp = TcpStream::connect(keyswap.proxy).await.unwrap();
+    let connect = format!(
+        "CONNECT api.example.test:{port} HTTP/1.1\r\nHost: api.example.test:{port}\r\n\r\n"
+    );
+    tcp.write_all(connect.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(tcp.read(&mut byte).await.unwrap(), 1);
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    tcp
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tunnel_that_is_neither_tls_nor_http_is_relayed_raw() {
+    let ca = TestCa::new();
+    let port = tcp_service(b"").await;
+    // mitm = "always" would intercept TLS; a binary protocol must still pass.
+    let keyswap = Keyswap::start(
+        &ca,
+        Setup {
+            proxy: "block_private_addresses = false\nmitm = \"always\"",
+            ..Setup::default()
+        },
+    );
+    let mut tcp = connect_through(&keyswap, port).await;
+    tcp.write_all(b"\x00\x01binary echo\xff").await.unwrap();
+    let mut echo = [0u8; 14];
+    tcp.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"\x00\x01binary echo\xff");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_speaks_first_protocol_gets_its_banner_through() {
+    let ca = TestCa::new();
+    let port = tcp_service(b"SSH-2.0-test\r\n").await;
+    let keyswap = Keyswap::start(
+        &ca,
+        Setup {
+            proxy: "block_private_addresses = false\nmitm = \"always\"",
+            ..Setup::default()
+        },
+    );
+    let mut tcp = connect_through(&keyswap, port).await;
+    let mut banner = [0u8; 14];
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_exact(&mut banner))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&banner, b"SSH-2.0-test\r\n");
+    tcp.write_all(b"client says hi").await.unwrap();
+    let mut echo = [0u8; 14];
+    tcp.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"client says hi");
+}
