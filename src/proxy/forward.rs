@@ -4,7 +4,7 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::uri::{PathAndQuery, Scheme};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -167,55 +167,32 @@ async fn forward(
         // Compressed WebSocket frames could not be scrubbed.
         parts.headers.remove(header::SEC_WEBSOCKET_EXTENSIONS);
     }
-    if let (Some(protocol), Some(client_upgrade)) = (upgrade, client_upgrade) {
-        let path = substituted_uri
-            .as_ref()
-            .unwrap_or(&parts.uri)
-            .path_and_query()
-            .cloned();
-        parts.uri = path.map_or_else(|| Uri::from_static("/"), Uri::from);
-        pin_host(&mut parts, dest, &scheme);
-        set_upgrade(&mut parts.headers, protocol.clone());
-        let request = Request::from_parts(parts, body);
-        let mut response = exchange_upgrade(request, dest, &scheme, shared).await?;
-        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            let upstream_upgrade = hyper::upgrade::on(&mut response);
-            let scrubber = StreamReplacer::from_pairs(scrub);
-            tokio::spawn(upgrade::relay(
-                client_upgrade,
-                upstream_upgrade,
-                dest.host.clone(),
-                scrubber,
-            ));
-            let (mut parts, body) = response.into_parts();
-            remove_hop_by_hop(&mut parts.headers);
-            set_upgrade(&mut parts.headers, protocol);
-            return Ok(Response::from_parts(
-                parts,
-                body.map_err(BoxError::from).boxed(),
-            ));
-        }
-        let (mut parts, body) = response.into_parts();
-        remove_hop_by_hop(&mut parts.headers);
-        return bodies::scrub_response(
-            Response::from_parts(parts, body),
-            scrub,
-            &Method::GET,
-            &dest.host,
-        );
-    }
     let path = substituted_uri
         .as_ref()
         .unwrap_or(&parts.uri)
         .path_and_query()
         .cloned();
-    parts.uri = upstream_uri(dest, &scheme, path)
-        .ok_or(ProxyError::BadRequest("cannot build the upstream URI"))?;
     pin_host(&mut parts, dest, &scheme);
     // The pooled client picks HTTP/2 by ALPN; the request itself is version-neutral.
     parts.version = Version::HTTP_11;
     let method = parts.method.clone();
-    let response = exchange(Request::from_parts(parts, body), dest, shared).await?;
+    let response = match (upgrade, client_upgrade) {
+        (Some(protocol), Some(client)) => {
+            parts.uri = path.map_or_else(|| Uri::from_static("/"), Uri::from);
+            set_upgrade(&mut parts.headers, protocol.clone());
+            let request = Request::from_parts(parts, body);
+            let response = exchange_upgrade(request, dest, &scheme, shared).await?;
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                return Ok(switch_protocols(response, client, protocol, scrub, dest));
+            }
+            response
+        }
+        _ => {
+            parts.uri = upstream_uri(dest, &scheme, path)
+                .ok_or(ProxyError::BadRequest("cannot build the upstream URI"))?;
+            exchange(Request::from_parts(parts, body), dest, shared).await?
+        }
+    };
     debug!(%method, host = %dest.host, status = response.status().as_u16(), "forwarded");
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
@@ -225,6 +202,29 @@ async fn forward(
         &method,
         &dest.host,
     )
+}
+
+/// The upstream agreed to switch protocols: relay the two upgraded connections (scrubbing the
+/// server's frames when the handshake carried a secret) and tell the client.
+fn switch_protocols(
+    mut response: Response<Incoming>,
+    client: OnUpgrade,
+    protocol: HeaderValue,
+    scrub: Vec<bodies::ScrubPair>,
+    dest: &Destination,
+) -> Response<ProxyBody> {
+    let upstream = hyper::upgrade::on(&mut response);
+    let scrubber = StreamReplacer::from_pairs(scrub);
+    tokio::spawn(upgrade::relay(
+        client,
+        upstream,
+        dest.host.clone(),
+        scrubber,
+    ));
+    let (mut parts, body) = response.into_parts();
+    remove_hop_by_hop(&mut parts.headers);
+    set_upgrade(&mut parts.headers, protocol);
+    Response::from_parts(parts, body.map_err(BoxError::from).boxed())
 }
 
 /// Logs the one line per placeholder-carrying request (ids and outcomes, never a value) and
