@@ -177,3 +177,34 @@ async fn a_server_speaks_first_protocol_gets_its_banner_through() {
     tcp.read_exact(&mut echo).await.unwrap();
     assert_eq!(&echo, b"client says hi");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_client_connections_are_closed_but_not_while_a_request_is_in_flight() {
+    let ca = TestCa::new();
+    let upstream = Upstream::http().await;
+    let keyswap = Keyswap::start(
+        &ca,
+        Setup {
+            rest: "[limits]\nidle_timeout_secs = 1\nheader_read_timeout_secs = 30\n",
+            ..Setup::default()
+        },
+    );
+    let mut tcp = TcpStream::connect(keyswap.proxy).await.unwrap();
+    // A request that takes a second upstream: no bytes move meanwhile, but it is in flight.
+    let request = format!(
+        "GET http://api.example.test:{0}/slow HTTP/1.1\r\nHost: api.example.test:{0}\r\n\r\n",
+        upstream.port()
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut head = [0u8; 12];
+    tcp.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    let started = Instant::now();
+    let (_, closed) = read_until_closed(&mut tcp, Duration::from_secs(5)).await;
+    assert!(closed, "an idle keep-alive connection is closed");
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::LazyConfigAcceptor;
 use tracing::{debug, info, warn};
 
+use super::idle::Tracked;
 use super::listener::{ConnectionPermit, serve_inner};
 use super::rewind::Rewind;
 use super::{Shared, forward};
@@ -87,8 +88,8 @@ pub(super) async fn handle(
             Ok(upgraded) => upgraded,
             Err(e) => return debug!(error = %e, "CONNECT upgrade failed"),
         };
-        let client = match client.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => (parts.read_buf, parts.io.into_inner()),
+        let client = match client.downcast::<TokioIo<Tracked<TcpStream>>>() {
+            Ok(parts) => (parts.read_buf, parts.io.into_inner().inner),
             Err(_) => return warn!("CONNECT upgrade is not a TCP stream"),
         };
         match upstream {

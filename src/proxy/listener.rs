@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 
+use super::idle::{Activity, Tracked};
 use super::{Shared, connect, forward};
 use crate::upstream::ProxyBody;
 
@@ -54,13 +55,36 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, connections: Arc<
     }
 }
 
+/// Drives a hyper connection until it ends, shutdown begins (then it is closed gracefully), or
+/// it has been idle with nothing in flight for the idle timeout.
+macro_rules! drive {
+    ($conn:expr, $shared:expr, $activity:expr) => {{
+        let mut conn = std::pin::pin!($conn);
+        let mut shutdown = $shared.shutdown.clone();
+        tokio::select! {
+            result = conn.as_mut() => log_end(result),
+            _ = shutdown.changed() => {
+                conn.as_mut().graceful_shutdown();
+                log_end(conn.await);
+            }
+            _ = $activity.expired($shared.limits.idle_timeout) => {
+                debug!("closing an idle client connection");
+                conn.as_mut().graceful_shutdown();
+                log_end(conn.await);
+            }
+        }
+    }};
+}
+
 /// Serves HTTP/1.1 on a client connection: absolute-form requests and CONNECT.
 async fn serve_client(stream: TcpStream, shared: Arc<Shared>, permit: ConnectionPermit) {
+    let activity = Activity::new();
     let service = {
-        let shared = shared.clone();
+        let (shared, activity) = (shared.clone(), activity.clone());
         service_fn(move |req: Request<Incoming>| {
-            let (shared, permit) = (shared.clone(), permit.clone());
+            let (shared, permit, activity) = (shared.clone(), permit.clone(), activity.clone());
             async move {
+                let _in_flight = activity.begin();
                 let response = if req.method() == Method::CONNECT {
                     connect::handle(req, shared, permit).await
                 } else {
@@ -72,18 +96,12 @@ async fn serve_client(stream: TcpStream, shared: Arc<Shared>, permit: Connection
     };
     let mut builder = http1::Builder::new();
     h1_limits(&mut builder, &shared);
-    let conn = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades();
-    let mut conn = std::pin::pin!(conn);
-    let mut shutdown = shared.shutdown.clone();
-    tokio::select! {
-        result = conn.as_mut() => log_end(result),
-        _ = shutdown.changed() => {
-            conn.as_mut().graceful_shutdown();
-            log_end(conn.await);
-        }
-    }
+    let io = TokioIo::new(Tracked::new(stream, activity.clone()));
+    drive!(
+        builder.serve_connection(io, service).with_upgrades(),
+        shared,
+        activity
+    );
 }
 
 /// Serves the HTTP inside a tunnel (HTTP/2 when ALPN chose it), each request through `handler`.
@@ -93,12 +111,18 @@ where
     F: Fn(Request<Incoming>) -> Fut + Send + Clone + 'static,
     Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
-    let service = service_fn(move |req| {
-        let handler = handler.clone();
-        async move { Ok::<_, Infallible>(handler(req).await) }
-    });
-    let io = TokioIo::new(io);
-    let mut shutdown = shared.shutdown.clone();
+    let activity = Activity::new();
+    let service = {
+        let activity = activity.clone();
+        service_fn(move |req| {
+            let (handler, activity) = (handler.clone(), activity.clone());
+            async move {
+                let _in_flight = activity.begin();
+                Ok::<_, Infallible>(handler(req).await)
+            }
+        })
+    };
+    let io = TokioIo::new(Tracked::new(io, activity.clone()));
     if h2 {
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder
@@ -108,25 +132,15 @@ where
             .max_header_list_size(
                 u32::try_from(shared.limits.max_header_bytes).unwrap_or(u32::MAX),
             );
-        let mut conn = std::pin::pin!(builder.serve_connection(io, service));
-        tokio::select! {
-            result = conn.as_mut() => log_end(result),
-            _ = shutdown.changed() => {
-                conn.as_mut().graceful_shutdown();
-                log_end(conn.await);
-            }
-        }
+        drive!(builder.serve_connection(io, service), shared, activity);
     } else {
         let mut builder = http1::Builder::new();
         h1_limits(&mut builder, &shared);
-        let mut conn = std::pin::pin!(builder.serve_connection(io, service).with_upgrades());
-        tokio::select! {
-            result = conn.as_mut() => log_end(result),
-            _ = shutdown.changed() => {
-                conn.as_mut().graceful_shutdown();
-                log_end(conn.await);
-            }
-        }
+        drive!(
+            builder.serve_connection(io, service).with_upgrades(),
+            shared,
+            activity
+        );
     }
 }
 

@@ -7,6 +7,7 @@
 mod bodies;
 mod connect;
 mod forward;
+mod idle;
 mod listener;
 mod rewind;
 mod upgrade;
