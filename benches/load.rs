@@ -1,0 +1,447 @@
+//! Load benchmark: the release `keyswap` binary in its own process against a local HTTPS upstream,
+//! driven by a hyper load generator over keep-alive connections. Every scenario is reported with
+//! its ratio to the direct run measured in the same run, because absolute numbers on a shared
+//! machine mean little.
+//!
+//! `cargo bench --bench load -- [--connections N] [--seconds T] [--idle N]`
+
+use std::convert::Infallible;
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt as _, Empty, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+
+const HOST: &str = "api.example.test";
+const MIB: usize = 1 << 20;
+
+struct Options {
+    connections: usize,
+    seconds: u64,
+    idle: usize,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        connections: 8,
+        seconds: 5,
+        idle: 2000,
+    };
+    let args: Vec<String> = std::env::args().collect();
+    let mut i = 1;
+    while i < args.len() {
+        let value = args.get(i + 1).and_then(|v| v.parse().ok());
+        match (args[i].as_str(), value) {
+            ("--connections", Some(v)) => o.connections = v,
+            ("--seconds", Some(v)) => o.seconds = v as u64,
+            ("--idle", Some(v)) => o.idle = v,
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        i += 2;
+    }
+    o
+}
+
+fn main() {
+    let o = options();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run(o));
+}
+
+/// A CA for the upstream, and a client config trusting one root.
+fn upstream_tls() -> (Arc<rustls::ServerConfig>, String) {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "bench upstream CA");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = params.self_signed(&key).unwrap();
+    let issuer = Issuer::new(params, key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec![HOST.to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![CertificateDer::from(leaf.der().to_vec())], der)
+    .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    (Arc::new(config), ca.pem())
+}
+
+fn client_tls(ca_pem: &str) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(keyswap::ca::pem_to_der(ca_pem).unwrap()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// A minimal HTTPS upstream: `/big` answers 64 MiB, everything else a short body (uploads drained).
+async fn upstream(config: Arc<rustls::ServerConfig>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = service_fn(|req: Request<Incoming>| async move {
+                    let big = req.uri().path() == "/big";
+                    let mut body = req.into_body();
+                    while let Some(Ok(_)) = body.frame().await {}
+                    let body = if big {
+                        Bytes::from(vec![b'x'; 64 * MIB])
+                    } else {
+                        Bytes::from_static(b"ok")
+                    };
+                    Ok::<_, Infallible>(Response::new(Full::new(body)))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+struct Keyswap {
+    child: Child,
+    proxy: SocketAddr,
+    ca_pem: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Keyswap {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_keyswap(upstream_ca: &str) -> Keyswap {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("upstream-ca.pem"), upstream_ca).unwrap();
+    let config = format!(
+        r#"[proxy]
+listen = "127.0.0.1:0"
+block_private_addresses = false
+[admin]
+listen = "127.0.0.1:0"
+[tls]
+upstream_ca_files = ["upstream-ca.pem"]
+[limits]
+max_connections = 100000
+[upstream.resolve]
+"{HOST}" = "127.0.0.1"
+[[vaults]]
+id = "vlt_bench"
+[[vaults.credentials]]
+id = "vcrd_bench"
+auth = {{ type = "environment_variable", secret_name = "T", secret_value = "ghp_bench_secret_value_000000000000", networking = {{ type = "limited", allowed_hosts = ["{HOST}"] }}, injection_location = {{ header = true, body = true }} }}
+"#
+    );
+    std::fs::write(dir.path().join("k.toml"), config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyswap"))
+        .args(["run", "--config"])
+        .arg(dir.path().join("k.toml"))
+        .env("KEYSWAP_LOG", "warn,keyswap::server=info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let proxy = loop {
+        let line = lines.next().expect("keyswap log").unwrap();
+        if let Some(at) = line.find("proxy listening on ") {
+            break line[at + 19..].trim().parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    let ca_pem = std::fs::read_to_string(dir.path().join("certs/ca.pem")).unwrap();
+    Keyswap {
+        child,
+        proxy,
+        ca_pem,
+        _dir: dir,
+    }
+}
+
+/// A TLS connection to the upstream, directly or through a CONNECT tunnel.
+async fn connect(route: &Route, port: u16) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let name = ServerName::try_from(HOST.to_string()).unwrap();
+    match route {
+        Route::Direct(tls) => {
+            let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            tcp.set_nodelay(true).unwrap();
+            tls.connect(name, tcp).await.unwrap()
+        }
+        Route::Proxy(proxy, tls) => {
+            let mut tcp = TcpStream::connect(proxy).await.unwrap();
+            tcp.set_nodelay(true).unwrap();
+            tcp.write_all(
+                format!("CONNECT {HOST}:{port} HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n").as_bytes(),
+            )
+            .await
+            .unwrap();
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut b = [0u8; 1];
+                assert_eq!(tcp.read(&mut b).await.unwrap(), 1);
+                head.push(b[0]);
+            }
+            assert!(head.starts_with(b"HTTP/1.1 200"));
+            tls.connect(name, tcp).await.unwrap()
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Route {
+    Direct(tokio_rustls::TlsConnector),
+    Proxy(SocketAddr, tokio_rustls::TlsConnector),
+}
+
+struct Figures {
+    requests: usize,
+    seconds: f64,
+    latencies_us: Vec<u32>,
+}
+
+impl Figures {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.seconds
+    }
+
+    fn percentile(&self, p: f64) -> f64 {
+        let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
+        f64::from(self.latencies_us[i]) / 1000.0
+    }
+}
+
+/// Runs `connections` keep-alive connections for `seconds`, each sending GETs back to back.
+/// With `fresh`, every request opens a new connection (CONNECT + TLS through keyswap).
+async fn drive(
+    route: &Route,
+    port: u16,
+    connections: usize,
+    seconds: u64,
+    header: Option<&'static str>,
+    fresh: bool,
+) -> Figures {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..connections {
+        let route = route.clone();
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            let mut sender = None;
+            while Instant::now() < deadline {
+                let t0 = Instant::now();
+                if sender.is_none() || fresh {
+                    let tls = connect(&route, port).await;
+                    let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                        .await
+                        .unwrap();
+                    tokio::spawn(conn);
+                    sender = Some(s);
+                }
+                let Some(s) = sender.as_mut() else {
+                    unreachable!()
+                };
+                let mut req = Request::get("/").header("host", HOST);
+                if let Some(h) = header {
+                    req = req.header("authorization", h);
+                }
+                s.ready().await.unwrap();
+                let resp = s
+                    .send_request(req.body(Empty::<Bytes>::new()).unwrap())
+                    .await
+                    .unwrap();
+                resp.into_body().collect().await.unwrap();
+                latencies.push(t0.elapsed().as_micros() as u32);
+            }
+            latencies
+        });
+    }
+    let mut latencies_us: Vec<u32> = tasks.join_all().await.into_iter().flatten().collect();
+    latencies_us.sort_unstable();
+    Figures {
+        requests: latencies_us.len(),
+        seconds: started.elapsed().as_secs_f64(),
+        latencies_us,
+    }
+}
+
+/// Uploads then downloads 64 MiB on one connection; MB/s each way.
+async fn transfer(route: &Route, port: u16, with_placeholder: bool) -> (f64, f64) {
+    let tls = connect(route, port).await;
+    let (mut s, conn) =
+        hyper::client::conn::http1::handshake::<_, BoxBody<Bytes, Infallible>>(TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let chunk = {
+        let mut c = vec![b'a'; MIB];
+        if with_placeholder {
+            c[1000..1000 + 16].copy_from_slice(b"ks-ph-vcrd_bench");
+        }
+        Bytes::from(c)
+    };
+    let frames = (0..64).map(move |_| Ok::<_, Infallible>(Frame::data(chunk.clone())));
+    let t0 = Instant::now();
+    let req = Request::post("/upload")
+        .header("host", HOST)
+        .body(StreamBody::new(futures_util::stream::iter(frames)).boxed())
+        .unwrap();
+    let resp = s.send_request(req).await.unwrap();
+    resp.into_body().collect().await.unwrap();
+    let up = 64.0 * MIB as f64 / 1e6 / t0.elapsed().as_secs_f64();
+    s.ready().await.unwrap();
+    let t0 = Instant::now();
+    let resp = s
+        .send_request(
+            Request::get("/big")
+                .header("host", HOST)
+                .body(Empty::<Bytes>::new().boxed())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let n = resp.into_body().collect().await.unwrap().to_bytes().len();
+    assert_eq!(n, 64 * MIB);
+    let down = 64.0 * MIB as f64 / 1e6 / t0.elapsed().as_secs_f64();
+    (up, down)
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn report(name: &str, f: &Figures, direct: &Figures) {
+    println!(
+        "{name:<44} {:>9.0} req/s  ratio {:>5.2}  p50 {:>6.2} ms  p99 {:>6.2} ms  p99.9 {:>6.2} ms",
+        f.rps(),
+        f.rps() / direct.rps(),
+        f.percentile(0.5),
+        f.percentile(0.99),
+        f.percentile(0.999),
+    );
+}
+
+async fn run(o: Options) {
+    let (server_config, upstream_ca) = upstream_tls();
+    let port = upstream(server_config).await;
+    let keyswap = start_keyswap(&upstream_ca);
+    let direct = Route::Direct(client_tls(&upstream_ca));
+    let proxied = Route::Proxy(keyswap.proxy, client_tls(&keyswap.ca_pem));
+    let (c, t) = (o.connections, o.seconds);
+    println!(
+        "keyswap load benchmark: {c} keep-alive connections, {t} s per scenario, {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    // Warm-up: certificate minted, upstream pool filled.
+    drive(&proxied, port, c, 1, None, false).await;
+    let a = drive(&direct, port, c, t, None, false).await;
+    report("(a) direct HTTPS", &a, &a);
+    let b = drive(&proxied, port, c, t, None, false).await;
+    report("(b) through keyswap, no placeholder", &b, &a);
+    let cc = drive(&proxied, port, c, t, Some("Bearer ks-ph-vcrd_bench"), false).await;
+    report("(c) through keyswap, substitution", &cc, &a);
+    println!("    (c)/(b) = {:.2}", cc.rps() / b.rps());
+    let half = (c / 2).max(1);
+    let a_half = drive(&direct, port, half, t, None, false).await;
+    let b_half = drive(&proxied, port, half, t, None, false).await;
+    println!(
+        "    added latency at {half} connections: p50 {:+.3} ms, p99 {:+.3} ms",
+        b_half.percentile(0.5) - a_half.percentile(0.5),
+        b_half.percentile(0.99) - a_half.percentile(0.99)
+    );
+    let d = drive(&proxied, port, c, t, None, true).await;
+    println!(
+        "(d) new CONNECT + TLS per request               {:>9.0} tunnels/s  p50 {:.2} ms  p99 {:.2} ms",
+        d.rps(),
+        d.percentile(0.5),
+        d.percentile(0.99)
+    );
+    let (up_a, down_a) = transfer(&direct, port, false).await;
+    let (up_b, down_b) = transfer(&proxied, port, false).await;
+    let (up_c, down_c) = transfer(&proxied, port, true).await;
+    println!(
+        "(e) 64 MiB direct                              up {up_a:>7.0} MB/s  down {down_a:>7.0} MB/s"
+    );
+    println!(
+        "    64 MiB through keyswap                     up {up_b:>7.0} MB/s  down {down_b:>7.0} MB/s  (ratio {:.2} / {:.2})",
+        up_b / up_a,
+        down_b / down_a
+    );
+    println!(
+        "    64 MiB through keyswap, body substitution  up {up_c:>7.0} MB/s  down {down_c:>7.0} MB/s"
+    );
+
+    let pid = keyswap.child.id();
+    let before = rss_kib(pid, "VmRSS:");
+    let mut idle: Vec<hyper::client::conn::http1::SendRequest<Empty<Bytes>>> = Vec::new();
+    for _ in 0..o.idle {
+        let tls = connect(&proxied, port).await;
+        let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        idle.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib(pid, "VmRSS:");
+    println!(
+        "(f) {} idle intercepted connections: {:.1} KiB RSS each",
+        o.idle,
+        (after.saturating_sub(before)) as f64 / o.idle as f64
+    );
+    println!("keyswap peak RSS: {} MiB", rss_kib(pid, "VmHWM:") / 1024);
+}
