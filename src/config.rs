@@ -31,6 +31,9 @@ pub use raw::{MitmMode, OutOfScope};
 /// The default config path of `keyswap run`, relative to the working directory.
 pub const DEFAULT_PATH: &str = "config/keyswap.toml";
 
+/// The longest secret accepted: every request that receives it scans responses for it.
+pub const MAX_SECRET_BYTES: usize = 16 * 1024;
+
 /// Metadata limits shared with the admin API.
 pub const MAX_METADATA_PAIRS: usize = 16;
 pub const MAX_METADATA_KEY: usize = 64;
@@ -745,6 +748,13 @@ impl Validator<'_> {
             }
         };
         let value = Zeroizing::new(value);
+        if value.len() > MAX_SECRET_BYTES {
+            self.error(
+                span.clone(),
+                format!("`{what}` is longer than {MAX_SECRET_BYTES} bytes"),
+            );
+            return None;
+        }
         if value.is_empty() {
             self.error(span, format!("`{what}` is empty"));
             return None;

@@ -81,18 +81,21 @@ impl Report {
     /// The (secret, placeholder) pairs of every substitution, then the rewritten encoded values:
     /// what a response must not carry back.
     pub fn scrub_pairs(&self, store: &Store) -> Vec<stream::Pair> {
-        let mut pairs: Vec<_> = self
-            .seen
-            .iter()
-            .filter(|(_, o)| *o == Outcome::Substituted)
-            .map(|&(i, _)| {
-                let e = store.entry(i);
-                (
-                    Zeroizing::new(e.secret.expose().to_vec()),
-                    Zeroizing::new(e.placeholder.as_bytes().to_vec()),
-                )
-            })
-            .collect();
+        let mut pairs = Vec::new();
+        for &(i, outcome) in &self.seen {
+            if outcome != Outcome::Substituted {
+                continue;
+            }
+            let e = store.entry(i);
+            let placeholder = || Zeroizing::new(e.placeholder.as_bytes().to_vec());
+            pairs.push((Zeroizing::new(e.secret.expose().to_vec()), placeholder()));
+            // A secret put in a query string went out percent-encoded; an echoed URL shows it so.
+            let mut encoded = Zeroizing::new(Vec::new());
+            push_percent_encoded(&mut encoded, e.secret.expose());
+            if encoded.as_slice() != e.secret.expose() {
+                pairs.push((encoded, placeholder()));
+            }
+        }
         pairs.extend(self.rewritten.iter().cloned());
         pairs
     }

@@ -246,14 +246,20 @@ mod locations {
     #[tokio::test(flavor = "multi_thread")]
     async fn query_string_only_where_enabled() {
         let w = World::default().await;
-        w.curl(
-            &w.url(
-                "api.example.test",
-                "/s?key=ks-ph-vcrd_query&other=ks-ph-vcrd_exact",
-            ),
-            &[],
-        )
-        .await;
+        let out = w
+            .curl(
+                &w.url(
+                    "api.example.test",
+                    "/s?key=ks-ph-vcrd_query&other=ks-ph-vcrd_exact",
+                ),
+                &[],
+            )
+            .await;
+        assert!(
+            out.body.contains("key=ks-ph-vcrd_query") && !out.body.contains("SECRET"),
+            "echoed URL is scrubbed: {}",
+            out.body
+        );
         assert_eq!(
             w.upstream.only().path,
             "/s?key=SECRET%2Fq%265&other=ks-ph-vcrd_exact"

@@ -32,7 +32,12 @@ async fn ws_upstream(ca: &TestCa) -> (u16, Arc<Mutex<Option<String>>>) {
         let tls = acceptor.accept(tcp).await.unwrap();
         // tungstenite's callback signature fixes the error type.
         #[expect(clippy::result_large_err, reason = "the error type is tungstenite's")]
-        let callback = |req: &Request, resp: Response| {
+        let callback = |req: &Request, mut resp: Response| {
+            // Accept the token-carrying subprotocol by echoing it, as servers do.
+            if let Some(p) = req.headers().get("sec-websocket-protocol") {
+                resp.headers_mut()
+                    .insert("sec-websocket-protocol", p.clone());
+            }
             let auth = req
                 .headers()
                 .get("authorization")
@@ -79,8 +84,17 @@ async fn websocket_handshake_is_substituted_and_server_frames_are_scrubbed() {
     request
         .headers_mut()
         .insert("authorization", "Bearer ks-ph-vcrd_ws".parse().unwrap());
+    // A token in the subprotocol: the server echoes it in the 101, which must come back scrubbed
+    // (tungstenite also refuses a 101 whose subprotocol differs from the one it asked for).
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", "ks-ph-vcrd_ws".parse().unwrap());
     let (mut ws, response) = tokio_tungstenite::client_async(request, tls).await.unwrap();
     assert_eq!(response.status(), 101);
+    assert_eq!(
+        response.headers()["sec-websocket-protocol"],
+        "ks-ph-vcrd_ws"
+    );
     assert_eq!(
         seen_value(&seen),
         "Bearer SECRET_ws",

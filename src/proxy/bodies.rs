@@ -32,6 +32,9 @@ pub async fn request(
     scrub: &mut Vec<ScrubPair>,
 ) -> Result<ProxyBody, ProxyError> {
     let passthrough = |body: Incoming| body.map_err(BoxError::from).boxed();
+    if http_body::Body::is_end_stream(&body) {
+        return Ok(passthrough(body));
+    }
     let Some(searcher) = store.searcher() else {
         return Ok(passthrough(body));
     };
@@ -112,6 +115,17 @@ fn pair(store: &Store, entry: usize) -> ScrubPair {
     )
 }
 
+/// Masks secrets in every header value.
+pub fn scrub_headers(scrubber: &mut StreamReplacer, headers: &mut HeaderMap) {
+    for value in headers.values_mut() {
+        if let Some(masked) = scrubber.replace_once(value.as_bytes())
+            && let Ok(masked) = HeaderValue::from_maybe_shared(masked)
+        {
+            *value = masked;
+        }
+    }
+}
+
 /// Asks for an answer keyswap can read: a compressed body could carry a secret past the scrubber.
 pub fn limit_encoding(headers: &mut HeaderMap) {
     headers.insert(
@@ -135,13 +149,7 @@ pub fn scrub_response(
             body.map_err(BoxError::from).boxed(),
         ));
     };
-    for value in parts.headers.values_mut() {
-        if let Some(masked) = scrubber.replace_once(value.as_bytes())
-            && let Ok(masked) = HeaderValue::from_maybe_shared(masked)
-        {
-            *value = masked;
-        }
-    }
+    scrub_headers(&mut scrubber, &mut parts.headers);
     let bodiless = *method == Method::HEAD
         || parts.status.is_informational()
         || parts.status == StatusCode::NO_CONTENT
@@ -152,10 +160,21 @@ pub fn scrub_response(
             body.map_err(BoxError::from).boxed(),
         ));
     }
-    if parts
-        .headers
-        .get(header::CONTENT_ENCODING)
-        .is_some_and(|v| v != "identity")
+    // Every value counts (a second header, a list), and this runs before hop-by-hop removal, so
+    // `Connection: content-encoding` cannot hide the encoding.
+    let encoded = |name, allowed: &[&str]| {
+        parts
+            .headers
+            .get_all(name)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+            .any(|t| {
+                let t = t.trim();
+                !t.is_empty() && !allowed.iter().any(|a| t.eq_ignore_ascii_case(a))
+            })
+    };
+    if encoded(header::CONTENT_ENCODING, &["identity"])
+        || encoded(header::TRANSFER_ENCODING, &["chunked"])
     {
         return Err(ProxyError::UpstreamEncoding {
             host: host.to_string(),

@@ -194,14 +194,10 @@ async fn forward(
         }
     };
     debug!(%method, host = %dest.host, status = response.status().as_u16(), "forwarded");
+    let response = bodies::scrub_response(response, scrub, &method, &dest.host)?;
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
-    bodies::scrub_response(
-        Response::from_parts(parts, body),
-        scrub,
-        &method,
-        &dest.host,
-    )
+    Ok(Response::from_parts(parts, body))
 }
 
 /// The upstream agreed to switch protocols: relay the two upgraded connections (scrubbing the
@@ -214,14 +210,20 @@ fn switch_protocols(
     dest: &Destination,
 ) -> Response<ProxyBody> {
     let upstream = hyper::upgrade::on(&mut response);
-    let scrubber = StreamReplacer::from_pairs(scrub);
+    let mut scrubber = StreamReplacer::from_pairs(scrub);
+    let (mut parts, body) = response.into_parts();
+    if let Some(scrubber) = scrubber.as_mut() {
+        // An echoed Sec-WebSocket-Protocol token must not come back as the secret.
+        bodies::scrub_headers(scrubber, &mut parts.headers);
+    }
+    let websocket = protocol.as_bytes().eq_ignore_ascii_case(b"websocket");
     tokio::spawn(upgrade::relay(
         client,
         upstream,
         dest.host.clone(),
         scrubber,
+        websocket,
     ));
-    let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
     set_upgrade(&mut parts.headers, protocol);
     Response::from_parts(parts, body.map_err(BoxError::from).boxed())

@@ -14,12 +14,14 @@ use crate::substitute::stream::StreamReplacer;
 /// letting an unread payload through.
 const MAX_SCRUBBED_FRAME: u64 = 16 << 20;
 
-/// Waits for both sides to switch protocols, then relays until either closes.
+/// Waits for both sides to switch protocols, then relays until either closes. With a scrubber,
+/// what the server sends is scrubbed: frame by frame for WebSocket, as a byte stream otherwise.
 pub async fn relay(
     client: OnUpgrade,
     upstream: OnUpgrade,
     host: String,
     scrubber: Option<StreamReplacer>,
+    websocket: bool,
 ) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,
@@ -37,7 +39,13 @@ pub async fn relay(
                 tokio::io::copy(&mut client_read, &mut upstream_write).await?;
                 upstream_write.shutdown().await
             };
-            let down = scrub_frames(&mut upstream_read, &mut client_write, scrubber);
+            let down = async {
+                if websocket {
+                    scrub_frames(&mut upstream_read, &mut client_write, scrubber).await
+                } else {
+                    scrub_stream(&mut upstream_read, &mut client_write, scrubber).await
+                }
+            };
             tokio::try_join!(up, down).map(|_| ())
         }
     };
@@ -46,7 +54,30 @@ pub async fn relay(
     }
 }
 
-/// Copies WebSocket frames from `from` to `to`, replacing in the payload of each unmasked data frame.
+/// Copies a byte stream, scrubbed across reads.
+async fn scrub_stream<R, W>(
+    from: &mut R,
+    to: &mut W,
+    mut scrubber: StreamReplacer,
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    while from.read_buf(&mut buf).await? > 0 {
+        to.write_all(&scrubber.push(buf.split().freeze())).await?;
+        to.flush().await?;
+    }
+    to.write_all(&scrubber.finish()).await?;
+    to.shutdown().await
+}
+
+/// Largest payload of a control frame (RFC 6455 §5.5).
+const MAX_CONTROL_PAYLOAD: usize = 125;
+
+/// Copies WebSocket frames from `from` to `to`, scrubbing every payload. A masked frame (which a
+/// server must not send) is unmasked first; a frame cut short by the end of the stream is dropped.
 async fn scrub_frames<R, W>(
     from: &mut R,
     to: &mut W,
@@ -59,29 +90,42 @@ where
     let mut buf = BytesMut::with_capacity(16 * 1024);
     loop {
         while let Some(frame) = next_frame(&buf)? {
-            let payload = &buf[frame.header_len..frame.header_len + frame.payload_len];
-            let scrubbed = if frame.masked || frame.opcode > 2 {
-                None
-            } else {
-                scrubber.replace_once(payload)
-            };
-            match scrubbed {
-                Some(payload) => {
-                    to.write_all(&frame_header(buf[0], payload.len())).await?;
-                    to.write_all(&payload).await?;
-                }
-                None => {
-                    to.write_all(&buf[..frame.header_len + frame.payload_len])
-                        .await?
-                }
+            let total = frame.header_len + frame.payload_len;
+            let mut payload = buf[frame.header_len..total].to_vec();
+            if frame.masked {
+                let key = &buf[frame.header_len - 4..frame.header_len];
+                payload
+                    .iter_mut()
+                    .enumerate()
+                    .for_each(|(i, b)| *b ^= key[i % 4]);
             }
-            buf.advance(frame.header_len + frame.payload_len);
+            let payload = scrub_payload(&mut scrubber, frame.opcode, payload);
+            to.write_all(&frame_header(buf[0], payload.len())).await?;
+            to.write_all(&payload).await?;
+            buf.advance(total);
         }
         to.flush().await?;
         if from.read_buf(&mut buf).await? == 0 {
-            to.write_all(&buf).await?;
             return to.shutdown().await;
         }
+    }
+}
+
+/// The scrubbed payload; control frames stay within their 125-byte limit (a close frame keeps its
+/// status code and loses a reason that would not fit).
+fn scrub_payload(scrubber: &mut StreamReplacer, opcode: u8, payload: Vec<u8>) -> Vec<u8> {
+    let scrubbed = scrubber
+        .replace_once(&payload)
+        .map_or(payload, |b| b.to_vec());
+    match opcode {
+        8..=15 if scrubbed.len() > MAX_CONTROL_PAYLOAD => {
+            if opcode == 8 {
+                scrubbed[..2.min(scrubbed.len())].to_vec()
+            } else {
+                Vec::new()
+            }
+        }
+        _ => scrubbed,
     }
 }
 
@@ -168,10 +212,29 @@ mod tests {
         let mut input = frame(1, b"token=SECRET");
         input.extend(frame(2, &[b'x'; 200]));
         input.extend(frame(9, b"SECRET"));
+        input.extend(frame(8, b"\x03\xe8bad token SECRET"));
         let mut expected = frame(1, b"token=ks-ph-vcrd_x");
         expected.extend(frame(2, &[b'x'; 200]));
-        expected.extend(frame(9, b"SECRET"));
+        expected.extend(frame(9, b"ks-ph-vcrd_x"));
+        expected.extend(frame(8, b"\x03\xe8bad token ks-ph-vcrd_x"));
         assert_eq!(scrub(input).await, expected);
+    }
+
+    #[tokio::test]
+    async fn masked_frames_are_unmasked_and_a_cut_frame_is_dropped() {
+        let key = [1u8, 2, 3, 4];
+        let payload: Vec<u8> = b"SECRET!"
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ key[i % 4])
+            .collect();
+        let mut input = vec![0x81, 0x80 | 7];
+        input.extend_from_slice(&key);
+        input.extend(payload);
+        let mut cut = frame(1, b"SECRET and more");
+        cut.truncate(8);
+        input.extend(cut);
+        assert_eq!(scrub(input).await, frame(1, b"ks-ph-vcrd_x!"));
     }
 
     #[tokio::test]

@@ -206,7 +206,16 @@ where
                         }
                     }
                     Err(frame) => {
-                        this.trailers = frame.into_trailers().ok();
+                        this.trailers = frame.into_trailers().ok().map(|mut trailers| {
+                            for value in trailers.values_mut() {
+                                if let Some(v) = this.replacer.replace_once(value.as_bytes())
+                                    && let Ok(v) = http::HeaderValue::from_maybe_shared(v)
+                                {
+                                    *value = v;
+                                }
+                            }
+                            trailers
+                        });
                         this.ended = true;
                         let out = this.replacer.finish();
                         if !out.is_empty() {
