@@ -14,7 +14,10 @@ use arc_swap::ArcSwap;
 use crate::config::Config;
 use crate::secret::Secret;
 use crate::session::{self, SessionPolicy};
-use crate::substitute::stream::Prefixes;
+use zeroize::Zeroizing;
+
+use crate::substitute;
+use crate::substitute::stream::{StreamReplacer, Table};
 use crate::vault::{Auth, Injection, Networking};
 
 /// One placeholder the proxy looks for, and everything needed to decide what to do with it.
@@ -39,8 +42,12 @@ pub struct Store {
     entries: Vec<Entry>,
     /// Leftmost-longest, so a placeholder that is a prefix of another never cuts the longer one.
     searcher: Option<AhoCorasick>,
-    /// Proper prefixes of every placeholder, for streamed body replacement.
-    prefixes: Arc<Prefixes>,
+    /// Placeholder → secret by entry (pattern id = entry index), for request bodies.
+    body_table: Option<Arc<Table>>,
+    /// Secret (raw and percent-encoded) → placeholder, compiled once for response scrubbing.
+    scrub_table: Option<Arc<Table>>,
+    /// The entry each scrub pattern belongs to.
+    scrub_entry: Vec<usize>,
     /// The sessions (or the one implicit session).
     sessions: Vec<SessionPolicy>,
 }
@@ -80,21 +87,56 @@ impl Store {
             )
         };
         let sessions = SessionPolicy::compile(&config, &entries);
-        let prefixes = Arc::new(Prefixes::of(
-            entries.iter().map(|e| e.placeholder.as_bytes()),
-        ));
+        let body_table = Table::of(
+            entries
+                .iter()
+                .map(|e| {
+                    (
+                        Zeroizing::new(e.placeholder.as_bytes().to_vec()),
+                        Zeroizing::new(e.secret.expose().to_vec()),
+                    )
+                })
+                .collect(),
+        )
+        .map(Arc::new);
+        let mut scrub_pairs = Vec::new();
+        let mut scrub_entry = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            for pair in substitute::scrub_pairs(e) {
+                scrub_pairs.push(pair);
+                scrub_entry.push(i);
+            }
+        }
+        let scrub_table = Table::of(scrub_pairs).map(Arc::new);
         Ok(Store {
             generation,
             config,
             entries,
             searcher,
-            prefixes,
+            body_table,
+            scrub_table,
+            scrub_entry,
             sessions,
         })
     }
 
-    pub fn prefixes(&self) -> &Arc<Prefixes> {
-        &self.prefixes
+    /// The placeholder → secret table for request bodies (pattern id = entry index).
+    pub fn body_table(&self) -> Option<&Arc<Table>> {
+        self.body_table.as_ref()
+    }
+
+    /// A response scrubber for the secrets of `entries`.
+    pub fn scrubber(&self, entries: &[usize]) -> Option<StreamReplacer> {
+        if entries.is_empty() {
+            return None;
+        }
+        let table = self.scrub_table.as_ref()?;
+        let enabled = self
+            .scrub_entry
+            .iter()
+            .map(|e| entries.contains(e))
+            .collect();
+        Some(StreamReplacer::new(table.clone(), enabled))
     }
 
     pub fn config(&self) -> &Arc<Config> {

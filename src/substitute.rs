@@ -16,6 +16,66 @@ use crate::session::SessionPolicy;
 use crate::store::{Entry, Store};
 use crate::vault::is_url_safe;
 
+/// What a response must not carry back: the secrets of credentials substituted into the request
+/// (raw and percent-encoded), and encoded values keyswap rewrote.
+#[derive(Default)]
+pub struct Scrub {
+    entries: Vec<usize>,
+    extra: Vec<stream::Pair>,
+}
+
+impl Scrub {
+    pub fn add_entry(&mut self, entry: usize) {
+        if !self.entries.contains(&entry) {
+            self.entries.push(entry);
+        }
+    }
+
+    /// Everything `report` substituted or rewrote.
+    pub fn add_report(&mut self, report: &Report) {
+        for &(i, outcome) in &report.seen {
+            if outcome == Outcome::Substituted {
+                self.add_entry(i);
+            }
+        }
+        self.extra.extend(report.rewritten.iter().cloned());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.extra.is_empty()
+    }
+
+    /// The scrubber for this set: the store's precompiled table in the common case, a table built
+    /// for this request when it also has rewritten values to mask.
+    pub fn replacer(self, store: &Store) -> Option<stream::StreamReplacer> {
+        if self.extra.is_empty() {
+            return store.scrubber(&self.entries);
+        }
+        let mut pairs = Vec::new();
+        for &i in &self.entries {
+            pairs.extend(scrub_pairs(store.entry(i)));
+        }
+        pairs.extend(self.extra);
+        stream::StreamReplacer::from_pairs(pairs)
+    }
+}
+
+/// What stands for `entry`'s secret in a response: the secret itself and, when it differs, its
+/// percent-encoded form (a secret put in a query string went out encoded; an echoed URL shows it so).
+pub fn scrub_pairs(entry: &Entry) -> Vec<stream::Pair> {
+    let placeholder = || Zeroizing::new(entry.placeholder.as_bytes().to_vec());
+    let mut pairs = vec![(
+        Zeroizing::new(entry.secret.expose().to_vec()),
+        placeholder(),
+    )];
+    let mut encoded = Zeroizing::new(Vec::new());
+    push_percent_encoded(&mut encoded, entry.secret.expose());
+    if encoded.as_slice() != entry.secret.expose() {
+        pairs.push((encoded, placeholder()));
+    }
+    pairs
+}
+
 /// What happened to one credential's placeholder in one request (the log's vocabulary, SPEC §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -78,28 +138,6 @@ impl fmt::Debug for Report {
 }
 
 impl Report {
-    /// The (secret, placeholder) pairs of every substitution, then the rewritten encoded values:
-    /// what a response must not carry back.
-    pub fn scrub_pairs(&self, store: &Store) -> Vec<stream::Pair> {
-        let mut pairs = Vec::new();
-        for &(i, outcome) in &self.seen {
-            if outcome != Outcome::Substituted {
-                continue;
-            }
-            let e = store.entry(i);
-            let placeholder = || Zeroizing::new(e.placeholder.as_bytes().to_vec());
-            pairs.push((Zeroizing::new(e.secret.expose().to_vec()), placeholder()));
-            // A secret put in a query string went out percent-encoded; an echoed URL shows it so.
-            let mut encoded = Zeroizing::new(Vec::new());
-            push_percent_encoded(&mut encoded, e.secret.expose());
-            if encoded.as_slice() != e.secret.expose() {
-                pairs.push((encoded, placeholder()));
-            }
-        }
-        pairs.extend(self.rewritten.iter().cloned());
-        pairs
-    }
-
     pub fn record_substituted(&mut self, entry: usize) {
         self.record(entry, Outcome::Substituted);
     }

@@ -6,20 +6,16 @@ use http::{Method, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use tracing::debug;
-use zeroize::Zeroizing;
 
 use crate::error::ProxyError;
 use crate::store::Store;
-use crate::substitute::stream::{Pair, ReplacingBody, StreamReplacer};
-use crate::substitute::{self, Location, Outcome, Report, Target};
+use crate::substitute::stream::{ReplacingBody, StreamReplacer};
+use crate::substitute::{self, Location, Outcome, Report, Scrub, Target};
 use crate::upstream::{BoxError, ProxyBody};
 
 /// Bodies announced at most this long are replaced whole, so `Content-Length` stays exact; longer
 /// or unannounced bodies are streamed and sent without a length (chunked on HTTP/1.1).
 const BUFFER_LIMIT: u64 = 1 << 20;
-
-/// A (secret or rewritten value, what the client sent) pair to mask in responses.
-pub type ScrubPair = Pair;
 
 /// The request body to forward, with placeholders replaced where allowed. `scrub` receives the
 /// secrets this body may carry (all candidates when streamed, the ones found when buffered).
@@ -29,13 +25,13 @@ pub async fn request(
     headers: &mut HeaderMap,
     body: Incoming,
     report: &mut Report,
-    scrub: &mut Vec<ScrubPair>,
+    scrub: &mut Scrub,
 ) -> Result<ProxyBody, ProxyError> {
     let passthrough = |body: Incoming| body.map_err(BoxError::from).boxed();
     if http_body::Body::is_end_stream(&body) {
         return Ok(passthrough(body));
     }
-    let Some(searcher) = store.searcher() else {
+    let Some(table) = store.body_table() else {
         return Ok(passthrough(body));
     };
     let allowed: Vec<bool> = store
@@ -59,14 +55,7 @@ pub async fn request(
         );
         return Ok(passthrough(body));
     }
-    let replacements = store
-        .entries()
-        .iter()
-        .zip(&allowed)
-        .map(|(e, ok)| ok.then(|| Zeroizing::new(e.secret.expose().to_vec())))
-        .collect();
-    let mut replacer =
-        StreamReplacer::new(searcher.clone(), replacements, store.prefixes().clone());
+    let mut replacer = StreamReplacer::new(table.clone(), allowed.clone());
     let length = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -93,26 +82,14 @@ pub async fn request(
         _ => {
             // The length may change and is unknown until the end: send it without one.
             headers.remove(header::CONTENT_LENGTH);
-            scrub.extend(
-                allowed
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, ok)| **ok)
-                    .map(|(i, _)| pair(store, i)),
-            );
+            for (i, _) in allowed.iter().enumerate().filter(|(_, ok)| **ok) {
+                scrub.add_entry(i);
+            }
             Ok(ReplacingBody::new(body, replacer)
                 .map_err(BoxError::from)
                 .boxed())
         }
     }
-}
-
-fn pair(store: &Store, entry: usize) -> ScrubPair {
-    let e = store.entry(entry);
-    (
-        Zeroizing::new(e.secret.expose().to_vec()),
-        Zeroizing::new(e.placeholder.as_bytes().to_vec()),
-    )
 }
 
 /// Masks secrets in every header value.
@@ -138,12 +115,13 @@ pub fn limit_encoding(headers: &mut HeaderMap) {
 /// sent. A compressed body cannot be read, so it is withheld rather than passed on.
 pub fn scrub_response(
     response: Response<Incoming>,
-    pairs: Vec<ScrubPair>,
+    scrub: Scrub,
+    store: &Store,
     method: &Method,
     host: &str,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (mut parts, body) = response.into_parts();
-    let Some(mut scrubber) = StreamReplacer::from_pairs(pairs) else {
+    let Some(mut scrubber) = scrub.replacer(store) else {
         return Ok(Response::from_parts(
             parts,
             body.map_err(BoxError::from).boxed(),

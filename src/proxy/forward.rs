@@ -17,8 +17,7 @@ use crate::destination::Destination;
 use crate::error::ProxyError;
 use crate::session::SessionPolicy;
 use crate::store::Store;
-use crate::substitute::stream::StreamReplacer;
-use crate::substitute::{self, Outcome, Report, Target};
+use crate::substitute::{self, Outcome, Report, Scrub, Target};
 use crate::upstream::{BoxError, ProxyBody};
 
 /// A request on the proxy listener that is not CONNECT: it must be absolute-form
@@ -150,7 +149,7 @@ async fn forward(
     let mut report = Report::default();
     substitute::headers(store, target, &mut parts.headers, &mut report);
     let substituted_uri = substitute::query(store, target, &parts.uri, &mut report);
-    let mut scrub = Vec::new();
+    let mut scrub = Scrub::default();
     let body = bodies::request(
         store,
         target,
@@ -161,7 +160,7 @@ async fn forward(
     )
     .await?;
     check_report(&report, store, session, dest)?;
-    scrub.extend(report.scrub_pairs(store));
+    scrub.add_report(&report);
     if !scrub.is_empty() {
         bodies::limit_encoding(&mut parts.headers);
         // Compressed WebSocket frames could not be scrubbed.
@@ -183,7 +182,9 @@ async fn forward(
             let request = Request::from_parts(parts, body);
             let response = exchange_upgrade(request, dest, &scheme, shared).await?;
             if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                return Ok(switch_protocols(response, client, protocol, scrub, dest));
+                return Ok(switch_protocols(
+                    response, client, protocol, scrub, store, dest,
+                ));
             }
             response
         }
@@ -194,7 +195,7 @@ async fn forward(
         }
     };
     debug!(%method, host = %dest.host, status = response.status().as_u16(), "forwarded");
-    let response = bodies::scrub_response(response, scrub, &method, &dest.host)?;
+    let response = bodies::scrub_response(response, scrub, store, &method, &dest.host)?;
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, body))
@@ -206,11 +207,12 @@ fn switch_protocols(
     mut response: Response<Incoming>,
     client: OnUpgrade,
     protocol: HeaderValue,
-    scrub: Vec<bodies::ScrubPair>,
+    scrub: Scrub,
+    store: &Store,
     dest: &Destination,
 ) -> Response<ProxyBody> {
     let upstream = hyper::upgrade::on(&mut response);
-    let mut scrubber = StreamReplacer::from_pairs(scrub);
+    let mut scrubber = scrub.replacer(store);
     let (mut parts, body) = response.into_parts();
     if let Some(scrubber) = scrubber.as_mut() {
         // An echoed Sec-WebSocket-Protocol token must not come back as the secret.

@@ -22,7 +22,7 @@ use zeroize::Zeroizing;
 pub type Pair = (Zeroizing<Vec<u8>>, Zeroizing<Vec<u8>>);
 
 /// Every proper prefix of every pattern: what may be held back at the end of a chunk.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Prefixes {
     set: HashSet<Box<[u8]>>,
     longest: usize,
@@ -49,36 +49,26 @@ impl Prefixes {
     }
 }
 
-/// Streaming leftmost-longest replacement. `replacements[pattern]` of `None` leaves that match as
-/// it is (it is still consumed whole, so it never hides a shorter match inside it).
-pub struct StreamReplacer {
-    searcher: AhoCorasick,
-    replacements: Vec<Option<Zeroizing<Vec<u8>>>>,
-    prefixes: Arc<Prefixes>,
-    carry: Vec<u8>,
-    replaced: usize,
-    /// Pattern ids that were replaced at least once.
-    hits: Vec<usize>,
+/// A compiled replacement table, built once and shared: the searcher, what replaces each pattern,
+/// and the prefixes that may be held back.
+pub struct Table {
+    pub searcher: AhoCorasick,
+    pub replacements: Vec<Zeroizing<Vec<u8>>>,
+    pub prefixes: Prefixes,
 }
 
-impl StreamReplacer {
-    pub fn new(
-        searcher: AhoCorasick,
-        replacements: Vec<Option<Zeroizing<Vec<u8>>>>,
-        prefixes: Arc<Prefixes>,
-    ) -> Self {
-        Self {
-            searcher,
-            replacements,
-            prefixes,
-            carry: Vec::new(),
-            replaced: 0,
-            hits: Vec::new(),
-        }
+// SECURITY: patterns and replacements may be secrets; Debug shows only their number.
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table")
+            .field("patterns", &self.replacements.len())
+            .finish_non_exhaustive()
     }
+}
 
-    /// A replacer from (pattern, replacement) pairs, for small per-request sets such as the scrubber.
-    pub fn from_pairs(pairs: Vec<Pair>) -> Option<Self> {
+impl Table {
+    /// From (pattern, replacement) pairs; `None` when there are none or they cannot be compiled.
+    pub fn of(pairs: Vec<Pair>) -> Option<Table> {
         if pairs.is_empty() {
             return None;
         }
@@ -86,9 +76,44 @@ impl StreamReplacer {
             .match_kind(MatchKind::LeftmostLongest)
             .build(pairs.iter().map(|(p, _)| p.as_slice()))
             .ok()?;
-        let prefixes = Arc::new(Prefixes::of(pairs.iter().map(|(p, _)| p.as_slice())));
-        let replacements = pairs.into_iter().map(|(_, r)| Some(r)).collect();
-        Some(Self::new(searcher, replacements, prefixes))
+        let prefixes = Prefixes::of(pairs.iter().map(|(p, _)| p.as_slice()));
+        let replacements = pairs.into_iter().map(|(_, r)| r).collect();
+        Some(Table {
+            searcher,
+            replacements,
+            prefixes,
+        })
+    }
+}
+
+/// Streaming leftmost-longest replacement over a shared [`Table`]. A pattern not `enabled` is left
+/// as it is (it is still consumed whole, so it never hides a shorter match inside it).
+pub struct StreamReplacer {
+    table: Arc<Table>,
+    enabled: Vec<bool>,
+    carry: Vec<u8>,
+    replaced: usize,
+    /// Pattern ids that were replaced at least once.
+    hits: Vec<usize>,
+}
+
+impl StreamReplacer {
+    /// Replaces the patterns of `table` whose `enabled` flag is set.
+    pub fn new(table: Arc<Table>, enabled: Vec<bool>) -> Self {
+        Self {
+            table,
+            enabled,
+            carry: Vec::new(),
+            replaced: 0,
+            hits: Vec::new(),
+        }
+    }
+
+    /// A replacer that replaces every pair: for small per-request sets.
+    pub fn from_pairs(pairs: Vec<Pair>) -> Option<Self> {
+        let table = Table::of(pairs)?;
+        let enabled = vec![true; table.replacements.len()];
+        Some(Self::new(Arc::new(table), enabled))
     }
 
     /// How many matches were replaced so far.
@@ -104,7 +129,7 @@ impl StreamReplacer {
     /// Replaces in one complete value (a header), independent of any stream state.
     /// Returns `None` when nothing was replaced.
     pub fn replace_once(&mut self, data: &[u8]) -> Option<Bytes> {
-        if !self.searcher.is_match(data) {
+        if !self.table.searcher.is_match(data) {
             return None;
         }
         let before = self.replaced;
@@ -115,14 +140,14 @@ impl StreamReplacer {
     /// Feeds a chunk; returns what is settled. The chunk itself is returned when nothing matches.
     pub fn push(&mut self, chunk: Bytes) -> Bytes {
         if self.carry.is_empty()
-            && self.prefixes.held(&chunk) == 0
-            && !self.searcher.is_match(chunk.as_ref())
+            && self.table.prefixes.held(&chunk) == 0
+            && !self.table.searcher.is_match(chunk.as_ref())
         {
             return chunk;
         }
         let mut data = std::mem::take(&mut self.carry);
         data.extend_from_slice(&chunk);
-        let settled_until = data.len() - self.prefixes.held(&data);
+        let settled_until = data.len() - self.table.prefixes.held(&data);
         let (out, consumed) = self.replace(&data, settled_until);
         self.carry = data[consumed..].to_vec();
         out
@@ -139,12 +164,13 @@ impl StreamReplacer {
     fn replace(&mut self, data: &[u8], settled_until: usize) -> (Bytes, usize) {
         let mut out = BytesMut::with_capacity(data.len());
         let mut copied = 0;
-        for m in self.searcher.find_iter(data) {
+        for m in self.table.searcher.find_iter(data) {
             if m.start() >= settled_until {
                 break;
             }
             out.extend_from_slice(&data[copied..m.start()]);
-            match &self.replacements[m.pattern().as_usize()] {
+            let pattern = m.pattern().as_usize();
+            match self.enabled[pattern].then(|| &self.table.replacements[pattern]) {
                 Some(r) => {
                     out.extend_from_slice(r);
                     self.replaced += 1;
@@ -350,17 +376,10 @@ mod tests {
     }
 
     #[test]
-    fn a_none_replacement_keeps_the_match() {
-        let searcher = AhoCorasick::builder()
-            .match_kind(MatchKind::LeftmostLongest)
-            .build(["abc", "b"])
-            .unwrap();
-        let prefixes = Arc::new(Prefixes::of([&b"abc"[..], b"b"]));
-        let mut r = StreamReplacer::new(
-            searcher,
-            vec![None, Some(Zeroizing::new(b"B".to_vec()))],
-            prefixes,
-        );
+    fn a_disabled_pattern_keeps_the_match() {
+        let z = |s: &str| Zeroizing::new(s.as_bytes().to_vec());
+        let table = Table::of(vec![(z("abc"), z("X")), (z("b"), z("B"))]).unwrap();
+        let mut r = StreamReplacer::new(Arc::new(table), vec![false, true]);
         assert_eq!(
             r.push(Bytes::from_static(b"abc b")),
             Bytes::from_static(b"abc B")
