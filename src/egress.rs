@@ -18,14 +18,19 @@ pub struct EgressPolicy {
 impl EgressPolicy {
     /// Whether `ip` may be dialled.
     pub fn permits(&self, ip: IpAddr) -> bool {
-        if !self.block_private || !is_non_public(ip) {
-            return true;
-        }
-        let canonical = ip.to_canonical();
-        self.allowed
-            .iter()
-            .any(|net| net.contains(&ip) || net.contains(&canonical))
+        permits(self.block_private, &self.allowed, ip)
     }
+}
+
+/// Whether `ip` may be dialled under `block_private` with the `allowed` exceptions.
+pub fn permits(block_private: bool, allowed: &[IpNet], ip: IpAddr) -> bool {
+    if !block_private || !is_non_public(ip) {
+        return true;
+    }
+    let canonical = ip.to_canonical();
+    allowed
+        .iter()
+        .any(|net| net.contains(&ip) || net.contains(&canonical))
 }
 
 /// Loopback, private, link-local (cloud metadata included), CGNAT, unspecified, broadcast,

@@ -73,7 +73,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         store.clone(),
         text.as_ref().map(|t| t.as_str()),
     ));
-    let dialer = Dialer::new(&config, vec![proxy_addr, admin_addr])?;
+    let dialer = Dialer::new(&config, store.clone(), vec![proxy_addr, admin_addr])?;
     let client = upstream::client(dialer.clone(), config.limits.idle_timeout);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let connections = Arc::new(Semaphore::new(config.limits.max_connections));

@@ -2,7 +2,6 @@
 //! egress policy, dial exactly that address, and verify TLS for the destination host. Connections
 //! are pooled by hyper-util's client, keyed by scheme and authority (the destination).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -26,7 +25,8 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::config::Config;
-use crate::egress::EgressPolicy;
+use crate::egress;
+use crate::store::{Store, StoreHandle};
 
 /// Errors of bodies flowing through the proxy.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -67,8 +67,9 @@ pub struct Dialer {
 }
 
 struct DialerInner {
-    resolve: HashMap<String, IpAddr>,
-    policy: EgressPolicy,
+    /// The live store: egress rules and `[upstream.resolve]` are read from it at every dial, so a
+    /// reload that tightens them applies to the next connection.
+    store: Arc<StoreHandle>,
     connect_timeout: Duration,
     /// keyswap's own listening addresses: dialling one would loop.
     own: Vec<SocketAddr>,
@@ -77,7 +78,11 @@ struct DialerInner {
 }
 
 impl Dialer {
-    pub fn new(config: &Config, own: Vec<SocketAddr>) -> Result<Self, UpstreamSetupError> {
+    pub fn new(
+        config: &Config,
+        store: Arc<StoreHandle>,
+        own: Vec<SocketAddr>,
+    ) -> Result<Self, UpstreamSetupError> {
         let tls_config = client_tls_config(&config.tls.upstream_ca_files)?;
         // Upgrades (WebSocket) need HTTP/1.1 upstream; they get a connector that offers only it.
         let mut h1_config = tls_config.clone();
@@ -86,11 +91,7 @@ impl Dialer {
         let tls_h1 = TlsConnector::from(Arc::new(h1_config));
         Ok(Self {
             inner: Arc::new(DialerInner {
-                resolve: config.upstream.resolve.clone(),
-                policy: EgressPolicy {
-                    block_private: config.proxy.block_private_addresses,
-                    allowed: config.proxy.allow_private_cidrs.clone(),
-                },
+                store,
                 connect_timeout: config.limits.upstream_connect_timeout,
                 own,
                 tls,
@@ -105,7 +106,9 @@ impl Dialer {
         host: &str,
         port: u16,
     ) -> Result<Vec<SocketAddr>, ConnectError> {
-        let all = self.resolve(host, port).await?;
+        let store = self.inner.store.load();
+        let proxy = &store.config().proxy;
+        let all = self.resolve(&store, host, port).await?;
         let mut permitted = Vec::with_capacity(all.len());
         let mut refused = None;
         for addr in all {
@@ -114,7 +117,11 @@ impl Dialer {
                     host: host.to_string(),
                 });
             }
-            if self.inner.policy.permits(addr.ip()) {
+            if egress::permits(
+                proxy.block_private_addresses,
+                &proxy.allow_private_cidrs,
+                addr.ip(),
+            ) {
                 permitted.push(addr);
             } else {
                 refused.get_or_insert(addr.ip());
@@ -133,8 +140,13 @@ impl Dialer {
         }
     }
 
-    async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, ConnectError> {
-        if let Some(ip) = self.inner.resolve.get(host) {
+    async fn resolve(
+        &self,
+        store: &Store,
+        host: &str,
+        port: u16,
+    ) -> Result<Vec<SocketAddr>, ConnectError> {
+        if let Some(ip) = store.config().upstream.resolve.get(host) {
             return Ok(vec![SocketAddr::new(*ip, port)]);
         }
         if let Ok(ip) = host.parse::<IpAddr>() {

@@ -193,3 +193,36 @@ async fn sighup_rereads_secret_files() {
         .status();
     w.expect_within("api.example.test", "SECRET_v2", t0).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tightening_egress_rules_applies_to_the_next_tunnel() {
+    let w = World::start(VAULT, false).await;
+    assert_eq!(w.received("api.example.test").await, "SECRET_v1");
+    let text = w.keyswap.edited_config(
+        "block_private_addresses = false",
+        "block_private_addresses = true",
+    );
+    let t0 = Instant::now();
+    std::fs::write(w.keyswap.config_path(), text).unwrap();
+    let bundle = w.keyswap.client_bundle(&w.ca);
+    let url = format!("https://api.example.test:{}/", w.upstream.port());
+    loop {
+        let proxy = w.keyswap.proxy_url();
+        let out = curl(&[
+            "--proxy",
+            &proxy,
+            "--cacert",
+            bundle.to_str().unwrap(),
+            &url,
+        ])
+        .await;
+        if out.status == 0 && out.stderr.contains("403") {
+            break;
+        }
+        assert!(
+            t0.elapsed() < IN_FORCE_WITHIN,
+            "127.0.0.1 still reachable: {out:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
