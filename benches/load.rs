@@ -19,10 +19,12 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
+
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 const HOST: &str = "api.example.test";
 const MIB: usize = 1 << 20;
@@ -66,36 +68,12 @@ fn main() {
     runtime.block_on(run(o));
 }
 
-/// A CA for the upstream, and a client config trusting one root.
+/// The upstream's TLS config (from the tests' CA, HTTP/1.1 only) and that CA's PEM.
 fn upstream_tls() -> (Arc<rustls::ServerConfig>, String) {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::default();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "bench upstream CA");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca = params.self_signed(&key).unwrap();
-    let issuer = Issuer::new(params, key);
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec![HOST.to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &issuer)
-        .unwrap();
-    let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![CertificateDer::from(leaf.der().to_vec())], der)
-    .unwrap();
+    let ca = common::TestCa::new();
+    let mut config = (*ca.server_config(&[HOST])).clone();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    (Arc::new(config), ca.pem())
+    (Arc::new(config), ca.pem)
 }
 
 fn client_tls(ca_pem: &str) -> tokio_rustls::TlsConnector {

@@ -59,6 +59,7 @@ pub struct CertificateAuthority {
     cert_path: PathBuf,
     leaf_key: KeyPair,
     cache: DashMap<String, Arc<OnceCell<Arc<ServerConfig>>>>,
+    capacity: usize,
     hits: AtomicU64,
     minted: AtomicU64,
 }
@@ -90,6 +91,7 @@ impl CertificateAuthority {
             cert_path: cert_path.to_path_buf(),
             leaf_key,
             cache: DashMap::new(),
+            capacity: CACHE_CAPACITY,
             hits: AtomicU64::new(0),
             minted: AtomicU64::new(0),
         })
@@ -129,10 +131,13 @@ impl CertificateAuthority {
         if let Some(cell) = self.cache.get(host) {
             return cell.clone();
         }
-        if self.cache.len() >= CACHE_CAPACITY
-            && let Some(victim) = self.cache.iter().next().map(|e| e.key().clone())
-        {
-            self.cache.remove(&victim);
+        if self.cache.len() >= self.capacity {
+            // Its own statement: the iterator's shard lock must be released before `remove`
+            // takes a write lock on the same shard.
+            let victim = self.cache.iter().next().map(|e| e.key().clone());
+            if let Some(victim) = victim {
+                self.cache.remove(&victim);
+            }
         }
         self.cache.entry(host.to_string()).or_default().clone()
     }
@@ -267,6 +272,26 @@ mod tests {
         let first = ca.cert_pem().to_string();
         let again = CertificateAuthority::load_or_create(&cert, &key).unwrap();
         assert_eq!(again.cert_pem(), first);
+    }
+
+    #[tokio::test]
+    async fn a_full_cache_evicts_instead_of_growing_or_locking_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca = CertificateAuthority::load_or_create(
+            &dir.path().join("c.pem"),
+            &dir.path().join("k.pem"),
+        )
+        .unwrap();
+        ca.capacity = 3;
+        for i in 0..10 {
+            let host = format!("h{i}.example.com");
+            let done =
+                tokio::time::timeout(std::time::Duration::from_secs(5), ca.server_config(&host))
+                    .await;
+            assert!(done.is_ok(), "minting {host} hung");
+        }
+        assert!(ca.cache.len() <= 3);
+        assert_eq!(ca.stats().1, 10);
     }
 
     #[tokio::test]
