@@ -19,8 +19,8 @@ const SYSTEM_BUNDLES: &[&str] = &[
 pub enum EnvError {
     #[error("no session has id `{0}`")]
     UnknownSession(String),
-    #[error("session `{session}` needs its proxy token, but `{var}` is not set")]
-    MissingToken { session: String, var: String },
+    #[error("this configuration has sessions: choose one with --session ID")]
+    SessionRequired,
     #[error("cannot write the CA bundle {path}: {source}")]
     Bundle {
         path: PathBuf,
@@ -40,18 +40,14 @@ pub fn exports(config: &Config, session: Option<&str>, ca_cert: &Path) -> Result
                 .find(|s| s.id == id)
                 .ok_or_else(|| EnvError::UnknownSession(id.to_string()))?,
         ),
+        // With sessions configured, a sandbox without credentials would only ever get 407.
+        None if !config.sessions.is_empty() => return Err(EnvError::SessionRequired),
         None => None,
     };
     let userinfo = match session {
-        Some(s) => match &s.proxy_token_env {
-            Some(var) => {
-                let token = std::env::var(var).map_err(|_| EnvError::MissingToken {
-                    session: s.id.clone(),
-                    var: var.clone(),
-                })?;
-                format!("{}:{}@", s.id, token)
-            }
-            None => String::new(),
+        Some(s) => match &s.proxy_token {
+            Some(token) => format!("{}:{}@", s.id, percent_encode(token.expose())),
+            None => format!("{}@", s.id),
         },
         None => String::new(),
     };
@@ -116,6 +112,20 @@ fn write_bundle(config: &Config, ca_cert: &Path) -> Result<PathBuf, EnvError> {
     Ok(path)
 }
 
+/// Percent-encodes everything outside the unreserved URL set, for the userinfo of a proxy URL.
+fn percent_encode(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|&b| {
+            if crate::vault::is_url_safe(b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// Single-quotes a value for a POSIX shell.
 fn shell_quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', r"'\''"))
@@ -166,6 +176,12 @@ auth = { type = "environment_variable", secret_name = "OLD", secret_value = "old
             exports(&config, Some("nope"), &ca),
             Err(EnvError::UnknownSession(_))
         ));
+    }
+
+    #[test]
+    fn tokens_are_percent_encoded_in_the_proxy_url() {
+        assert_eq!(percent_encode(b"a/b@c:d"), "a%2Fb%40c%3Ad");
+        assert_eq!(percent_encode(b"plain-token_1.x~"), "plain-token_1.x~");
     }
 
     #[test]

@@ -175,4 +175,14 @@ fn env_prints_the_session_proxy_url_and_only_its_placeholders() {
     );
     assert!(stdout.contains("export TOKEN_A='ks-ph-vcrd_a'"), "{stdout}");
     assert!(!stdout.contains("TOKEN_B="), "{stdout}");
+    // With sessions configured, a session must be chosen.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyswap"))
+        .args(["env", "--config", "k.toml"])
+        .current_dir(dir.path())
+        .env("PROXY_TOKEN_A", "token-a")
+        .env("PROXY_TOKEN_B", "token-b")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--session"));
 }
