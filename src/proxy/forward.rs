@@ -5,10 +5,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use tracing::{debug, info};
 
 use super::{Shared, bodies, upgrade};
@@ -18,7 +16,7 @@ use crate::error::ProxyError;
 use crate::session::SessionPolicy;
 use crate::store::Store;
 use crate::substitute::{self, Outcome, Report, Scrub, Target};
-use crate::upstream::{BoxError, ProxyBody};
+use crate::upstream::ProxyBody;
 
 /// A request on the proxy listener that is not CONNECT: it must be absolute-form
 /// (`GET http://host/path`); its URI is the destination.
@@ -136,7 +134,7 @@ async fn forward(
         });
     }
     let (mut parts, body) = req.into_parts();
-    let upgrade = upgrade_protocol(&parts.headers, parts.version);
+    let upgrade = upgrade::upgrade_protocol(&parts.headers, parts.version);
     let client_upgrade = upgrade
         .as_ref()
         .and_then(|_| parts.extensions.remove::<OnUpgrade>());
@@ -178,11 +176,11 @@ async fn forward(
     let response = match (upgrade, client_upgrade) {
         (Some(protocol), Some(client)) => {
             parts.uri = path.map_or_else(|| Uri::from_static("/"), Uri::from);
-            set_upgrade(&mut parts.headers, protocol.clone());
+            upgrade::set_upgrade(&mut parts.headers, protocol.clone());
             let request = Request::from_parts(parts, body);
-            let response = exchange_upgrade(request, dest, &scheme, shared).await?;
+            let response = upgrade::exchange_upgrade(request, dest, &scheme, shared).await?;
             if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                return Ok(switch_protocols(
+                return Ok(upgrade::switch_protocols(
                     response, client, protocol, scrub, store, dest,
                 ));
             }
@@ -199,36 +197,6 @@ async fn forward(
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, body))
-}
-
-/// The upstream agreed to switch protocols: relay the two upgraded connections (scrubbing the
-/// server's frames when the handshake carried a secret) and tell the client.
-fn switch_protocols(
-    mut response: Response<Incoming>,
-    client: OnUpgrade,
-    protocol: HeaderValue,
-    scrub: Scrub,
-    store: &Store,
-    dest: &Destination,
-) -> Response<ProxyBody> {
-    let upstream = hyper::upgrade::on(&mut response);
-    let mut scrubber = scrub.replacer(store);
-    let (mut parts, body) = response.into_parts();
-    if let Some(scrubber) = scrubber.as_mut() {
-        // An echoed Sec-WebSocket-Protocol token must not come back as the secret.
-        bodies::scrub_headers(scrubber, &mut parts.headers);
-    }
-    let websocket = protocol.as_bytes().eq_ignore_ascii_case(b"websocket");
-    tokio::spawn(upgrade::relay(
-        client,
-        upstream,
-        dest.host.clone(),
-        scrubber,
-        websocket,
-    ));
-    remove_hop_by_hop(&mut parts.headers);
-    set_upgrade(&mut parts.headers, protocol);
-    Response::from_parts(parts, body.map_err(BoxError::from).boxed())
 }
 
 /// Logs the one line per placeholder-carrying request (ids and outcomes, never a value) and
@@ -253,57 +221,6 @@ fn check_report(
         });
     }
     Ok(())
-}
-
-/// The protocol an HTTP/1.1 request asks to switch to (`Connection: upgrade` + `Upgrade`).
-/// `h2c` is never forwarded: it would let the client speak HTTP/2 past keyswap's checks.
-fn upgrade_protocol(headers: &HeaderMap, version: Version) -> Option<HeaderValue> {
-    if version != Version::HTTP_11 {
-        return None;
-    }
-    let asks = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    let protocol = headers.get(header::UPGRADE)?;
-    (asks && !protocol.as_bytes().eq_ignore_ascii_case(b"h2c")).then(|| protocol.clone())
-}
-
-fn set_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
-    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    headers.insert(header::UPGRADE, protocol);
-}
-
-/// An upgrade gets its own HTTP/1.1 connection (never pooled: it becomes the tunnel).
-async fn exchange_upgrade(
-    request: Request<ProxyBody>,
-    dest: &Destination,
-    scheme: &Scheme,
-    shared: &Shared,
-) -> Result<Response<Incoming>, ProxyError> {
-    let stream = shared
-        .dialer
-        .http1(*scheme == Scheme::HTTPS, &dest.host, dest.port)
-        .await?;
-    let handshake = hyper::client::conn::http1::handshake(TokioIo::new(stream));
-    let (mut sender, conn) = handshake.await.map_err(|_| ProxyError::UpstreamConnect {
-        host: dest.host.clone(),
-    })?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            debug!(error = %e, "upgrade connection ended with an error");
-        }
-    });
-    let timeout = shared.limits.upstream_response_timeout;
-    match tokio::time::timeout(timeout, sender.send_request(request)).await {
-        Ok(Ok(response)) => Ok(response),
-        Ok(Err(e)) => Err(ProxyError::from_upstream(&dest.host, &e)),
-        Err(_) => Err(ProxyError::UpstreamTimeout {
-            host: dest.host.clone(),
-        }),
-    }
 }
 
 /// Sends the request on the pooled client, within the response timeout.
@@ -356,7 +273,7 @@ fn pin_host(parts: &mut Parts, dest: &Destination, scheme: &Scheme) {
 
 /// Headers that describe one connection, not the message: never forwarded (RFC 9110 §7.6.1),
 /// plus the proxy's own credentials.
-fn remove_hop_by_hop(headers: &mut HeaderMap) {
+pub(super) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()

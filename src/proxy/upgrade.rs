@@ -3,12 +3,24 @@
 //! server are scrubbed (secret → placeholder) one WebSocket frame at a time.
 
 use bytes::{Buf as _, BytesMut};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::Scheme;
+use http::{Request, Response, Version};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tracing::debug;
 
+use super::forward::remove_hop_by_hop;
+use super::{Shared, bodies};
+use crate::destination::Destination;
+use crate::error::ProxyError;
+use crate::store::Store;
+use crate::substitute::Scrub;
 use crate::substitute::stream::StreamReplacer;
+use crate::upstream::{BoxError, ProxyBody};
 
 /// A frame larger than this cannot be scrubbed in memory: the connection is closed instead of
 /// letting an unread payload through.
@@ -52,6 +64,87 @@ pub async fn relay(
     if let Err(e) = result {
         debug!(%host, error = %e, "upgraded connection ended with an error");
     }
+}
+
+/// The protocol an HTTP/1.1 request asks to switch to (`Connection: upgrade` + `Upgrade`).
+/// `h2c` is never forwarded: it would let the client speak HTTP/2 past keyswap's checks.
+pub(super) fn upgrade_protocol(headers: &HeaderMap, version: Version) -> Option<HeaderValue> {
+    if version != Version::HTTP_11 {
+        return None;
+    }
+    let asks = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    let protocol = headers.get(header::UPGRADE)?;
+    (asks && !protocol.as_bytes().eq_ignore_ascii_case(b"h2c")).then(|| protocol.clone())
+}
+
+pub(super) fn set_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocol);
+}
+
+/// An upgrade gets its own HTTP/1.1 connection (never pooled: it becomes the tunnel).
+pub(super) async fn exchange_upgrade(
+    request: Request<ProxyBody>,
+    dest: &Destination,
+    scheme: &Scheme,
+    shared: &Shared,
+) -> Result<Response<Incoming>, ProxyError> {
+    let stream = shared
+        .dialer
+        .http1(*scheme == Scheme::HTTPS, &dest.host, dest.port)
+        .await?;
+    let handshake = hyper::client::conn::http1::handshake(TokioIo::new(stream));
+    let (mut sender, conn) = handshake.await.map_err(|_| ProxyError::UpstreamConnect {
+        host: dest.host.clone(),
+    })?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            debug!(error = %e, "upgrade connection ended with an error");
+        }
+    });
+    let timeout = shared.limits.upstream_response_timeout;
+    match tokio::time::timeout(timeout, sender.send_request(request)).await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(e)) => Err(ProxyError::from_upstream(&dest.host, &e)),
+        Err(_) => Err(ProxyError::UpstreamTimeout {
+            host: dest.host.clone(),
+        }),
+    }
+}
+
+/// The upstream agreed to switch protocols: relay the two upgraded connections (scrubbing the
+/// server's frames when the handshake carried a secret) and tell the client.
+pub(super) fn switch_protocols(
+    mut response: Response<Incoming>,
+    client: OnUpgrade,
+    protocol: HeaderValue,
+    scrub: Scrub,
+    store: &Store,
+    dest: &Destination,
+) -> Response<ProxyBody> {
+    let upstream = hyper::upgrade::on(&mut response);
+    let mut scrubber = scrub.replacer(store);
+    let (mut parts, body) = response.into_parts();
+    if let Some(scrubber) = scrubber.as_mut() {
+        // An echoed Sec-WebSocket-Protocol token must not come back as the secret.
+        bodies::scrub_headers(scrubber, &mut parts.headers);
+    }
+    let websocket = protocol.as_bytes().eq_ignore_ascii_case(b"websocket");
+    tokio::spawn(relay(
+        client,
+        upstream,
+        dest.host.clone(),
+        scrubber,
+        websocket,
+    ));
+    remove_hop_by_hop(&mut parts.headers);
+    set_upgrade(&mut parts.headers, protocol);
+    Response::from_parts(parts, body.map_err(BoxError::from).boxed())
 }
 
 /// Copies a byte stream, scrubbed across reads.
