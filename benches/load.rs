@@ -33,6 +33,8 @@ struct Options {
     connections: usize,
     seconds: u64,
     idle: usize,
+    /// `--compare mitmproxy`: the `mitmdump` to run (b) and (c) through as well.
+    mitmdump: Option<String>,
 }
 
 fn options() -> Options {
@@ -40,11 +42,22 @@ fn options() -> Options {
         connections: 8,
         seconds: 5,
         idle: 2000,
+        mitmdump: None,
     };
     let args: Vec<String> = std::env::args().collect();
     let mut i = 1;
     while i < args.len() {
         let value = args.get(i + 1).and_then(|v| v.parse().ok());
+        if args[i] == "--compare" && args.get(i + 1).map(String::as_str) == Some("mitmproxy") {
+            o.mitmdump.get_or_insert_with(|| "mitmdump".to_string());
+            i += 2;
+            continue;
+        }
+        if args[i] == "--mitmdump" && i + 1 < args.len() {
+            o.mitmdump = Some(args[i + 1].clone());
+            i += 2;
+            continue;
+        }
         match (args[i].as_str(), value) {
             ("--connections", Some(v)) => o.connections = v,
             ("--seconds", Some(v)) => o.seconds = v as u64,
@@ -71,7 +84,7 @@ fn main() {
 /// The upstream's TLS config (from the tests' CA, HTTP/1.1 only) and that CA's PEM.
 fn upstream_tls() -> (Arc<rustls::ServerConfig>, String) {
     let ca = common::TestCa::new();
-    let mut config = (*ca.server_config(&[HOST])).clone();
+    let mut config = (*ca.server_config(&[HOST, "127.0.0.1"])).clone();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     (Arc::new(config), ca.pem)
 }
@@ -184,20 +197,94 @@ auth = {{ type = "environment_variable", secret_name = "T", secret_value = "ghp_
     }
 }
 
+/// mitmproxy with an addon doing keyswap's header replacement, for a side-by-side figure.
+struct Mitmdump {
+    child: Child,
+    addr: SocketAddr,
+    ca_pem: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Mitmdump {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const MITM_ADDON: &str = r#"
+PLACEHOLDER = "ks-ph-vcrd_bench"
+SECRET = "ghp_bench_secret_value_000000000000"
+
+def request(flow):
+    headers = flow.request.headers
+    for name in list(headers.keys()):
+        value = headers[name]
+        if PLACEHOLDER in value:
+            headers[name] = value.replace(PLACEHOLDER, SECRET)
+"#;
+
+fn start_mitmdump(program: &str, upstream_ca: &str) -> Mitmdump {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("upstream-ca.pem"), upstream_ca).unwrap();
+    std::fs::write(dir.path().join("swap.py"), MITM_ADDON).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(program)
+        .args([
+            "--listen-host",
+            "127.0.0.1",
+            "--listen-port",
+            &port.to_string(),
+            "-q",
+            "-s",
+        ])
+        .arg(dir.path().join("swap.py"))
+        .arg("--set")
+        .arg(format!("confdir={}", dir.path().display()))
+        .arg("--set")
+        .arg(format!(
+            "ssl_verify_upstream_trusted_ca={}",
+            dir.path().join("upstream-ca.pem").display()
+        ))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot start {program}: {e} (pip install mitmproxy, or pass --mitmdump PATH)")
+        });
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "mitmdump did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ca_pem = std::fs::read_to_string(dir.path().join("mitmproxy-ca-cert.pem")).unwrap();
+    Mitmdump {
+        child,
+        addr,
+        ca_pem,
+        _dir: dir,
+    }
+}
+
 /// A TLS connection to the upstream, directly or through a CONNECT tunnel.
 async fn connect(route: &Route, port: u16) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let name = ServerName::try_from(HOST.to_string()).unwrap();
+    let host = route.host();
+    let name = ServerName::try_from(host.to_string()).unwrap();
     match route {
         Route::Direct(tls) => {
             let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
             tcp.set_nodelay(true).unwrap();
             tls.connect(name, tcp).await.unwrap()
         }
-        Route::Proxy(proxy, tls) => {
+        Route::Proxy(proxy, tls, _) => {
             let mut tcp = TcpStream::connect(proxy).await.unwrap();
             tcp.set_nodelay(true).unwrap();
             tcp.write_all(
-                format!("CONNECT {HOST}:{port} HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n").as_bytes(),
+                format!("CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n").as_bytes(),
             )
             .await
             .unwrap();
@@ -216,7 +303,17 @@ async fn connect(route: &Route, port: u16) -> tokio_rustls::client::TlsStream<Tc
 #[derive(Clone)]
 enum Route {
     Direct(tokio_rustls::TlsConnector),
-    Proxy(SocketAddr, tokio_rustls::TlsConnector),
+    /// Through a proxy, naming the upstream as this host.
+    Proxy(SocketAddr, tokio_rustls::TlsConnector, &'static str),
+}
+
+impl Route {
+    fn host(&self) -> &'static str {
+        match self {
+            Route::Direct(_) => HOST,
+            Route::Proxy(_, _, host) => host,
+        }
+    }
 }
 
 struct Figures {
@@ -267,7 +364,7 @@ async fn drive(
                 let Some(s) = sender.as_mut() else {
                     unreachable!()
                 };
-                let mut req = Request::get("/").header("host", HOST);
+                let mut req = Request::get("/").header("host", route.host());
                 if let Some(h) = header {
                     req = req.header("authorization", h);
                 }
@@ -309,7 +406,7 @@ async fn transfer(route: &Route, port: u16, with_placeholder: bool) -> (f64, f64
     let frames = (0..64).map(move |_| Ok::<_, Infallible>(Frame::data(chunk.clone())));
     let t0 = Instant::now();
     let req = Request::post("/upload")
-        .header("host", HOST)
+        .header("host", route.host())
         .body(StreamBody::new(futures_util::stream::iter(frames)).boxed())
         .unwrap();
     let resp = s.send_request(req).await.unwrap();
@@ -320,7 +417,7 @@ async fn transfer(route: &Route, port: u16, with_placeholder: bool) -> (f64, f64
     let resp = s
         .send_request(
             Request::get("/big")
-                .header("host", HOST)
+                .header("host", route.host())
                 .body(Empty::<Bytes>::new().boxed())
                 .unwrap(),
         )
@@ -357,7 +454,7 @@ async fn run(o: Options) {
     let port = upstream(server_config).await;
     let keyswap = start_keyswap(&upstream_ca);
     let direct = Route::Direct(client_tls(&upstream_ca));
-    let proxied = Route::Proxy(keyswap.proxy, client_tls(&keyswap.ca_pem));
+    let proxied = Route::Proxy(keyswap.proxy, client_tls(&keyswap.ca_pem), HOST);
     let (c, t) = (o.connections, o.seconds);
     println!(
         "keyswap load benchmark: {c} keep-alive connections, {t} s per scenario, {} cores",
@@ -422,4 +519,19 @@ async fn run(o: Options) {
         (after.saturating_sub(before)) as f64 / o.idle as f64
     );
     println!("keyswap peak RSS: {} MiB", rss_kib(pid, "VmHWM:") / 1024);
+
+    if let Some(program) = &o.mitmdump {
+        let mitm = start_mitmdump(program, &upstream_ca);
+        let route = Route::Proxy(mitm.addr, client_tls(&mitm.ca_pem), "127.0.0.1");
+        drive(&route, port, c, 1, None, false).await;
+        let mb = drive(&route, port, c, t, None, false).await;
+        report("(b) through mitmproxy, no placeholder", &mb, &a);
+        let mc = drive(&route, port, c, t, Some("Bearer ks-ph-vcrd_bench"), false).await;
+        report("(c) through mitmproxy, substitution", &mc, &a);
+        println!(
+            "    keyswap / mitmproxy: (b) {:.1}x, (c) {:.1}x",
+            b.rps() / mb.rps(),
+            cc.rps() / mc.rps()
+        );
+    }
 }
