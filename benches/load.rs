@@ -35,6 +35,8 @@ struct Options {
     idle: usize,
     /// `--compare mitmproxy`: the `mitmdump` to run (b) and (c) through as well.
     mitmdump: Option<String>,
+    /// `--soak S`: run (c) for S seconds more, sampling keyswap's RSS every 10 s.
+    soak: u64,
 }
 
 fn options() -> Options {
@@ -43,6 +45,7 @@ fn options() -> Options {
         seconds: 5,
         idle: 2000,
         mitmdump: None,
+        soak: 0,
     };
     let args: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -62,6 +65,7 @@ fn options() -> Options {
             ("--connections", Some(v)) => o.connections = v,
             ("--seconds", Some(v)) => o.seconds = v as u64,
             ("--idle", Some(v)) => o.idle = v,
+            ("--soak", Some(v)) => o.soak = v as u64,
             _ => {
                 i += 1;
                 continue;
@@ -519,6 +523,31 @@ async fn run(o: Options) {
         (after.saturating_sub(before)) as f64 / o.idle as f64
     );
     println!("keyswap peak RSS: {} MiB", rss_kib(pid, "VmHWM:") / 1024);
+
+    if o.soak > 0 {
+        drop(idle);
+        let mut samples = Vec::new();
+        for _ in 0..o.soak.div_ceil(10) {
+            drive(
+                &proxied,
+                port,
+                c,
+                10,
+                Some("Bearer ks-ph-vcrd_bench"),
+                false,
+            )
+            .await;
+            samples.push(rss_kib(pid, "VmRSS:") / 1024);
+        }
+        let (lo, hi) = (
+            samples.iter().min().unwrap_or(&0),
+            samples.iter().max().unwrap_or(&0),
+        );
+        println!(
+            "soak of (c) for {} s: keyswap RSS every 10 s {samples:?} MiB (min {lo}, max {hi})",
+            o.soak
+        );
+    }
 
     if let Some(program) = &o.mitmdump {
         let mitm = start_mitmdump(program, &upstream_ca);
