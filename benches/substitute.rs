@@ -52,6 +52,8 @@ fn bench(c: &mut Criterion) {
         let store = store(credentials);
         let target = Target {
             host: "api.github.com",
+            port: 443,
+            path: "/repos/x/y",
             secrets_allowed: true,
             session: store.session(keyswap::session::IMPLICIT).unwrap(),
         };

@@ -377,15 +377,17 @@ impl Validator<'_> {
                 let Some(auth) = self.auth(&cid, c.auth, c_span.clone()) else {
                     continue;
                 };
-                if let Auth::EnvironmentVariable(env) = &auth
-                    && placeholders.insert(env.placeholder.clone(), ()).is_some()
-                {
+                // MCP credentials answer to `ks-ph-` + id; every placeholder must be unique.
+                let placeholder = match &auth {
+                    Auth::EnvironmentVariable(env) => env.placeholder.clone(),
+                    _ => vault::default_placeholder(&cid),
+                };
+                if placeholders.insert(placeholder.clone(), ()).is_some() {
                     let span = placeholder_span.unwrap_or_else(|| c_span.clone());
                     self.error(
                         span,
                         format!(
-                            "placeholder `{}` is already used by another credential",
-                            env.placeholder
+                            "placeholder `{placeholder}` is already used by another credential"
                         ),
                     );
                 }

@@ -30,6 +30,31 @@ pub struct Entry {
     pub networking: Networking,
     pub injection: Injection,
     pub archived: bool,
+    /// For MCP credentials: the port and path prefix of `mcp_server_url` (the host is in
+    /// `networking`).
+    pub mcp: Option<McpScope>,
+}
+
+/// Where an MCP credential applies, besides its host.
+#[derive(Debug, Clone)]
+pub struct McpScope {
+    pub port: u16,
+    pub path_prefix: String,
+}
+
+impl McpScope {
+    /// The URL's port, and its path as a prefix of whole segments (`/mcp` covers `/mcp` and
+    /// `/mcp/x`, not `/mcpx`).
+    pub fn covers(&self, target: crate::substitute::Target<'_>) -> bool {
+        let p = self.path_prefix.trim_end_matches('/');
+        target.port == self.port
+            && (p.is_empty()
+                || target.path == p
+                || target
+                    .path
+                    .strip_prefix(p)
+                    .is_some_and(|rest| rest.starts_with('/')))
+    }
 }
 
 /// A compiled, immutable view of the credentials.
@@ -63,18 +88,21 @@ impl Store {
         let config = config.into();
         let mut entries = Vec::new();
         for credential in config.credentials() {
-            let Auth::EnvironmentVariable(env) = &credential.auth else {
-                continue;
+            let entry = match &credential.auth {
+                Auth::EnvironmentVariable(env) => Entry {
+                    credential_id: credential.id.clone(),
+                    vault_id: credential.vault_id.clone(),
+                    placeholder: env.placeholder.clone(),
+                    secret: env.secret.clone(),
+                    networking: env.networking.clone(),
+                    injection: env.injection,
+                    archived: credential.archived,
+                    mcp: None,
+                },
+                Auth::StaticBearer(b) => mcp_entry(credential, &b.mcp_server_url, &b.token),
+                Auth::McpOauth(o) => mcp_entry(credential, &o.mcp_server_url, &o.access_token),
             };
-            entries.push(Entry {
-                credential_id: credential.id.clone(),
-                vault_id: credential.vault_id.clone(),
-                placeholder: env.placeholder.clone(),
-                secret: env.secret.clone(),
-                networking: env.networking.clone(),
-                injection: env.injection,
-                archived: credential.archived,
-            });
+            entries.push(entry);
         }
         let searcher = if entries.is_empty() {
             None
@@ -163,6 +191,33 @@ impl Store {
     /// A session by id: a tunnel keeps its session id and finds it again in each request's store.
     pub fn session(&self, id: &str) -> Option<&SessionPolicy> {
         self.sessions.iter().find(|s| s.id == id)
+    }
+}
+
+/// An MCP credential as an entry: its placeholder (`ks-ph-` + id) and token, scoped to the host,
+/// port and path prefix of `mcp_server_url`, in headers only.
+fn mcp_entry(credential: &crate::vault::Credential, url: &str, token: &Secret) -> Entry {
+    let uri: http::Uri = url.parse().unwrap_or_default();
+    let host = crate::scope::normalize_host(uri.host().unwrap_or_default());
+    Entry {
+        credential_id: credential.id.clone(),
+        vault_id: credential.vault_id.clone(),
+        placeholder: crate::vault::default_placeholder(&credential.id),
+        secret: token.clone(),
+        networking: Networking::Limited {
+            allowed_hosts: vec![host.clone()],
+            patterns: vec![crate::scope::HostPattern::Exact(host)],
+        },
+        injection: Injection {
+            header: true,
+            body: false,
+            query: false,
+        },
+        archived: credential.archived,
+        mcp: Some(McpScope {
+            port: uri.port_u16().unwrap_or(443),
+            path_prefix: uri.path().to_string(),
+        }),
     }
 }
 

@@ -112,6 +112,9 @@ pub enum Location {
 pub struct Target<'a> {
     /// The normalised destination host.
     pub host: &'a str,
+    /// The destination port and the request path (MCP credentials are scoped to a URL prefix).
+    pub port: u16,
+    pub path: &'a str,
     /// Whether secrets may travel on this upstream connection (TLS, or plain HTTP explicitly allowed).
     pub secrets_allowed: bool,
     /// Only credentials of this session's vaults are substituted; others' placeholders are plain text.
@@ -201,7 +204,9 @@ pub fn decide(entry: &Entry, target: Target<'_>, location: Location) -> Outcome 
     };
     if entry.archived {
         Outcome::Archived
-    } else if !entry.networking.allows(target.host) {
+    } else if !entry.networking.allows(target.host)
+        || !entry.mcp.as_ref().is_none_or(|m| m.covers(target))
+    {
         Outcome::OutOfScope
     } else if !enabled {
         Outcome::LocationDisabled
@@ -209,6 +214,30 @@ pub fn decide(entry: &Entry, target: Target<'_>, location: Location) -> Outcome 
         Outcome::PlaintextUpstream
     } else {
         Outcome::Substituted
+    }
+}
+
+/// MCP credentials (`static_bearer`, `mcp_oauth`): a request to the credential's URL that carries no
+/// `Authorization` gets `Bearer <token>` (one carrying the placeholder is handled by [`headers`]).
+/// The credential with the longest matching path prefix wins.
+pub fn bearer(store: &Store, target: Target<'_>, headers: &mut HeaderMap, report: &mut Report) {
+    if headers.contains_key(AUTHORIZATION) {
+        return;
+    }
+    let best = store
+        .entries()
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.mcp.is_some() && target.session.may_use(e))
+        .filter(|(_, e)| decide(e, target, Location::Header) == Outcome::Substituted)
+        .max_by_key(|(_, e)| e.mcp.as_ref().map_or(0, |m| m.path_prefix.len()));
+    let Some((index, entry)) = best else { return };
+    let mut value = Zeroizing::new(b"Bearer ".to_vec());
+    value.extend_from_slice(entry.secret.expose());
+    if let Ok(mut value) = HeaderValue::from_bytes(&value) {
+        value.set_sensitive(true);
+        headers.insert(AUTHORIZATION, value);
+        report.record_substituted(index);
     }
 }
 

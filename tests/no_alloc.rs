@@ -59,6 +59,8 @@ fn a_request_without_placeholders_is_scanned_without_allocating() {
         .unwrap();
     let target = Target {
         host: "api1.example.com",
+        port: 443,
+        path: "/repos/x/y",
         secrets_allowed: true,
         session: store.session(keyswap::session::IMPLICIT).unwrap(),
     };

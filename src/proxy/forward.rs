@@ -141,11 +141,14 @@ async fn forward(
     remove_hop_by_hop(&mut parts.headers);
     let target = Target {
         host: &dest.host,
+        port: dest.port,
+        path: parts.uri.path(),
         secrets_allowed: scheme == Scheme::HTTPS || store.config().proxy.substitute_over_plain_http,
         session,
     };
     let mut report = Report::default();
     substitute::headers(store, target, &mut parts.headers, &mut report);
+    substitute::bearer(store, target, &mut parts.headers, &mut report);
     let substituted_uri = substitute::query(store, target, &parts.uri, &mut report);
     let mut scrub = Scrub::default();
     let body = bodies::request(

@@ -31,6 +31,8 @@ static STORE: std::sync::LazyLock<Store> = std::sync::LazyLock::new(store);
 fn target(host: &str) -> Target<'_> {
     Target {
         host,
+        port: 443,
+        path: "/",
         secrets_allowed: true,
         session: STORE.session(crate::session::IMPLICIT).unwrap(),
     }
@@ -232,9 +234,8 @@ vault_ids = ["vlt_b"]
         .unwrap();
         let session = s.session("sesn_a").unwrap();
         let t = Target {
-            host: "any.test",
-            secrets_allowed: true,
             session,
+            ..target("any.test")
         };
         let (v, report) = one_header(&s, t, "x", "ks-ph-vcrd_a ks-ph-vcrd_b");
         assert_eq!(v, "A_REAL ks-ph-vcrd_b");
