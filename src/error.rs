@@ -98,6 +98,7 @@ impl ProxyError {
     /// The answer the client sees.
     pub fn to_response(&self) -> Response<ProxyBody> {
         let (status, code) = self.status_and_code();
+        crate::metrics::METRICS.request(code);
         let body = format!("keyswap: {self}.\n{}\n", self.advice());
         let mut response = Response::new(
             Full::new(Bytes::from(body))

@@ -10,6 +10,7 @@ pub mod destination;
 pub mod egress;
 pub mod error;
 pub mod live;
+pub mod metrics;
 pub mod proxy;
 pub mod sandbox;
 pub mod scope;

@@ -124,6 +124,10 @@ impl Live {
             Ok(config) => match self.store.replace(config) {
                 Ok(generation) => {
                     info!(generation, trigger, "configuration reloaded");
+                    crate::metrics::METRICS
+                        .reloads
+                        .get_or_create(&ok_label("ok"))
+                        .inc();
                     self.set_status(true, trigger, vec![]);
                 }
                 Err(e) => {
@@ -132,6 +136,10 @@ impl Live {
                 }
             },
             Err(errors) => {
+                crate::metrics::METRICS
+                    .reloads
+                    .get_or_create(&ok_label("refused"))
+                    .inc();
                 for e in &errors.0 {
                     warn!("configuration reload refused: {e}");
                 }
@@ -189,8 +197,18 @@ impl Live {
         *applied = Some(fingerprint(&text));
         let generation = self.store.replace(config)?;
         info!(generation, "configuration written by the admin API");
+        crate::metrics::METRICS
+            .reloads
+            .get_or_create(&ok_label("admin"))
+            .inc();
         self.set_status(true, "admin", vec![]);
         Ok(Ok(result))
+    }
+}
+
+fn ok_label(outcome: &str) -> crate::metrics::OutcomeLabel {
+    crate::metrics::OutcomeLabel {
+        outcome: outcome.to_string(),
     }
 }
 

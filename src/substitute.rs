@@ -99,6 +99,16 @@ impl Outcome {
     }
 }
 
+impl Location {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Location::Header => "header",
+            Location::Query => "query",
+            Location::Body => "body",
+        }
+    }
+}
+
 /// The part of a request a placeholder was found in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Location {
@@ -126,6 +136,8 @@ pub struct Target<'a> {
 #[derive(Default)]
 pub struct Report {
     seen: Vec<(usize, Outcome)>,
+    /// Where each substitution happened (for metrics).
+    substituted_at: Vec<(usize, Location)>,
     /// Encoded values keyswap rewrote (`base64(user:secret)` → `base64(user:placeholder)`), so a
     /// response echoing them can be masked back to what the client sent.
     rewritten: Vec<stream::Pair>,
@@ -141,8 +153,16 @@ impl fmt::Debug for Report {
 }
 
 impl Report {
-    pub fn record_substituted(&mut self, entry: usize) {
+    pub fn record_substituted(&mut self, entry: usize, location: Location) {
         self.record(entry, Outcome::Substituted);
+        if !self.substituted_at.contains(&(entry, location)) {
+            self.substituted_at.push((entry, location));
+        }
+    }
+
+    /// `(entry index, location)` of every substitution.
+    pub fn substitutions(&self) -> &[(usize, Location)] {
+        &self.substituted_at
     }
 
     fn record(&mut self, entry: usize, outcome: Outcome) {
@@ -237,7 +257,7 @@ pub fn bearer(store: &Store, target: Target<'_>, headers: &mut HeaderMap, report
     if let Ok(mut value) = HeaderValue::from_bytes(&value) {
         value.set_sensitive(true);
         headers.insert(AUTHORIZATION, value);
-        report.record_substituted(index);
+        report.record_substituted(index, Location::Header);
     }
 }
 
@@ -360,7 +380,11 @@ fn replace(
             continue;
         }
         let outcome = decide(entry, target, location);
-        report.record(index, outcome);
+        if outcome == Outcome::Substituted {
+            report.record_substituted(index, location);
+        } else {
+            report.record(index, outcome);
+        }
         if outcome != Outcome::Substituted {
             continue;
         }

@@ -84,6 +84,7 @@ async fn route(req: Request<Incoming>, state: &AdminState, api: &Api) -> Respons
     let path = req.uri().path().to_string();
     match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => healthz(state),
+        (&Method::GET, "/metrics") => metrics(state),
         (&Method::GET, "/ca.pem") => respond(
             StatusCode::OK,
             "application/x-pem-file",
@@ -148,6 +149,22 @@ fn authenticate(req: &Request<Incoming>, key: Option<&Secret>) -> Result<(), Api
             "send the API key in x-api-key or Authorization: Bearer",
         )),
     }
+}
+
+/// Prometheus text; the gauges that mirror other state are read at scrape time.
+fn metrics(state: &AdminState) -> Response<Full<Bytes>> {
+    let m = &crate::metrics::METRICS;
+    let (hits, minted) = state.ca.stats();
+    let as_gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    m.store_generation
+        .set(as_gauge(state.live.store().load().generation));
+    m.certificate_cache_hits.set(as_gauge(hits));
+    m.certificates_minted.set(as_gauge(minted));
+    respond(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        m.encode(),
+    )
 }
 
 fn healthz(state: &AdminState) -> Response<Full<Bytes>> {

@@ -72,7 +72,7 @@ pub async fn request(
             let mut out = replacer.push(bytes).to_vec();
             out.extend_from_slice(&replacer.finish());
             for &i in replacer.hits() {
-                report.record_substituted(i);
+                report.record_substituted(i, Location::Body);
             }
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
             Ok(Full::new(bytes::Bytes::from(out))

@@ -23,6 +23,7 @@ use super::{Shared, forward};
 use crate::config::MitmMode;
 use crate::destination::Destination;
 use crate::error::ProxyError;
+use crate::metrics::{METRICS, ModeLabel};
 use crate::scope::normalize_host;
 use crate::upstream::ProxyBody;
 
@@ -75,7 +76,20 @@ pub(super) async fn handle(
         shared.dialer.tcp(&dest.host, dest.port).await.map(Some)
     };
     let upstream = match upstream {
-        Ok(upstream) => upstream,
+        Ok(upstream) => {
+            let mode = if upstream.is_some() {
+                "raw"
+            } else {
+                "intercepted"
+            };
+            METRICS
+                .tunnels
+                .get_or_create(&ModeLabel {
+                    mode: mode.to_string(),
+                })
+                .inc();
+            upstream
+        }
         Err(e) => {
             let err = ProxyError::from(e);
             info!(host = %dest.host, port = dest.port, error = err.code(), "CONNECT refused");

@@ -13,6 +13,7 @@ use super::{Shared, bodies, upgrade};
 use crate::config::OutOfScope;
 use crate::destination::Destination;
 use crate::error::ProxyError;
+use crate::metrics::{CredentialLabel, CredentialLabels, METRICS};
 use crate::session::SessionPolicy;
 use crate::store::Store;
 use crate::substitute::{self, Outcome, Report, Scrub, Target};
@@ -112,9 +113,13 @@ async fn send(
     session: &SessionPolicy,
     shared: &Shared,
 ) -> Response<ProxyBody> {
-    forward(req, dest, scheme, store, session, shared)
-        .await
-        .unwrap_or_else(|e| e.to_response())
+    match forward(req, dest, scheme, store, session, shared).await {
+        Ok(response) => {
+            METRICS.request("forwarded");
+            response
+        }
+        Err(e) => e.to_response(),
+    }
 }
 
 async fn forward(
@@ -213,6 +218,23 @@ fn check_report(
     if report.is_empty() {
         return Ok(());
     }
+    for &(entry, location) in report.substitutions() {
+        let credential_id = store.entry(entry).credential_id.clone();
+        let labels = CredentialLabels {
+            credential_id,
+            location: location.as_str().to_string(),
+        };
+        METRICS.substitutions.get_or_create(&labels).inc();
+    }
+    for &(entry, outcome) in report.outcomes() {
+        if outcome == Outcome::OutOfScope {
+            let credential_id = store.entry(entry).credential_id.clone();
+            METRICS
+                .out_of_scope
+                .get_or_create(&CredentialLabel { credential_id })
+                .inc();
+        }
+    }
     info!(session = %session.id, host = %dest.host, credentials = %report.display(store), "placeholders");
     if report.any(Outcome::OutOfScope)
         && store.config().proxy.out_of_scope_placeholder == OutOfScope::Block
@@ -233,8 +255,14 @@ async fn exchange(
     shared: &Shared,
 ) -> Result<Response<Incoming>, ProxyError> {
     let timeout = shared.limits.upstream_response_timeout;
+    let started = std::time::Instant::now();
     match tokio::time::timeout(timeout, shared.client.request(request)).await {
-        Ok(Ok(response)) => Ok(response),
+        Ok(Ok(response)) => {
+            METRICS
+                .upstream_latency
+                .observe(started.elapsed().as_secs_f64());
+            Ok(response)
+        }
         Ok(Err(e)) => {
             let err = ProxyError::from_upstream(&dest.host, &e);
             info!(host = %dest.host, error = err.code(), detail = %error_chain(&e), "upstream request failed");

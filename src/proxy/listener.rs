@@ -78,6 +78,7 @@ macro_rules! drive {
 
 /// Serves HTTP/1.1 on a client connection: absolute-form requests and CONNECT.
 async fn serve_client(stream: TcpStream, shared: Arc<Shared>, permit: ConnectionPermit) {
+    let _open = OpenConnection::new();
     let activity = Activity::new();
     let service = {
         let (shared, activity) = (shared.clone(), activity.clone());
@@ -141,6 +142,22 @@ where
             shared,
             activity
         );
+    }
+}
+
+/// Counts a client connection in the open-connections gauge while it lives.
+struct OpenConnection;
+
+impl OpenConnection {
+    fn new() -> Self {
+        crate::metrics::METRICS.open_connections.inc();
+        OpenConnection
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        crate::metrics::METRICS.open_connections.dec();
     }
 }
 

@@ -1,0 +1,139 @@
+//! Prometheus metrics for `GET /metrics`. Labels carry credential ids, outcomes and error codes:
+//! never a secret, a placeholder value or a host a client chose.
+
+use std::sync::LazyLock;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CredentialLabels {
+    pub credential_id: String,
+    pub location: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CredentialLabel {
+    pub credential_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModeLabel {
+    pub mode: String,
+}
+
+/// Every metric keyswap keeps, in one process-wide registry.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests answered, by outcome (`forwarded`, or the `x-keyswap-error` code).
+    pub requests: Family<OutcomeLabel, Counter>,
+    pub substitutions: Family<CredentialLabels, Counter>,
+    pub out_of_scope: Family<CredentialLabel, Counter>,
+    /// Seconds from sending a request upstream to its response head.
+    pub upstream_latency: Histogram,
+    pub open_connections: Gauge,
+    /// CONNECT tunnels by `intercepted` or `raw`.
+    pub tunnels: Family<ModeLabel, Counter>,
+    pub reloads: Family<OutcomeLabel, Counter>,
+    pub store_generation: Gauge,
+    pub certificate_cache_hits: Gauge,
+    pub certificates_minted: Gauge,
+}
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("keyswap");
+        let m = Metrics {
+            registry: Registry::default(),
+            requests: Family::default(),
+            substitutions: Family::default(),
+            out_of_scope: Family::default(),
+            upstream_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            open_connections: Gauge::default(),
+            tunnels: Family::default(),
+            reloads: Family::default(),
+            store_generation: Gauge::default(),
+            certificate_cache_hits: Gauge::default(),
+            certificates_minted: Gauge::default(),
+        };
+        registry.register(
+            "requests",
+            "Requests answered, by outcome",
+            m.requests.clone(),
+        );
+        registry.register(
+            "substitutions",
+            "Placeholders replaced, by credential and location",
+            m.substitutions.clone(),
+        );
+        registry.register(
+            "out_of_scope_placeholders",
+            "Placeholders seen outside their scope",
+            m.out_of_scope.clone(),
+        );
+        registry.register(
+            "upstream_latency_seconds",
+            "Time to the upstream's response head",
+            m.upstream_latency.clone(),
+        );
+        registry.register(
+            "open_connections",
+            "Client connections open now",
+            m.open_connections.clone(),
+        );
+        registry.register(
+            "tunnels",
+            "CONNECT tunnels, intercepted or relayed raw",
+            m.tunnels.clone(),
+        );
+        registry.register(
+            "reloads",
+            "Configuration reloads, by result",
+            m.reloads.clone(),
+        );
+        registry.register(
+            "store_generation",
+            "Generation of the store in force",
+            m.store_generation.clone(),
+        );
+        registry.register(
+            "certificate_cache_hits",
+            "Leaf certificates served from the cache",
+            m.certificate_cache_hits.clone(),
+        );
+        registry.register(
+            "certificates_minted",
+            "Leaf certificates minted",
+            m.certificates_minted.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    pub fn request(&self, outcome: &str) {
+        self.requests
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+}
