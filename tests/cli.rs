@@ -274,3 +274,76 @@ fn run_without_a_config_file_uses_the_embedded_defaults_and_stops_cleanly_on_sig
     assert!(out.status.success(), "{log}");
     assert!(log.contains("SIGTERM"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_are_one_object_per_line_joined_by_a_request_id() {
+    let upstream = common::Upstream::http().await;
+    let vault = "[[vaults]]\nid = \"vlt_j\"\n[[vaults.credentials]]\nid = \"vcrd_j\"\nauth = { type = \"environment_variable\", secret_name = \"J\", secret_value = \"SECRET_json\", networking = { type = \"unrestricted\" } }\n";
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\nblock_private_addresses = false\nsubstitute_over_plain_http = true\n[admin]\nlisten = \"127.0.0.1:0\"\n[upstream.resolve]\n\"api.example.test\" = \"127.0.0.1\"\n{vault}"
+    );
+    common::write(dir.path(), "k.toml", &config);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyswap"))
+        .args(["--log-format", "json", "run", "--config", "k.toml"])
+        .current_dir(dir.path())
+        .env("KEYSWAP_LOG", "debug")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    let proxy = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("keyswap logs");
+        let parsed: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        lines.push(parsed.clone());
+        if let Some(addr) = parsed["fields"]["message"]
+            .as_str()
+            .and_then(|m| m.strip_prefix("proxy listening on "))
+        {
+            break addr.to_string();
+        }
+    };
+    let url = format!("http://api.example.test:{}/", upstream.port());
+    let out = common::curl(&[
+        "--proxy",
+        &format!("http://{proxy}"),
+        "-H",
+        "x: ks-ph-vcrd_j",
+        &url,
+    ])
+    .await;
+    assert_eq!(out.status, 200);
+    assert_eq!(upstream.only().header("x"), Some("SECRET_json"));
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = child.kill();
+    let _ = child.wait();
+    while let Ok(line) = rx.try_recv() {
+        let parsed: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(!line.contains("SECRET"), "{line}");
+        lines.push(parsed);
+    }
+    let summary = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "placeholders")
+        .expect("the substitution summary");
+    assert_eq!(summary["fields"]["credentials"], "vcrd_j=substituted");
+    let id = &summary["span"]["id"];
+    assert!(id.is_number(), "{summary}");
+    let joined = lines.iter().filter(|l| &l["span"]["id"] == id).count();
+    assert!(joined >= 2, "the request's lines share its id: {lines:#?}");
+}

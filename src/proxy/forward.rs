@@ -7,7 +7,7 @@ use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
-use tracing::{debug, info};
+use tracing::{Instrument as _, debug, info};
 
 use super::{Shared, bodies, upgrade};
 use crate::config::OutOfScope;
@@ -113,7 +113,12 @@ async fn send(
     session: &SessionPolicy,
     shared: &Shared,
 ) -> Response<ProxyBody> {
-    match forward(req, dest, scheme, store, session, shared).await {
+    // One id joins every log line of this request (the span is on each line, text and JSON).
+    let span = tracing::info_span!("request", id = next_request_id(), method = %req.method());
+    match forward(req, dest, scheme, store, session, shared)
+        .instrument(span)
+        .await
+    {
         Ok(response) => {
             METRICS.request("forwarded");
             response
@@ -205,6 +210,12 @@ async fn forward(
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, body))
+}
+
+/// A process-unique request id.
+fn next_request_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Logs the one line per placeholder-carrying request (ids and outcomes, never a value) and
