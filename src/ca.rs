@@ -106,6 +106,11 @@ impl CertificateAuthority {
         &self.cert_path
     }
 
+    /// Hosts with a cached certificate now.
+    pub fn cached(&self) -> usize {
+        self.cache.len()
+    }
+
     /// (cache hits, certificates minted) since start.
     pub fn stats(&self) -> (u64, u64) {
         (

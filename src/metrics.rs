@@ -47,6 +47,7 @@ pub struct Metrics {
     pub store_generation: Gauge,
     pub certificate_cache_hits: Gauge,
     pub certificates_minted: Gauge,
+    pub certificate_cache_size: Gauge,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -66,6 +67,7 @@ impl Metrics {
             store_generation: Gauge::default(),
             certificate_cache_hits: Gauge::default(),
             certificates_minted: Gauge::default(),
+            certificate_cache_size: Gauge::default(),
         };
         registry.register(
             "requests",
@@ -116,6 +118,11 @@ impl Metrics {
             "certificates_minted",
             "Leaf certificates minted",
             m.certificates_minted.clone(),
+        );
+        registry.register(
+            "certificate_cache_size",
+            "Hosts with a cached leaf certificate",
+            m.certificate_cache_size.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -105,6 +105,10 @@ async fn counters_move_by_exactly_what_happened() {
     assert_eq!(delta("keyswap_upstream_latency_seconds_count"), 3.0);
     assert!(value(&after, "keyswap_certificates_minted") >= 2.0);
     assert!(
+        value(&after, "keyswap_certificate_cache_size") >= 2.0,
+        "{after}"
+    );
+    assert!(
         !after.contains("SECRET") && !after.contains("ks-ph-"),
         "{after}"
     );

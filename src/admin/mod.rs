@@ -160,6 +160,8 @@ fn metrics(state: &AdminState) -> Response<Full<Bytes>> {
         .set(as_gauge(state.live.store().load().generation));
     m.certificate_cache_hits.set(as_gauge(hits));
     m.certificates_minted.set(as_gauge(minted));
+    m.certificate_cache_size
+        .set(i64::try_from(state.ca.cached()).unwrap_or(i64::MAX));
     respond(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",
