@@ -99,7 +99,6 @@ pub struct Limits {
 pub struct Session {
     pub id: String,
     pub vault_ids: Vec<String>,
-    pub proxy_token_env: Option<String>,
     /// The token clients present as the password of `Proxy-Authorization: Basic`; without one, the
     /// session id alone identifies the session.
     pub proxy_token: Option<Secret>,
@@ -878,7 +877,6 @@ impl Validator<'_> {
             sessions.push(Session {
                 id: raw.id.into_inner(),
                 vault_ids: raw.vault_ids.into_iter().map(Spanned::into_inner).collect(),
-                proxy_token_env: raw.proxy_token_env.map(Spanned::into_inner),
                 proxy_token,
                 network: network.unwrap_or(Networking::Unrestricted),
             });

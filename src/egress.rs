@@ -7,22 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
-/// The operator's egress rules for upstream addresses.
-#[derive(Debug, Clone, Default)]
-pub struct EgressPolicy {
-    pub block_private: bool,
-    /// Exceptions to `block_private` (`allow_private_cidrs`).
-    pub allowed: Vec<IpNet>,
-}
-
-impl EgressPolicy {
-    /// Whether `ip` may be dialled.
-    pub fn permits(&self, ip: IpAddr) -> bool {
-        permits(self.block_private, &self.allowed, ip)
-    }
-}
-
-/// Whether `ip` may be dialled under `block_private` with the `allowed` exceptions.
+/// Whether `ip` may be dialled under `block_private_addresses`, with the `allowed`
+/// exceptions (`allow_private_cidrs`).
 pub fn permits(block_private: bool, allowed: &[IpNet], ip: IpAddr) -> bool {
     if !block_private || !is_non_public(ip) {
         return true;
@@ -177,19 +163,13 @@ mod tests {
 
     #[test]
     fn policy_exceptions_open_only_their_range() {
-        let policy = EgressPolicy {
-            block_private: true,
-            allowed: vec!["10.1.2.0/24".parse().unwrap()],
-        };
-        assert!(policy.permits("10.1.2.7".parse().unwrap()));
-        assert!(policy.permits("::ffff:10.1.2.7".parse().unwrap()));
-        assert!(!policy.permits("10.1.3.7".parse().unwrap()));
-        assert!(!policy.permits("127.0.0.1".parse().unwrap()));
-        assert!(policy.permits("1.1.1.1".parse().unwrap()));
-        let open = EgressPolicy {
-            block_private: false,
-            allowed: vec![],
-        };
-        assert!(open.permits("127.0.0.1".parse().unwrap()));
+        let allowed: Vec<IpNet> = vec!["10.1.2.0/24".parse().unwrap()];
+        let permits = |ip: &str| permits(true, &allowed, ip.parse().unwrap());
+        assert!(permits("10.1.2.7"));
+        assert!(permits("::ffff:10.1.2.7"));
+        assert!(!permits("10.1.3.7"));
+        assert!(!permits("127.0.0.1"));
+        assert!(permits("1.1.1.1"));
+        assert!(super::permits(false, &[], "127.0.0.1".parse().unwrap()));
     }
 }
