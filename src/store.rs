@@ -73,6 +73,10 @@ pub struct Store {
     scrub_table: Option<Arc<Table>>,
     /// The entry each scrub pattern belongs to.
     scrub_entry: Vec<usize>,
+    /// Entries that allow body injection, and MCP entries: so a request pays for those searches
+    /// only when such credentials exist.
+    body_entries: Vec<usize>,
+    mcp_entries: Vec<usize>,
     /// The sessions (or the one implicit session).
     sessions: Vec<SessionPolicy>,
 }
@@ -136,6 +140,16 @@ impl Store {
             }
         }
         let scrub_table = Table::of(scrub_pairs).map(Arc::new);
+        let indices = |keep: fn(&Entry) -> bool| {
+            entries
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| keep(e))
+                .map(|(i, _)| i)
+                .collect()
+        };
+        let body_entries = indices(|e| e.injection.body);
+        let mcp_entries = indices(|e| e.mcp.is_some());
         Ok(Store {
             generation,
             config,
@@ -144,6 +158,8 @@ impl Store {
             body_table,
             scrub_table,
             scrub_entry,
+            body_entries,
+            mcp_entries,
             sessions,
         })
     }
@@ -151,6 +167,16 @@ impl Store {
     /// The placeholder → secret table for request bodies (pattern id = entry index).
     pub fn body_table(&self) -> Option<&Arc<Table>> {
         self.body_table.as_ref()
+    }
+
+    /// Entries whose `injection_location.body` is on.
+    pub fn body_entries(&self) -> &[usize] {
+        &self.body_entries
+    }
+
+    /// Entries of `static_bearer` and `mcp_oauth` credentials.
+    pub fn mcp_entries(&self) -> &[usize] {
+        &self.mcp_entries
     }
 
     /// A response scrubber for the secrets of `entries`.

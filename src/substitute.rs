@@ -245,10 +245,10 @@ pub fn bearer(store: &Store, target: Target<'_>, headers: &mut HeaderMap, report
         return;
     }
     let best = store
-        .entries()
+        .mcp_entries()
         .iter()
-        .enumerate()
-        .filter(|(_, e)| e.mcp.is_some() && target.session.may_use(e))
+        .map(|&i| (i, store.entry(i)))
+        .filter(|(_, e)| target.session.may_use(e))
         .filter(|(_, e)| decide(e, target, Location::Header) == Outcome::Substituted)
         .max_by_key(|(_, e)| e.mcp.as_ref().map_or(0, |m| m.path_prefix.len()));
     let Some((index, entry)) = best else { return };

@@ -34,16 +34,18 @@ pub async fn request(
     let Some(table) = store.body_table() else {
         return Ok(passthrough(body));
     };
-    let allowed: Vec<bool> = store
-        .entries()
-        .iter()
-        .map(|e| {
-            target.session.may_use(e)
-                && substitute::decide(e, target, Location::Body) == Outcome::Substituted
-        })
-        .collect();
-    if !allowed.contains(&true) {
+    let applies = |i: usize| {
+        let e = store.entry(i);
+        target.session.may_use(e)
+            && substitute::decide(e, target, Location::Body) == Outcome::Substituted
+    };
+    // Only credentials with body injection on are looked at: most requests allocate nothing here.
+    if !store.body_entries().iter().any(|&i| applies(i)) {
         return Ok(passthrough(body));
+    }
+    let mut allowed = vec![false; store.entries().len()];
+    for &i in store.body_entries() {
+        allowed[i] = applies(i);
     }
     if headers
         .get(header::CONTENT_ENCODING)
