@@ -373,9 +373,34 @@ fn list_query(query: Option<&str>) -> Result<ListQuery, ApiError> {
 }
 
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    // serde_json's messages name the field and position, never echo a string value.
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::invalid(format!("invalid request body: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::invalid(format!(
+            "invalid request body: {}",
+            redact_strings(&e.to_string())
+        ))
+    })
+}
+
+/// SECURITY: serde_json quotes the string it could not use (`invalid type: string "…"`), and that
+/// string may be a secret sent in the wrong field. Quoted text is masked; field names, which
+/// serde writes in backticks, stay.
+fn redact_strings(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut quoted = false;
+    for c in message.chars() {
+        match (c, quoted) {
+            ('"', _) => {
+                quoted = !quoted;
+                out.push(c);
+                if quoted {
+                    out.push('…');
+                }
+            }
+            (_, true) => {}
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 fn now() -> String {
@@ -411,6 +436,25 @@ fn new_id(prefix: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn body_errors_never_echo_a_string_value() {
+        let err = parse::<VaultCreate>(
+            br#"{"display_name": "a", "metadata": "SECRET_in_the_wrong_field"}"#,
+        )
+        .err()
+        .unwrap();
+        assert!(!err.message.contains("SECRET"), "{}", err.message);
+        assert!(err.message.contains("invalid type"), "{}", err.message);
+        let err = parse::<VaultCreate>(br#"{"display_name": "a", "colour": 1}"#)
+            .err()
+            .unwrap();
+        assert!(
+            err.message.contains("colour"),
+            "field names stay: {}",
+            err.message
+        );
+    }
 
     #[test]
     fn ids_are_prefix_and_24_base62() {
