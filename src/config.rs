@@ -556,7 +556,7 @@ impl Validator<'_> {
                 Some(Auth::McpOauth(OauthAuth {
                     mcp_server_url,
                     access_token,
-                    expires_at: raw.expires_at.map(Spanned::into_inner),
+                    expires_at: raw.expires_at.and_then(|t| self.timestamp(t)),
                     refresh,
                 }))
             }
@@ -772,12 +772,17 @@ impl Validator<'_> {
             self.error(span, "credential is missing `auth.mcp_server_url`");
             return None;
         };
+        self.https_url("mcp_server_url", url)
+    }
+
+    /// MCP servers and token endpoints receive tokens: only over TLS.
+    fn https_url(&mut self, key: &str, url: Spanned<String>) -> Option<String> {
         match url.get_ref().parse::<http::Uri>() {
             Ok(u) if u.scheme_str() == Some("https") && u.host().is_some() => {
                 Some(url.into_inner())
             }
             _ => {
-                self.error(url.span(), "mcp_server_url must be an https:// URL");
+                self.error(url.span(), format!("{key} must be an https:// URL"));
                 None
             }
         }
@@ -797,10 +802,11 @@ impl Validator<'_> {
             None => TokenEndpointAuth::None,
             Some(a) => self.token_endpoint_auth(a)?,
         };
+        let token_endpoint = self.https_url("token_endpoint", raw.token_endpoint);
         Some(OauthRefresh {
             client_id: raw.client_id.into_inner(),
             refresh_token: refresh_token?,
-            token_endpoint: raw.token_endpoint.into_inner(),
+            token_endpoint: token_endpoint?,
             token_endpoint_auth,
             scope: raw.scope,
             resource: raw.resource,

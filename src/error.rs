@@ -37,6 +37,11 @@ pub enum ProxyError {
     UpstreamEncoding { host: String },
     #[error("{host} did not answer in time")]
     UpstreamTimeout { host: String },
+    #[error("refreshing the OAuth token of credential {credential_id} failed: {detail}")]
+    CredentialRefresh {
+        credential_id: String,
+        detail: String,
+    },
 }
 
 impl ProxyError {
@@ -58,6 +63,7 @@ impl ProxyError {
             ProxyError::UpstreamTls { .. } => (StatusCode::BAD_GATEWAY, "upstream-tls"),
             ProxyError::UpstreamEncoding { .. } => (StatusCode::BAD_GATEWAY, "upstream-encoding"),
             ProxyError::UpstreamTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream-timeout"),
+            ProxyError::CredentialRefresh { .. } => (StatusCode::BAD_GATEWAY, "credential-refresh"),
         }
     }
 
@@ -91,6 +97,9 @@ impl ProxyError {
             }
             ProxyError::UpstreamTimeout { .. } => {
                 "The upstream was too slow; retry, or raise the timeouts under [limits]."
+            }
+            ProxyError::CredentialRefresh { .. } => {
+                "The stored tokens are unchanged. Check the credential's refresh settings (token_endpoint, client_id, client authentication), or store a new token through the admin API."
             }
         }
     }

@@ -11,6 +11,7 @@ pub mod egress;
 pub mod error;
 pub mod live;
 pub mod metrics;
+pub mod oauth;
 pub mod proxy;
 pub mod sandbox;
 pub mod scope;

@@ -48,6 +48,8 @@ pub struct Metrics {
     pub certificate_cache_hits: Gauge,
     pub certificates_minted: Gauge,
     pub certificate_cache_size: Gauge,
+    /// OAuth token refreshes, by result.
+    pub oauth_refreshes: Family<OutcomeLabel, Counter>,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -68,6 +70,7 @@ impl Metrics {
             certificate_cache_hits: Gauge::default(),
             certificates_minted: Gauge::default(),
             certificate_cache_size: Gauge::default(),
+            oauth_refreshes: Family::default(),
         };
         registry.register(
             "requests",
@@ -123,6 +126,11 @@ impl Metrics {
             "certificate_cache_size",
             "Hosts with a cached leaf certificate",
             m.certificate_cache_size.clone(),
+        );
+        registry.register(
+            "oauth_refreshes",
+            "OAuth access token refreshes, by result",
+            m.oauth_refreshes.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -14,6 +14,7 @@ use crate::admin::{self, AdminState};
 use crate::ca::{CaError, CertificateAuthority};
 use crate::config::Config;
 use crate::live::Live;
+use crate::oauth::Refresher;
 use crate::proxy::{self, Shared};
 use crate::secret::Secret;
 use crate::store::{BuildError, Store, StoreHandle};
@@ -75,6 +76,11 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     ));
     let dialer = Dialer::new(&config, store.clone(), vec![proxy_addr, admin_addr])?;
     let client = upstream::client(dialer.clone(), config.limits.idle_timeout);
+    let refresher = Arc::new(Refresher::new(
+        live.clone(),
+        client.clone(),
+        config.limits.upstream_response_timeout,
+    ));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let connections = Arc::new(Semaphore::new(config.limits.max_connections));
 
@@ -84,6 +90,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         ca: ca.clone(),
         dialer,
         client,
+        refresher: refresher.clone(),
         shutdown: shutdown_rx.clone(),
     });
     let _watcher = file_watch::spawn(live.clone(), shutdown_rx.clone());
@@ -93,6 +100,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         .map(Secret::new);
     let admin_state = Arc::new(AdminState {
         live,
+        refresher,
         ca: ca.clone(),
         shutdown: shutdown_rx,
         api_key,

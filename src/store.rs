@@ -33,6 +33,22 @@ pub struct Entry {
     /// For MCP credentials: the port and path prefix of `mcp_server_url` (the host is in
     /// `networking`).
     pub mcp: Option<McpScope>,
+    /// For `mcp_oauth` credentials: when the access token expires and whether it can be refreshed.
+    pub oauth: Option<OauthState>,
+}
+
+/// What the request path needs to know to refresh an `mcp_oauth` token in time.
+#[derive(Debug, Clone, Copy)]
+pub struct OauthState {
+    pub expires_at: Option<time::OffsetDateTime>,
+    pub refreshable: bool,
+}
+
+impl OauthState {
+    /// Whether the token expires within `margin` of `now` (and can be refreshed).
+    pub fn due(&self, now: time::OffsetDateTime, margin: time::Duration) -> bool {
+        self.refreshable && self.expires_at.is_some_and(|t| t - margin <= now)
+    }
 }
 
 /// Where an MCP credential applies, besides its host.
@@ -102,9 +118,16 @@ impl Store {
                     injection: env.injection,
                     archived: credential.archived,
                     mcp: None,
+                    oauth: None,
                 },
                 Auth::StaticBearer(b) => mcp_entry(credential, &b.mcp_server_url, &b.token),
-                Auth::McpOauth(o) => mcp_entry(credential, &o.mcp_server_url, &o.access_token),
+                Auth::McpOauth(o) => Entry {
+                    oauth: Some(OauthState {
+                        expires_at: o.expires_at,
+                        refreshable: o.refresh.is_some(),
+                    }),
+                    ..mcp_entry(credential, &o.mcp_server_url, &o.access_token)
+                },
             };
             entries.push(entry);
         }
@@ -244,6 +267,7 @@ fn mcp_entry(credential: &crate::vault::Credential, url: &str, token: &Secret) -
             port: uri.port_u16().unwrap_or(443),
             path_prefix: uri.path().to_string(),
         }),
+        oauth: None,
     }
 }
 

@@ -244,14 +244,10 @@ pub fn bearer(store: &Store, target: Target<'_>, headers: &mut HeaderMap, report
     if headers.contains_key(AUTHORIZATION) {
         return;
     }
-    let best = store
-        .mcp_entries()
-        .iter()
-        .map(|&i| (i, store.entry(i)))
-        .filter(|(_, e)| target.session.may_use(e))
-        .filter(|(_, e)| decide(e, target, Location::Header) == Outcome::Substituted)
-        .max_by_key(|(_, e)| e.mcp.as_ref().map_or(0, |m| m.path_prefix.len()));
-    let Some((index, entry)) = best else { return };
+    let Some(index) = mcp_credential(store, target, headers) else {
+        return;
+    };
+    let entry = store.entry(index);
     let mut value = Zeroizing::new(b"Bearer ".to_vec());
     value.extend_from_slice(entry.secret.expose());
     if let Ok(mut value) = HeaderValue::from_bytes(&value) {
@@ -259,6 +255,30 @@ pub fn bearer(store: &Store, target: Target<'_>, headers: &mut HeaderMap, report
         headers.insert(AUTHORIZATION, value);
         report.record_substituted(index, Location::Header);
     }
+}
+
+/// The MCP credential that authorizes this request: with no `Authorization`, the one whose URL
+/// covers the target with the longest path prefix; otherwise the one whose placeholder it carries.
+pub fn mcp_credential(store: &Store, target: Target<'_>, headers: &HeaderMap) -> Option<usize> {
+    if store.mcp_entries().is_empty() {
+        return None;
+    }
+    let authorization = headers.get(AUTHORIZATION).map(HeaderValue::as_bytes);
+    store
+        .mcp_entries()
+        .iter()
+        .copied()
+        .filter(|&i| {
+            let e = store.entry(i);
+            target.session.may_use(e)
+                && decide(e, target, Location::Header) == Outcome::Substituted
+                && authorization
+                    .is_none_or(|a| memchr::memmem::find(a, e.placeholder.as_bytes()).is_some())
+        })
+        .max_by_key(|&i| {
+            let e = store.entry(i);
+            e.mcp.as_ref().map_or(0, |m| m.path_prefix.len())
+        })
 }
 
 /// Replaces placeholders in every header value (and inside `Authorization: Basic` credentials).

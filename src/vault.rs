@@ -123,7 +123,7 @@ pub struct BearerAuth {
 pub struct OauthAuth {
     pub mcp_server_url: String,
     pub access_token: Secret,
-    pub expires_at: Option<String>,
+    pub expires_at: Option<time::OffsetDateTime>,
     pub refresh: Option<OauthRefresh>,
 }
 

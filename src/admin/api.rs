@@ -22,6 +22,7 @@ const ID_RANDOM_CHARS: usize = 24;
 
 pub struct Api {
     pub live: Arc<Live>,
+    pub refresher: Arc<crate::oauth::Refresher>,
     /// Shown as the creation time of objects a hand-written file gives no time for.
     pub started: OffsetDateTime,
 }
@@ -53,6 +54,9 @@ impl Api {
             (&Method::DELETE, [v, "credentials", c]) => self.delete_credential(v, c).await,
             (&Method::POST, [v, "credentials", c, "archive"]) => {
                 self.archive_credential(v, c).await
+            }
+            (&Method::POST, [v, "credentials", c, "mcp_oauth_validate"]) => {
+                self.validate_credential(v, c).await
             }
             _ => Err(ApiError::not_found(
                 "endpoint",
@@ -265,6 +269,25 @@ impl Api {
             })
             .await??;
         self.credential_json(&self.config(), vault_id, id)
+    }
+
+    /// Probes the MCP server with the stored token (refreshing once if it is refused).
+    async fn validate_credential(&self, vault_id: &str, id: &str) -> Answer {
+        let config = self.config();
+        let credential = find_credential(&config, vault_id, id)?;
+        if !matches!(credential.auth, Auth::McpOauth(_)) {
+            return Err(ApiError::invalid(format!(
+                "only mcp_oauth credentials can be validated; this one is `{}`",
+                credential.auth.type_name()
+            )));
+        }
+        let validation = crate::oauth::validate::validate(&self.refresher, vault_id, id)
+            .await
+            .ok_or_else(|| ApiError::not_found("credential", id))?;
+        Ok((
+            StatusCode::OK,
+            objects::validation(vault_id, id, &validation, &now()),
+        ))
     }
 }
 

@@ -116,7 +116,7 @@ pub fn set_opt(table: &mut dyn TableLike, key: &str, v: Option<&str>) {
 }
 
 /// A secret value goes in as a literal; any `_env` / `_file` source it replaces is removed.
-fn set_secret(auth: &mut dyn TableLike, key: &str, secret: &str) {
+pub fn set_secret(auth: &mut dyn TableLike, key: &str, secret: &str) {
     auth.remove(&format!("{key}_env"));
     auth.remove(&format!("{key}_file"));
     auth.insert(key, value(secret));

@@ -2,9 +2,9 @@
 //! `/ca.pem` (open).
 
 mod api;
-mod document;
+pub(crate) mod document;
 mod error;
-mod objects;
+pub(crate) mod objects;
 mod params;
 
 use std::convert::Infallible;
@@ -35,6 +35,7 @@ const MAX_BODY_BYTES: usize = 1 << 20;
 /// What the admin endpoints read.
 pub struct AdminState {
     pub live: Arc<Live>,
+    pub refresher: Arc<crate::oauth::Refresher>,
     pub ca: Arc<CertificateAuthority>,
     pub shutdown: watch::Receiver<bool>,
     /// The API key, from `[admin] api_key_env`; without it the vault API answers 401.
@@ -48,6 +49,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
     }
     let api = Arc::new(Api {
         live: state.live.clone(),
+        refresher: state.refresher.clone(),
         started: OffsetDateTime::now_utc(),
     });
     let mut shutdown = state.shutdown.clone();

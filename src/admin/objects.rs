@@ -62,7 +62,7 @@ fn auth(a: &Auth) -> Value {
         Auth::McpOauth(o) => json!({
             "type": "mcp_oauth",
             "mcp_server_url": o.mcp_server_url,
-            "expires_at": o.expires_at,
+            "expires_at": o.expires_at.map(timestamp),
             "refresh": o.refresh.as_ref().map(|r| json!({
                 "client_id": r.client_id,
                 "token_endpoint": r.token_endpoint,
@@ -76,6 +76,41 @@ fn auth(a: &Auth) -> Value {
             })),
         }),
     }
+}
+
+/// A `vault_credential_validation` object.
+pub fn validation(
+    vault_id: &str,
+    credential_id: &str,
+    v: &crate::oauth::validate::Validation,
+    validated_at: &str,
+) -> Value {
+    let http = |c: &Option<crate::oauth::Captured>| {
+        c.as_ref().map(|c| {
+            json!({
+                "status_code": c.status_code,
+                "content_type": c.content_type,
+                "body": c.body,
+                "body_truncated": c.body_truncated,
+            })
+        })
+    };
+    json!({
+        "type": "vault_credential_validation",
+        "credential_id": credential_id,
+        "vault_id": vault_id,
+        "status": v.status,
+        "has_refresh_token": v.has_refresh_token,
+        "validated_at": validated_at,
+        "mcp_probe": v.mcp_probe.as_ref().map(|p| json!({
+            "method": p.method,
+            "http_response": http(&p.http_response),
+        })),
+        "refresh": v.refresh.as_ref().map(|r| json!({
+            "status": r.status,
+            "http_response": http(&r.http_response),
+        })),
+    })
 }
 
 #[cfg(test)]

@@ -243,3 +243,33 @@ fn line_column_counts_characters() {
     assert_eq!(line_column("ab\ncdé f", 3), (2, 1));
     assert_eq!(line_column("ab\ncdé f", 7), (2, 4));
 }
+
+#[test]
+fn oauth_expiry_and_token_endpoint_are_checked() {
+    let auth = |expires: &str, endpoint: &str| {
+        format!(
+            "[[vaults]]\nid = \"vlt_a\"\n[[vaults.credentials]]\nid = \"vcrd_a\"\nauth = {{ type = \"mcp_oauth\", mcp_server_url = \"https://mcp.example.com/\", access_token = \"a\", expires_at = \"{expires}\", refresh = {{ client_id = \"c\", refresh_token = \"r\", token_endpoint = \"{endpoint}\" }} }}\n"
+        )
+    };
+    assert!(
+        parse(&auth(
+            "2030-01-01T00:00:00Z",
+            "https://auth.example.com/token"
+        ))
+        .is_ok()
+    );
+    let e = errors(&auth("tomorrow", "https://auth.example.com/token"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("k.toml:") && e[0].contains("`tomorrow` is not an RFC 3339 time"),
+        "{e:?}"
+    );
+    let e = errors(&auth(
+        "2030-01-01T00:00:00Z",
+        "http://auth.example.com/token",
+    ));
+    assert!(
+        e[0].contains("token_endpoint must be an https:// URL"),
+        "{e:?}"
+    );
+}

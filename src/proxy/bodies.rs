@@ -3,7 +3,7 @@
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use tracing::debug;
 
@@ -15,7 +15,7 @@ use crate::upstream::{BoxError, ProxyBody};
 
 /// Bodies announced at most this long are replaced whole, so `Content-Length` stays exact; longer
 /// or unannounced bodies are streamed and sent without a length (chunked on HTTP/1.1).
-const BUFFER_LIMIT: u64 = 1 << 20;
+pub(super) const BUFFER_LIMIT: u64 = 1 << 20;
 
 /// The request body to forward, with placeholders replaced where allowed. `scrub` receives the
 /// secrets this body may carry (all candidates when streamed, the ones found when buffered).
@@ -23,16 +23,15 @@ pub async fn request(
     store: &Store,
     target: Target<'_>,
     headers: &mut HeaderMap,
-    body: Incoming,
+    body: ProxyBody,
     report: &mut Report,
     scrub: &mut Scrub,
 ) -> Result<ProxyBody, ProxyError> {
-    let passthrough = |body: Incoming| body.map_err(BoxError::from).boxed();
     if http_body::Body::is_end_stream(&body) {
-        return Ok(passthrough(body));
+        return Ok(body);
     }
     let Some(table) = store.body_table() else {
-        return Ok(passthrough(body));
+        return Ok(body);
     };
     let applies = |i: usize| {
         let e = store.entry(i);
@@ -41,7 +40,7 @@ pub async fn request(
     };
     // Only credentials with body injection on are looked at: most requests allocate nothing here.
     if !store.body_entries().iter().any(|&i| applies(i)) {
-        return Ok(passthrough(body));
+        return Ok(body);
     }
     let mut allowed = vec![false; store.entries().len()];
     for &i in store.body_entries() {
@@ -55,7 +54,7 @@ pub async fn request(
             host = target.host,
             "request body has a Content-Encoding: not substituted"
         );
-        return Ok(passthrough(body));
+        return Ok(body);
     }
     let mut replacer = StreamReplacer::new(table.clone(), allowed.clone());
     let length = headers
@@ -64,13 +63,11 @@ pub async fn request(
     match length {
         Some(n) if n <= BUFFER_LIMIT => {
             let limit = usize::try_from(n).unwrap_or(usize::MAX);
-            let bytes = Limited::new(body, limit)
-                .collect()
+            let bytes = read_to_limit(body, limit)
                 .await
-                .map_err(|_| {
-                    ProxyError::BadRequest("the request body does not match its Content-Length")
-                })?
-                .to_bytes();
+                .ok_or(ProxyError::BadRequest(
+                    "the request body does not match its Content-Length",
+                ))?;
             let mut out = replacer.push(bytes).to_vec();
             out.extend_from_slice(&replacer.finish());
             for &i in replacer.hits() {
@@ -87,11 +84,26 @@ pub async fn request(
             for (i, _) in allowed.iter().enumerate().filter(|(_, ok)| **ok) {
                 scrub.add_entry(i);
             }
-            Ok(ReplacingBody::new(body, replacer)
-                .map_err(BoxError::from)
-                .boxed())
+            Ok(ReplacingBody::new(body, replacer).boxed())
         }
     }
+}
+
+/// The whole body, or `None` when it fails or is longer than `limit`.
+pub(super) async fn read_to_limit<B>(mut body: B, limit: usize) -> Option<bytes::Bytes>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+{
+    let mut out = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.ok()?.into_data() {
+            if out.len() + data.len() > limit {
+                return None;
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Some(out.freeze())
 }
 
 /// Masks secrets in every header value.

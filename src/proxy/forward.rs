@@ -5,11 +5,12 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use tracing::{Instrument as _, debug, info};
 
-use super::{Shared, bodies, upgrade};
+use super::{Shared, bodies, oauth, upgrade};
 use crate::config::OutOfScope;
 use crate::destination::Destination;
 use crate::error::ProxyError;
@@ -17,7 +18,7 @@ use crate::metrics::{CredentialLabel, CredentialLabels, METRICS};
 use crate::session::SessionPolicy;
 use crate::store::Store;
 use crate::substitute::{self, Outcome, Report, Scrub, Target};
-use crate::upstream::ProxyBody;
+use crate::upstream::{BoxError, ProxyBody};
 
 /// A request on the proxy listener that is not CONNECT: it must be absolute-form
 /// (`GET http://host/path`); its URI is the destination.
@@ -149,13 +150,73 @@ async fn forward(
         .as_ref()
         .and_then(|_| parts.extensions.remove::<OnUpgrade>());
     remove_hop_by_hop(&mut parts.headers);
-    let target = Target {
-        host: &dest.host,
-        port: dest.port,
-        path: parts.uri.path(),
-        secrets_allowed: scheme == Scheme::HTTPS || store.config().proxy.substitute_over_plain_http,
+    let upgrade = upgrade.zip(client_upgrade);
+    let to = To {
+        dest,
+        scheme: &scheme,
         session,
     };
+    if upgrade.is_none()
+        && let Some(entry) =
+            substitute::mcp_credential(store, to.target(store, parts.uri.path()), &parts.headers)
+        && store.entry(entry).oauth.is_some_and(|o| o.refreshable)
+    {
+        return oauth::forward(parts, body, entry, to, store, shared).await;
+    }
+    attempt(
+        parts,
+        body.map_err(BoxError::from).boxed(),
+        upgrade,
+        to,
+        store,
+        shared,
+    )
+    .await
+}
+
+/// Where a request goes, and for whom.
+#[derive(Clone, Copy)]
+pub(super) struct To<'a> {
+    pub dest: &'a Destination,
+    pub scheme: &'a Scheme,
+    pub session: &'a SessionPolicy,
+}
+
+impl<'a> To<'a> {
+    /// The facts a substitution decision uses, for a request to `path`.
+    pub(super) fn target<'b>(&self, store: &Store, path: &'b str) -> Target<'b>
+    where
+        'a: 'b,
+    {
+        Target {
+            host: &self.dest.host,
+            port: self.dest.port,
+            path,
+            secrets_allowed: *self.scheme == Scheme::HTTPS
+                || store.config().proxy.substitute_over_plain_http,
+            session: self.session,
+        }
+    }
+}
+
+/// One exchange with the upstream: substitution in the head and body, then the pooled client (or a
+/// dedicated connection for an upgrade), then the answer scrubbed.
+pub(super) async fn attempt(
+    mut parts: Parts,
+    body: ProxyBody,
+    upgrade: Option<(HeaderValue, OnUpgrade)>,
+    to: To<'_>,
+    store: &Store,
+    shared: &Shared,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let To {
+        dest,
+        scheme,
+        session,
+    } = to;
+    // A cheap clone (shared bytes): the target borrows the path while the headers change.
+    let uri = parts.uri.clone();
+    let target = to.target(store, uri.path());
     let mut report = Report::default();
     substitute::headers(store, target, &mut parts.headers, &mut report);
     substitute::bearer(store, target, &mut parts.headers, &mut report);
@@ -182,16 +243,16 @@ async fn forward(
         .unwrap_or(&parts.uri)
         .path_and_query()
         .cloned();
-    pin_host(&mut parts, dest, &scheme);
+    pin_host(&mut parts, dest, scheme);
     // The pooled client picks HTTP/2 by ALPN; the request itself is version-neutral.
     parts.version = Version::HTTP_11;
     let method = parts.method.clone();
-    let response = match (upgrade, client_upgrade) {
-        (Some(protocol), Some(client)) => {
+    let response = match upgrade {
+        Some((protocol, client)) => {
             parts.uri = path.map_or_else(|| Uri::from_static("/"), Uri::from);
             upgrade::set_upgrade(&mut parts.headers, protocol.clone());
             let request = Request::from_parts(parts, body);
-            let response = upgrade::exchange_upgrade(request, dest, &scheme, shared).await?;
+            let response = upgrade::exchange_upgrade(request, dest, scheme, shared).await?;
             if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                 return Ok(upgrade::switch_protocols(
                     response, client, protocol, scrub, store, dest,
@@ -199,8 +260,8 @@ async fn forward(
             }
             response
         }
-        _ => {
-            parts.uri = upstream_uri(dest, &scheme, path)
+        None => {
+            parts.uri = upstream_uri(dest, scheme, path)
                 .ok_or(ProxyError::BadRequest("cannot build the upstream URI"))?;
             exchange(Request::from_parts(parts, body), dest, shared).await?
         }

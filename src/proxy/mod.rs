@@ -9,6 +9,7 @@ mod connect;
 mod forward;
 mod idle;
 mod listener;
+mod oauth;
 mod rewind;
 mod upgrade;
 
@@ -30,6 +31,8 @@ pub struct Shared {
     pub ca: Arc<CertificateAuthority>,
     pub dialer: Dialer,
     pub client: UpstreamClient,
+    /// Refreshes `mcp_oauth` tokens (before expiry, after an upstream 401).
+    pub refresher: Arc<crate::oauth::Refresher>,
     /// Turns true when keyswap begins to shut down.
     pub shutdown: watch::Receiver<bool>,
 }

@@ -39,6 +39,7 @@ listen = "127.0.0.1:0"
 
 [upstream.resolve]
 "api.example.test" = "127.0.0.1"
+"mcp.example.test" = "127.0.0.1"
 
 [[vaults]]
 id = "vlt_seed"
@@ -222,6 +223,13 @@ def test_static_bearer_and_mcp_oauth_credentials(client):
         oauth.id, vault_id=vault.id, auth={"type": "mcp_oauth", "access_token": "SECRET_access_2", "refresh": {"scope": "write"}}
     )
     assert oauth.auth.refresh.scope == "write"
+    # Nothing listens on mcp.example.test:443 (127.0.0.1 here): the probe cannot connect.
+    validation = client.beta.vaults.credentials.mcp_oauth_validate(oauth.id, vault_id=vault.id)
+    assert validation.type == "vault_credential_validation"
+    assert (validation.vault_id, validation.credential_id) == (vault.id, oauth.id)
+    assert validation.status == "unknown" and validation.has_refresh_token
+    assert validation.mcp_probe.method == "initialize" and validation.mcp_probe.http_response is None
+    assert validation.refresh is None
     got = client.beta.vaults.credentials.retrieve(oauth.id, vault_id=vault.id)
     assert got.display_name == "OAuth"
     kinds = sorted(c.auth.type for c in client.beta.vaults.credentials.list(vault.id))

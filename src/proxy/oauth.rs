@@ -1,0 +1,139 @@
+//! Requests an `mcp_oauth` credential authorizes: the token is refreshed before it is used when it
+//! is about to expire, and once more, with the request replayed, when the MCP server answers 401.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::CONTENT_LENGTH;
+use http::request::Parts;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use time::OffsetDateTime;
+use tracing::info;
+
+use super::forward::{To, attempt};
+use super::{Shared, bodies};
+use crate::error::ProxyError;
+use crate::oauth::{EXPIRY_MARGIN, Reason};
+use crate::secret::Secret;
+use crate::store::Store;
+use crate::upstream::{BoxError, ProxyBody};
+
+/// Forwards a request that store entry `entry` (a refreshable `mcp_oauth` credential) authorizes.
+pub(super) async fn forward(
+    parts: Parts,
+    body: Incoming,
+    entry: usize,
+    to: To<'_>,
+    store: &Store,
+    shared: &Shared,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let credential = store.entry(entry);
+    let flight = Flight {
+        vault_id: credential.vault_id.clone(),
+        credential_id: credential.credential_id.clone(),
+        shared,
+    };
+    let mut renewed: Option<Arc<Store>> = None;
+    if credential
+        .oauth
+        .is_some_and(|o| o.due(OffsetDateTime::now_utc(), EXPIRY_MARGIN))
+    {
+        flight.refresh(Reason::Expiring).await?;
+        renewed = Some(shared.store.load());
+    }
+    let store = renewed.as_deref().unwrap_or(store);
+    let Some(bytes) = replayable(&parts, body).await else {
+        return Err(ProxyError::BadRequest(
+            "the request body does not match its Content-Length",
+        ));
+    };
+    let bytes = match bytes {
+        Replay::Buffered(bytes) => bytes,
+        // Too large to keep for a second try: sent once, a 401 goes back to the client as it is.
+        Replay::Streamed(body) => return attempt(parts, body, None, to, store, shared).await,
+    };
+    let used = flight.token(store);
+    let first = attempt(copy(&parts), full(bytes.clone()), None, to, store, shared).await?;
+    if first.status() != StatusCode::UNAUTHORIZED {
+        return Ok(first);
+    }
+    let Some(used) = used else { return Ok(first) };
+    drop(first);
+    info!(credential_id = %flight.credential_id, "the MCP server refused the access token: refreshing");
+    flight.refresh(Reason::Rejected(&used)).await?;
+    let renewed = shared.store.load();
+    attempt(parts, full(bytes), None, to, &renewed, shared).await
+}
+
+/// The credential being refreshed, and where.
+struct Flight<'a> {
+    vault_id: String,
+    credential_id: String,
+    shared: &'a Shared,
+}
+
+impl Flight<'_> {
+    async fn refresh(&self, reason: Reason<'_>) -> Result<(), ProxyError> {
+        self.shared
+            .refresher
+            .refresh(&self.vault_id, &self.credential_id, reason)
+            .await
+            .map(drop)
+            .map_err(|e| ProxyError::CredentialRefresh {
+                credential_id: self.credential_id.clone(),
+                detail: e.to_string(),
+            })
+    }
+
+    /// The access token `store` holds for the credential (the one a request sent with it carries).
+    fn token(&self, store: &Store) -> Option<Secret> {
+        store
+            .mcp_entries()
+            .iter()
+            .map(|&i| store.entry(i))
+            .find(|e| e.credential_id == self.credential_id && e.vault_id == self.vault_id)
+            .map(|e| e.secret.clone())
+    }
+}
+
+enum Replay {
+    Buffered(Bytes),
+    Streamed(ProxyBody),
+}
+
+/// Reads a body of a known length up to the buffering limit, so it can be sent twice; a longer or
+/// unannounced one is passed through. `None`: the body did not match its `Content-Length`.
+async fn replayable(parts: &Parts, body: Incoming) -> Option<Replay> {
+    if http_body::Body::is_end_stream(&body) {
+        return Some(Replay::Buffered(Bytes::new()));
+    }
+    let length = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    match length {
+        Some(n) if n <= bodies::BUFFER_LIMIT => {
+            let limit = usize::try_from(n).unwrap_or(usize::MAX);
+            bodies::read_to_limit(body, limit)
+                .await
+                .map(Replay::Buffered)
+        }
+        _ => Some(Replay::Streamed(body.map_err(BoxError::from).boxed())),
+    }
+}
+
+fn full(bytes: Bytes) -> ProxyBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+/// The request head again, for the replay (extensions are per connection and are not copied).
+fn copy(parts: &Parts) -> Parts {
+    let mut request = Request::new(());
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = parts.uri.clone();
+    *request.version_mut() = parts.version;
+    *request.headers_mut() = parts.headers.clone();
+    request.into_parts().0
+}
