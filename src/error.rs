@@ -21,6 +21,10 @@ pub enum ProxyError {
     BadRequest(&'static str),
     #[error("proxy authentication required")]
     ProxyAuthRequired,
+    #[error("the request head is larger than [limits] allows")]
+    HeadersTooLarge,
+    #[error("the request head was not complete within the header timeout")]
+    RequestTimeout,
     #[error("this tunnel is for {expected}; the request names {got}")]
     HostMismatch { expected: String, got: String },
     #[error("egress to {host} is refused: {reason}")]
@@ -53,6 +57,11 @@ impl ProxyError {
                 StatusCode::PROXY_AUTHENTICATION_REQUIRED,
                 "proxy-auth-required",
             ),
+            ProxyError::HeadersTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers-too-large",
+            ),
+            ProxyError::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request-timeout"),
             ProxyError::HostMismatch { .. } => (StatusCode::MISDIRECTED_REQUEST, "host-mismatch"),
             ProxyError::EgressDenied { .. } => (StatusCode::FORBIDDEN, "egress-denied"),
             ProxyError::PlaceholderOutOfScope { .. } => {
@@ -73,6 +82,12 @@ impl ProxyError {
             ProxyError::BadRequest(_) => "Send a well-formed HTTP/1.1 or HTTP/2 request.",
             ProxyError::ProxyAuthRequired => {
                 "Send Proxy-Authorization: Basic base64(session_id:token), e.g. HTTPS_PROXY=http://session_id:token@host:port (see keyswap env --session)."
+            }
+            ProxyError::HeadersTooLarge => {
+                "Send fewer or smaller headers, or raise max_headers / max_header_bytes under [limits]."
+            }
+            ProxyError::RequestTimeout => {
+                "Send the whole request head promptly; the limit is header_read_timeout_secs under [limits]."
             }
             ProxyError::HostMismatch { .. } => {
                 "Send requests inside a CONNECT tunnel only to the host it was opened for (TLS SNI, Host and :authority must all name it)."
@@ -104,11 +119,30 @@ impl ProxyError {
         }
     }
 
+    /// The body of every error answer: what happened, then what to change.
+    fn body(&self) -> String {
+        format!("keyswap: {self}.\n{}\n", self.advice())
+    }
+
+    /// The answer as HTTP/1.1 bytes, for refusals made before hyper parses a request; the
+    /// connection closes after it.
+    pub fn to_http1_bytes(&self) -> Bytes {
+        let (status, code) = self.status_and_code();
+        crate::metrics::METRICS.request(code);
+        let body = self.body();
+        Bytes::from(format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\n{ERROR_HEADER}: {code}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            body.len(),
+        ))
+    }
+
     /// The answer the client sees.
     pub fn to_response(&self) -> Response<ProxyBody> {
         let (status, code) = self.status_and_code();
         crate::metrics::METRICS.request(code);
-        let body = format!("keyswap: {self}.\n{}\n", self.advice());
+        let body = self.body();
         let mut response = Response::new(
             Full::new(Bytes::from(body))
                 .map_err(|never| match never {})

@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 use super::idle::Tracked;
 use super::listener::{ConnectionPermit, serve_inner};
 use super::rewind::Rewind;
+use super::strict::Strict;
 use super::{Shared, forward};
 use crate::config::MitmMode;
 use crate::destination::Destination;
@@ -102,8 +103,11 @@ pub(super) async fn handle(
             Ok(upgraded) => upgraded,
             Err(e) => return debug!(error = %e, "CONNECT upgrade failed"),
         };
-        let client = match client.downcast::<TokioIo<Tracked<TcpStream>>>() {
-            Ok(parts) => (parts.read_buf, parts.io.into_inner().inner),
+        let client = match client.downcast::<TokioIo<Tracked<Strict<TcpStream>>>>() {
+            Ok(parts) => {
+                let (stream, unread) = parts.io.into_inner().inner.into_parts();
+                (concat(parts.read_buf, unread), stream)
+            }
             Err(_) => return warn!("CONNECT upgrade is not a TCP stream"),
         };
         match upstream {
@@ -118,6 +122,16 @@ pub(super) async fn handle(
     );
     *response.status_mut() = StatusCode::OK;
     response
+}
+
+/// What hyper read past the CONNECT head, then what the framing check still held.
+fn concat(first: Bytes, then: Bytes) -> Bytes {
+    if then.is_empty() {
+        return first;
+    }
+    let mut all = bytes::BytesMut::from(first.as_ref());
+    all.extend_from_slice(&then);
+    all.freeze()
 }
 
 /// Sniffs the tunnel's first byte: TLS is intercepted, plain HTTP is served, anything else relayed.

@@ -14,7 +14,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 
+use super::framing::Mode;
 use super::idle::{Activity, Tracked};
+use super::strict::Strict;
 use super::{Shared, connect, forward};
 use crate::upstream::ProxyBody;
 
@@ -97,6 +99,7 @@ async fn serve_client(stream: TcpStream, shared: Arc<Shared>, permit: Connection
     };
     let mut builder = http1::Builder::new();
     h1_limits(&mut builder, &shared);
+    let stream = Strict::new(stream, Mode::Listener, &shared.limits);
     let io = TokioIo::new(Tracked::new(stream, activity.clone()));
     drive!(
         builder.serve_connection(io, service).with_upgrades(),
@@ -123,8 +126,8 @@ where
             }
         })
     };
-    let io = TokioIo::new(Tracked::new(io, activity.clone()));
     if h2 {
+        let io = TokioIo::new(Tracked::new(io, activity.clone()));
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder
             .timer(TokioTimer::new())
@@ -135,6 +138,8 @@ where
             );
         drive!(builder.serve_connection(io, service), shared, activity);
     } else {
+        let io = Strict::new(io, Mode::Tunnel, &shared.limits);
+        let io = TokioIo::new(Tracked::new(io, activity.clone()));
         let mut builder = http1::Builder::new();
         h1_limits(&mut builder, &shared);
         drive!(
@@ -167,7 +172,10 @@ fn h1_limits(builder: &mut http1::Builder, shared: &Shared) {
         .header_read_timeout(shared.limits.header_read_timeout)
         .max_headers(shared.limits.max_headers)
         .max_header_size(shared.limits.max_header_bytes)
-        .keep_alive(true);
+        .keep_alive(true)
+        // A refused request ends the stream hyper reads (see `strict`); the answers to the
+        // requests before it must still be written, so end-of-stream must not abort them.
+        .half_close(true);
 }
 
 fn log_end(result: Result<(), hyper::Error>) {

@@ -7,10 +7,12 @@
 mod bodies;
 mod connect;
 mod forward;
+mod framing;
 mod idle;
 mod listener;
 mod oauth;
 mod rewind;
+mod strict;
 mod upgrade;
 
 use std::sync::Arc;
