@@ -17,7 +17,11 @@ fuzz_target!(|data: &[u8]| {
     let lines = text.lines().count().max(1) + 1;
     for e in &errors.0 {
         assert_eq!(e.file, "fuzz.toml");
-        assert!(e.line >= 1 && e.line <= lines, "line {} of {lines}: {e}", e.line);
+        assert!(
+            e.line >= 1 && e.line <= lines,
+            "line {} of {lines}: {e}",
+            e.line
+        );
         assert!(e.column >= 1, "{e}");
         assert!(!e.message.is_empty());
     }

@@ -10,14 +10,22 @@ fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     let (entry, host) = text.split_once('\n').unwrap_or((&text, ""));
     let normalized = normalize_host(host);
-    assert_eq!(normalize_host(&normalized), normalized, "normalising twice changes {host:?}");
+    assert_eq!(
+        normalize_host(&normalized),
+        normalized,
+        "normalising twice changes {host:?}"
+    );
     let Ok(pattern) = HostPattern::parse(entry) else {
         return;
     };
     let matched = pattern.matches(&normalized);
     for spelling in [host.to_ascii_uppercase(), format!("{host}.")] {
         if !host.ends_with('.') {
-            assert_eq!(pattern.matches(&normalize_host(&spelling)), matched, "{entry:?} vs {spelling:?}");
+            assert_eq!(
+                pattern.matches(&normalize_host(&spelling)),
+                matched,
+                "{entry:?} vs {spelling:?}"
+            );
         }
     }
     match &pattern {
@@ -25,7 +33,10 @@ fuzz_target!(|data: &[u8]| {
         HostPattern::Subdomains(suffix) => {
             let apex = &suffix[1..];
             assert!(!pattern.matches(apex), "{entry:?} matches its apex");
-            assert!(pattern.matches(&format!("a{suffix}")), "{entry:?} misses a subdomain");
+            assert!(
+                pattern.matches(&format!("a{suffix}")),
+                "{entry:?} misses a subdomain"
+            );
         }
     }
 });

@@ -15,7 +15,10 @@ use libfuzzer_sys::fuzz_target;
 
 /// The two credentials' secrets and the hosts each may reach.
 const SECRETS: &[(&str, &[&str])] = &[
-    ("SECRETvalue42", &["api.github.com", "raw.githubusercontent.com"]),
+    (
+        "SECRETvalue42",
+        &["api.github.com", "raw.githubusercontent.com"],
+    ),
     ("BEARERvalue77", &["mcp.example.com"]),
 ];
 const CONFIG: &str = r#"
@@ -45,7 +48,15 @@ const HOSTS: &[&str] = &[
 
 /// Pieces the fuzzer can splice in by index (byte 0xFE then an index byte), so that inputs reach
 /// the interesting paths without guessing the placeholder.
-const PIECES: &[&str] = &["ks-ph-vcrd_gh", "ks-ph-vcrd_b", "Basic ", "Bearer ", "%", "x:", "ks-ph-"];
+const PIECES: &[&str] = &[
+    "ks-ph-vcrd_gh",
+    "ks-ph-vcrd_b",
+    "Basic ",
+    "Bearer ",
+    "%",
+    "x:",
+    "ks-ph-",
+];
 
 fn expand(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() * 2);
@@ -59,7 +70,11 @@ fn expand(data: &[u8]) -> Vec<u8> {
             // 0xFD: base64 of the rest, as a Basic credential carries it.
             (0xFD, _) => {
                 let rest = expand(bytes.as_slice());
-                out.extend(base64::engine::general_purpose::STANDARD.encode(rest).bytes());
+                out.extend(
+                    base64::engine::general_purpose::STANDARD
+                        .encode(rest)
+                        .bytes(),
+                );
                 break;
             }
             _ => out.push(b),
@@ -72,7 +87,9 @@ fn expand(data: &[u8]) -> Vec<u8> {
 fn leaks(bytes: &[u8], secret: &str) -> bool {
     let contains = |b: &[u8]| b.windows(secret.len()).any(|w| w == secret.as_bytes());
     contains(bytes)
-        || String::from_utf8_lossy(bytes).replace('%', "").contains(secret)
+        || String::from_utf8_lossy(bytes)
+            .replace('%', "")
+            .contains(secret)
         || bytes.split(|&b| b == b' ').any(|w| {
             base64::engine::general_purpose::STANDARD
                 .decode(w)
@@ -96,7 +113,9 @@ fuzz_target!(|data: &[u8]| {
         port: 443,
         path: "/mcp",
         secrets_allowed,
-        session: store.session(keyswap::session::IMPLICIT).expect("implicit session"),
+        session: store
+            .session(keyswap::session::IMPLICIT)
+            .expect("implicit session"),
     };
     let mut headers = HeaderMap::new();
     if let Ok(v) = HeaderValue::from_bytes(&value) {
@@ -119,10 +138,16 @@ fuzz_target!(|data: &[u8]| {
             continue;
         }
         for v in headers.values() {
-            assert!(!leaks(v.as_bytes(), secret), "{secret} sent to {host} in a header");
+            assert!(
+                !leaks(v.as_bytes(), secret),
+                "{secret} sent to {host} in a header"
+            );
         }
         if let Some(q) = &query {
-            assert!(!leaks(q.to_string().as_bytes(), secret), "{secret} sent to {host} in the query");
+            assert!(
+                !leaks(q.to_string().as_bytes(), secret),
+                "{secret} sent to {host} in the query"
+            );
         }
     }
 });

@@ -82,6 +82,11 @@ impl Framing {
         self.state == State::Head
     }
 
+    /// Whether a request body is being received (for the body pace).
+    pub fn in_body(&self) -> bool {
+        !matches!(self.state, State::Head | State::Opaque)
+    }
+
     /// How many body bytes can be read straight through without looking at them: the rest of a
     /// fixed-length body or of a chunk's data.
     pub fn pass_through(&self) -> Option<u64> {

@@ -3,7 +3,8 @@
 //! On a refusal the connection is ended for hyper at the last good message boundary (it reads
 //! end-of-stream), and the error answer is written when hyper shuts the connection down, so it
 //! follows any answer still in flight instead of cutting into it. A request head that takes longer
-//! than the header deadline from its first byte is answered 408 the same way (slow-loris).
+//! than the header deadline from its first byte is answered 408 the same way (slow-loris), and a
+//! body that trickles in slower than a minimum rate ends the connection (slow body).
 
 use std::io;
 use std::pin::Pin;
@@ -20,6 +21,10 @@ use crate::error::ProxyError;
 
 /// How much is read from the socket at a time while heads are being checked.
 const READ_CHUNK: usize = 16 * 1024;
+/// The slowest a request body may arrive, in bytes per second (as Apache's `mod_reqtimeout`
+/// `MinRate`): the time a body may spend waiting for the client is the header timeout plus one
+/// second per this many bytes received.
+const MIN_BODY_RATE: u64 = 500;
 
 pub struct Strict<I> {
     inner: I,
@@ -33,6 +38,47 @@ pub struct Strict<I> {
     header_timeout: Duration,
     /// Runs from the first byte of a request head to its end.
     head_deadline: Option<Pin<Box<Sleep>>>,
+    pace: Pace,
+}
+
+/// How long the current request body has kept keyswap waiting for the client. Time the body
+/// spends waiting on the upstream (hyper not reading) does not count.
+#[derive(Default)]
+struct Pace {
+    waited: Duration,
+    since: Option<Instant>,
+    bytes: u64,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Pace {
+    fn received(&mut self, n: usize) {
+        if let Some(since) = self.since.take() {
+            self.waited += since.elapsed();
+        }
+        self.bytes = self.bytes.saturating_add(n as u64);
+    }
+
+    /// The client has nothing more for now: `Ready` once the body's allowance is spent.
+    fn poll_wait(&mut self, cx: &mut Context<'_>, base: Duration) -> Poll<()> {
+        let now = Instant::now();
+        let since = *self.since.get_or_insert(now);
+        let earned = Duration::from_millis(self.bytes.saturating_mul(1000) / MIN_BODY_RATE);
+        let allowance = base.saturating_add(earned);
+        let spent = self.waited + (now - since);
+        if spent >= allowance {
+            return Poll::Ready(());
+        }
+        let deadline = now + (allowance - spent);
+        match &mut self.timer {
+            Some(timer) => timer.as_mut().reset(deadline),
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+        match &mut self.timer {
+            Some(timer) => timer.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
 }
 
 /// An error answer waiting to be written at shutdown.
@@ -51,6 +97,7 @@ impl<I> Strict<I> {
             inner_eof: false,
             header_timeout: limits.header_read_timeout,
             head_deadline: None,
+            pace: Pace::default(),
         }
     }
 
@@ -71,6 +118,9 @@ impl<I> Strict<I> {
 
     /// Checks newly buffered bytes and moves the released mark.
     fn check(&mut self) {
+        if self.framing.in_head() {
+            self.pace = Pace::default();
+        }
         let (n, refusal) = self.framing.scan(&self.buffer[self.released..]);
         self.released += n;
         match refusal {
@@ -91,6 +141,22 @@ impl<I: AsyncRead + Unpin> Strict<I> {
         let n = read.filled().len();
         self.buffer.truncate(len + n);
         polled.map_ok(|()| n)
+    }
+
+    /// The client has sent nothing more: while a body is due, that is allowed only at the
+    /// minimum rate; a slower body ends the connection.
+    fn wait(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.framing.in_body() && self.pace.poll_wait(cx, self.header_timeout).is_ready() {
+            info!(
+                received = self.pace.bytes,
+                "request body slower than {MIN_BODY_RATE} bytes/s: connection closed"
+            );
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "request body too slow",
+            )));
+        }
+        Poll::Pending
     }
 
     /// Whether the current head has run out of time (then it is answered 408).
@@ -134,9 +200,15 @@ impl<I: AsyncRead + Unpin> AsyncRead for Strict<I> {
                     .unwrap_or(usize::MAX)
                     .min(out.remaining());
                 let mut limited = ReadBuf::new(out.initialize_unfilled_to(room));
-                ready!(Pin::new(&mut this.inner).poll_read(cx, &mut limited))?;
+                if Pin::new(&mut this.inner)
+                    .poll_read(cx, &mut limited)?
+                    .is_pending()
+                {
+                    return this.wait(cx);
+                }
                 let n = limited.filled().len();
                 out.advance(n);
+                this.pace.received(n);
                 this.framing.passed(n);
                 return Poll::Ready(Ok(()));
             }
@@ -146,9 +218,12 @@ impl<I: AsyncRead + Unpin> AsyncRead for Strict<I> {
             }
             match this.fill(cx) {
                 Poll::Ready(Ok(0)) => this.inner_eof = true,
-                Poll::Ready(Ok(_)) => this.check(),
+                Poll::Ready(Ok(n)) => {
+                    this.pace.received(n);
+                    this.check();
+                }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => return this.wait(cx),
             }
         }
     }
