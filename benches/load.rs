@@ -78,6 +78,7 @@ fn options() -> Options {
 
 fn main() {
     let o = options();
+    std::sync::LazyLock::force(&BIG);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -107,6 +108,9 @@ fn client_tls(ca_pem: &str) -> tokio_rustls::TlsConnector {
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
+static BIG: std::sync::LazyLock<Bytes> =
+    std::sync::LazyLock::new(|| Bytes::from(vec![b'x'; 64 * MIB]));
+
 /// A minimal HTTPS upstream: `/big` answers 64 MiB, everything else a short body (uploads drained).
 async fn upstream(config: Arc<rustls::ServerConfig>) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -125,7 +129,8 @@ async fn upstream(config: Arc<rustls::ServerConfig>) -> u16 {
                     let mut body = req.into_body();
                     while let Some(Ok(_)) = body.frame().await {}
                     let body = if big {
-                        Bytes::from(vec![b'x'; 64 * MIB])
+                        // Made once: the download measures transfer, not a 64 MiB memset.
+                        BIG.clone()
                     } else {
                         Bytes::from_static(b"ok")
                     };
@@ -177,7 +182,18 @@ auth = {{ type = "environment_variable", secret_name = "T", secret_value = "ghp_
 "#
     );
     std::fs::write(dir.path().join("k.toml"), config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyswap"))
+    // KEYSWAP_BENCH_WRAPPER="valgrind --tool=callgrind" runs keyswap under a profiler.
+    let wrapper = std::env::var("KEYSWAP_BENCH_WRAPPER").unwrap_or_default();
+    let mut words = wrapper.split_whitespace();
+    let mut command = match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(env!("CARGO_BIN_EXE_keyswap"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_keyswap")),
+    };
+    let mut child = command
         .args(["run", "--config"])
         .arg(dir.path().join("k.toml"))
         .env("KEYSWAP_LOG", "warn,keyswap::server=info")
@@ -427,10 +443,48 @@ async fn transfer(route: &Route, port: u16, with_placeholder: bool) -> (f64, f64
         )
         .await
         .unwrap();
-    let n = resp.into_body().collect().await.unwrap().to_bytes().len();
+    // Counted frame by frame: collecting would add a 64 MiB copy to what is measured.
+    let mut body = resp.into_body();
+    let mut n = 0;
+    while let Some(frame) = body.frame().await {
+        n += frame.unwrap().data_ref().map_or(0, Bytes::len);
+    }
     assert_eq!(n, 64 * MIB);
     let down = 64.0 * MIB as f64 / 1e6 / t0.elapsed().as_secs_f64();
     (up, down)
+}
+
+/// CPU seconds (user + system) used so far by this process and by keyswap.
+struct Cpu(f64, f64);
+
+impl Cpu {
+    fn sample(keyswap: u32) -> Cpu {
+        Cpu(cpu_seconds("self"), cpu_seconds(&keyswap.to_string()))
+    }
+
+    /// CPU used since this sample: (this process, keyswap).
+    fn since(&self, keyswap: u32) -> (f64, f64) {
+        let now = Cpu::sample(keyswap);
+        (now.0 - self.0, now.1 - self.1)
+    }
+}
+
+/// utime + stime of `/proc/<pid>/stat`, in seconds (clock ticks of 1/100 s).
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn rss_kib(pid: u32, field: &str) -> u64 {
@@ -467,10 +521,24 @@ async fn run(o: Options) {
 
     // Warm-up: certificate minted, upstream pool filled.
     drive(&proxied, port, c, 1, None, false).await;
+    let pid = keyswap.child.id();
+    let cpu = Cpu::sample(pid);
     let a = drive(&direct, port, c, t, None, false).await;
+    let cpu_a = cpu.since(pid);
     report("(a) direct HTTPS", &a, &a);
+    let cpu = Cpu::sample(pid);
     let b = drive(&proxied, port, c, t, None, false).await;
+    let cpu_b = cpu.since(pid);
     report("(b) through keyswap, no placeholder", &b, &a);
+    // Where the time goes: CPU per request of the client and upstream (this process) and of
+    // keyswap. With the cores saturated, (b)/(a) cannot exceed
+    // (client + upstream) / (client + upstream + keyswap).
+    let per = |cpu: f64, n: &Figures| cpu / n.requests as f64 * 1e6;
+    let (base, ks) = (per(cpu_a.0, &a), per(cpu_b.1, &b));
+    println!(
+        "    CPU per request: client+upstream {base:.1} µs (direct), keyswap {ks:.1} µs -> ceiling for (b)/(a) {:.2}",
+        base / (base + ks)
+    );
     let cc = drive(&proxied, port, c, t, Some("Bearer ks-ph-vcrd_bench"), false).await;
     report("(c) through keyswap, substitution", &cc, &a);
     println!("    (c)/(b) = {:.2}", cc.rps() / b.rps());

@@ -469,3 +469,24 @@ async fn allow_private_cidrs_opens_exactly_its_range() {
     );
     assert_eq!(upstream.requests().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_dribbled_byte_by_byte_is_still_served_whole() {
+    let ca = TestCa::new();
+    let upstream = Upstream::http().await;
+    let keyswap = Keyswap::start(&ca, Setup::default());
+    let authority = format!("api.example.test:{}", upstream.port());
+    let request = format!(
+        "POST http://{authority}/drip HTTP/1.1\r\nHost: {authority}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5;x=y\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"
+    );
+    let mut tcp = TcpStream::connect(keyswap.proxy).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    for byte in request.as_bytes() {
+        tcp.write_all(&[*byte]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let answer = exchange(&mut tcp, b"").await;
+    assert_eq!(verdict(&answer).0, "200", "{answer}");
+    let seen = upstream.only();
+    assert_eq!(seen.body, b"hello world");
+}

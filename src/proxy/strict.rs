@@ -118,11 +118,23 @@ impl<I> Strict<I> {
 
     /// Checks newly buffered bytes and moves the released mark.
     fn check(&mut self) {
+        let (n, refusal) = self.scan_new(self.released, None);
+        self.released += n;
+        self.apply(refusal);
+    }
+
+    /// Runs the framing check over new bytes (`extra`, or the buffer from `from`).
+    fn scan_new(&mut self, from: usize, extra: Option<&[u8]>) -> (usize, Option<Refusal>) {
         if self.framing.in_head() {
             self.pace = Pace::default();
         }
-        let (n, refusal) = self.framing.scan(&self.buffer[self.released..]);
-        self.released += n;
+        match extra {
+            Some(bytes) => self.framing.scan(bytes),
+            None => self.framing.scan(&self.buffer[from..]),
+        }
+    }
+
+    fn apply(&mut self, refusal: Option<Refusal>) {
         match refusal {
             None => {}
             Some(Refusal::TooLarge) => self.refuse(ProxyError::HeadersTooLarge),
@@ -187,6 +199,10 @@ impl<I: AsyncRead + Unpin> AsyncRead for Strict<I> {
                 out.put_slice(&this.buffer[..n]);
                 this.buffer.advance(n);
                 this.released -= n;
+                if this.buffer.is_empty() {
+                    // Idle connections keep no buffer (RSS per connection).
+                    this.buffer = BytesMut::new();
+                }
                 return Poll::Ready(Ok(()));
             }
             if this.answer.is_some() || this.inner_eof {
@@ -208,9 +224,32 @@ impl<I: AsyncRead + Unpin> AsyncRead for Strict<I> {
                 }
                 let n = limited.filled().len();
                 out.advance(n);
+                this.inner_eof = n == 0;
                 this.pace.received(n);
                 this.framing.passed(n);
                 return Poll::Ready(Ok(()));
+            }
+            if this.buffer.is_empty() {
+                // The common case, a whole request in one read: read straight into hyper's buffer
+                // and checked there; only what must wait (an unfinished head) is kept back.
+                let start = out.filled().len();
+                if Pin::new(&mut this.inner).poll_read(cx, out)?.is_pending() {
+                    return this.wait(cx);
+                }
+                let read = out.filled().len() - start;
+                if read == 0 {
+                    this.inner_eof = true;
+                    return Poll::Ready(Ok(()));
+                }
+                this.pace.received(read);
+                let (n, refusal) = this.scan_new(0, Some(&out.filled()[start..]));
+                this.buffer.extend_from_slice(&out.filled()[start + n..]);
+                out.set_filled(start + n);
+                this.apply(refusal);
+                if n > 0 {
+                    return Poll::Ready(Ok(()));
+                }
+                continue;
             }
             if this.head_expired(cx) {
                 this.refuse(ProxyError::RequestTimeout);
