@@ -37,6 +37,8 @@ struct Options {
     mitmdump: Option<String>,
     /// `--soak S`: run (c) for S seconds more, sampling keyswap's RSS every 10 s.
     soak: u64,
+    /// `--only b` or `--only c`: run (a) and that scenario, then stop (for profiling keyswap).
+    only: Option<String>,
 }
 
 fn options() -> Options {
@@ -46,6 +48,7 @@ fn options() -> Options {
         idle: 2000,
         mitmdump: None,
         soak: 0,
+        only: None,
     };
     let args: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -53,6 +56,11 @@ fn options() -> Options {
         let value = args.get(i + 1).and_then(|v| v.parse().ok());
         if args[i] == "--compare" && args.get(i + 1).map(String::as_str) == Some("mitmproxy") {
             o.mitmdump.get_or_insert_with(|| "mitmdump".to_string());
+            i += 2;
+            continue;
+        }
+        if args[i] == "--only" && i + 1 < args.len() {
+            o.only = Some(args[i + 1].clone());
             i += 2;
             continue;
         }
@@ -153,7 +161,17 @@ struct Keyswap {
 }
 
 impl Drop for Keyswap {
+    /// SIGTERM (a profiler wrapping keyswap writes its data at exit), SIGKILL if it lingers.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..600 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -527,7 +545,8 @@ async fn run(o: Options) {
     let cpu_a = cpu.since(pid);
     report("(a) direct HTTPS", &a, &a);
     let cpu = Cpu::sample(pid);
-    let b = drive(&proxied, port, c, t, None, false).await;
+    let b_header = (o.only.as_deref() == Some("c")).then_some("Bearer ks-ph-vcrd_bench");
+    let b = drive(&proxied, port, c, t, b_header, false).await;
     let cpu_b = cpu.since(pid);
     report("(b) through keyswap, no placeholder", &b, &a);
     // Where the time goes: CPU per request of the client and upstream (this process) and of
@@ -539,6 +558,9 @@ async fn run(o: Options) {
         "    CPU per request: client+upstream {base:.1} µs (direct), keyswap {ks:.1} µs -> ceiling for (b)/(a) {:.2}",
         base / (base + ks)
     );
+    if o.only.is_some() {
+        return;
+    }
     let cc = drive(&proxied, port, c, t, Some("Bearer ks-ph-vcrd_bench"), false).await;
     report("(c) through keyswap, substitution", &cc, &a);
     println!("    (c)/(b) = {:.2}", cc.rps() / b.rps());

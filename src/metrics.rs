@@ -1,7 +1,7 @@
 //! Prometheus metrics for `GET /metrics`. Labels carry credential ids, outcomes and error codes:
 //! never a secret, a placeholder value or a host a client chose.
 
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -9,6 +9,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::substitute::Location;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
@@ -29,6 +31,41 @@ pub struct CredentialLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ModeLabel {
     pub mode: String,
+}
+
+/// One credential's counters, looked up in their families on first use and then incremented
+/// directly: the request path neither allocates label strings nor hashes them.
+#[derive(Debug, Default)]
+pub struct CredentialCounters {
+    /// By location: header, query, body.
+    substituted: [OnceLock<Counter>; 3],
+    out_of_scope: OnceLock<Counter>,
+}
+
+impl CredentialCounters {
+    pub fn substituted(&self, credential_id: &str, location: Location) -> &Counter {
+        let slot = match location {
+            Location::Header => 0,
+            Location::Query => 1,
+            Location::Body => 2,
+        };
+        self.substituted[slot].get_or_init(|| {
+            let labels = CredentialLabels {
+                credential_id: credential_id.to_string(),
+                location: location.as_str().to_string(),
+            };
+            METRICS.substitutions.get_or_create(&labels).clone()
+        })
+    }
+
+    pub fn out_of_scope(&self, credential_id: &str) -> &Counter {
+        self.out_of_scope.get_or_init(|| {
+            let label = CredentialLabel {
+                credential_id: credential_id.to_string(),
+            };
+            METRICS.out_of_scope.get_or_create(&label).clone()
+        })
+    }
 }
 
 /// Every metric keyswap keeps, in one process-wide registry.

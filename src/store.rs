@@ -35,6 +35,7 @@ pub struct Entry {
     pub mcp: Option<McpScope>,
     /// For `mcp_oauth` credentials: when the access token expires and whether it can be refreshed.
     pub oauth: Option<OauthState>,
+    pub counters: crate::metrics::CredentialCounters,
 }
 
 /// What the request path needs to know to refresh an `mcp_oauth` token in time.
@@ -119,6 +120,7 @@ impl Store {
                     archived: credential.archived,
                     mcp: None,
                     oauth: None,
+                    counters: Default::default(),
                 },
                 Auth::StaticBearer(b) => mcp_entry(credential, &b.mcp_server_url, &b.token),
                 Auth::McpOauth(o) => Entry {
@@ -268,6 +270,7 @@ fn mcp_entry(credential: &crate::vault::Credential, url: &str, token: &Secret) -
             path_prefix: uri.path().to_string(),
         }),
         oauth: None,
+        counters: Default::default(),
     }
 }
 

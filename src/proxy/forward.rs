@@ -14,7 +14,7 @@ use super::{Shared, bodies, oauth, upgrade};
 use crate::config::OutOfScope;
 use crate::destination::Destination;
 use crate::error::ProxyError;
-use crate::metrics::{CredentialLabel, CredentialLabels, METRICS};
+use crate::metrics::METRICS;
 use crate::session::SessionPolicy;
 use crate::store::Store;
 use crate::substitute::{self, Outcome, Report, Scrub, Target};
@@ -291,20 +291,13 @@ fn check_report(
         return Ok(());
     }
     for &(entry, location) in report.substitutions() {
-        let credential_id = store.entry(entry).credential_id.clone();
-        let labels = CredentialLabels {
-            credential_id,
-            location: location.as_str().to_string(),
-        };
-        METRICS.substitutions.get_or_create(&labels).inc();
+        let e = store.entry(entry);
+        e.counters.substituted(&e.credential_id, location).inc();
     }
     for &(entry, outcome) in report.outcomes() {
         if outcome == Outcome::OutOfScope {
-            let credential_id = store.entry(entry).credential_id.clone();
-            METRICS
-                .out_of_scope
-                .get_or_create(&CredentialLabel { credential_id })
-                .inc();
+            let e = store.entry(entry);
+            e.counters.out_of_scope(&e.credential_id).inc();
         }
     }
     info!(session = %session.id, host = %dest.host, credentials = %report.display(store), "placeholders");
@@ -359,24 +352,27 @@ fn out_of_scope_ids(report: &Report, store: &crate::store::Store) -> String {
 
 /// `scheme://destination/path?query`: the URI is rebuilt from the destination, never from a header.
 fn upstream_uri(dest: &Destination, scheme: &Scheme, path: Option<PathAndQuery>) -> Option<Uri> {
-    Uri::builder()
-        .scheme(scheme.clone())
-        .authority(format!("{}:{}", dest.uri_host(), dest.port))
-        .path_and_query(path.unwrap_or_else(|| PathAndQuery::from_static("/")))
-        .build()
-        .ok()
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(scheme.clone());
+    parts.authority = Some(dest.wire(scheme)?.authority);
+    parts.path_and_query = Some(path.unwrap_or_else(|| PathAndQuery::from_static("/")));
+    Uri::from_parts(parts).ok()
 }
 
 /// SECURITY: the upstream sees the destination in `Host`, whatever the client wrote.
 fn pin_host(parts: &mut Parts, dest: &Destination, scheme: &Scheme) {
-    if let Ok(value) = HeaderValue::from_str(&dest.authority_for(scheme)) {
-        parts.headers.insert(header::HOST, value);
+    if let Some(wire) = dest.wire(scheme) {
+        parts.headers.insert(header::HOST, wire.host);
     }
 }
 
 /// Headers that describe one connection, not the message: never forwarded (RFC 9110 §7.6.1),
 /// plus the proxy's own credentials.
 pub(super) fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of them: one pass over the names, no hashing, nothing removed.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -403,6 +399,18 @@ pub(super) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     if headers.get(header::TE).is_some_and(|te| te != "trailers") {
         headers.remove(header::TE);
     }
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::PROXY_AUTHORIZATION
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::TRAILER
+        || name == header::TE
+        || name.as_str() == "proxy-connection"
+        || name.as_str() == "keep-alive"
 }
 
 /// A header value fit for an error body: printable ASCII, bounded.
@@ -454,10 +462,7 @@ mod tests {
 
     #[test]
     fn upstream_uri_comes_from_the_destination() {
-        let dest = Destination {
-            host: "api.example.com".into(),
-            port: 8443,
-        };
+        let dest = Destination::new("api.example.com", 8443);
         let uri = upstream_uri(
             &dest,
             &Scheme::HTTPS,
@@ -465,13 +470,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(uri, "https://api.example.com:8443/a?b=c");
-        let v6 = Destination {
-            host: "::1".into(),
-            port: 80,
-        };
+        let v6 = Destination::new("::1", 80);
         assert_eq!(
             upstream_uri(&v6, &Scheme::HTTP, None).unwrap(),
-            "http://[::1]:80/"
+            "http://[::1]/"
         );
     }
 }

@@ -279,7 +279,7 @@ struct Head {
 
 impl Head {
     fn parse(head: &[u8], mode: Mode, max_headers: usize) -> Result<Head, Refusal> {
-        let mut lines = head.split(|&b| b == b'\n');
+        let mut lines = memchr_lines(head);
         let request_line = lines.next().unwrap_or_default();
         let (method, version) = request_line_parts(strip_cr(request_line)?, mode)?;
         let mut length: Option<u64> = None;
@@ -423,7 +423,7 @@ fn field(line: &[u8]) -> Result<(&[u8], &[u8]), Refusal> {
             "a header name is empty or has whitespace or other characters not allowed",
         ));
     }
-    if !value.iter().all(|&b| b == b'\t' || b >= 0x20 && b != 0x7f) {
+    if !value.iter().all(|&b| is_value_byte(b)) {
         return Err(Refusal::Malformed(
             "a header value contains NUL, CR or another control character",
         ));
@@ -459,9 +459,7 @@ fn chunk_size(line: &[u8]) -> Result<u64, Refusal> {
     }
     let extensions = trim_ows(&line[digits..]);
     if !(extensions.is_empty() || extensions[0] == b';')
-        || !extensions
-            .iter()
-            .all(|&b| b == b'\t' || b >= 0x20 && b != 0x7f)
+        || !extensions.iter().all(|&b| is_value_byte(b))
     {
         return Err(Refusal::Malformed("bad chunk size"));
     }
@@ -496,6 +494,21 @@ fn strip_cr(line: &[u8]) -> Result<&[u8], Refusal> {
     Ok(line)
 }
 
+/// `input` split at each LF (the LF left out), found with memchr.
+fn memchr_lines(input: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    let mut ends = memchr::memchr_iter(b'\n', input);
+    std::iter::from_fn(move || {
+        if start > input.len() {
+            return None;
+        }
+        let end = ends.next().unwrap_or(input.len());
+        let line = &input[start..end];
+        start = end + 1;
+        Some(line)
+    })
+}
+
 fn bare_lf(input: &[u8]) -> bool {
     memchr::memchr_iter(b'\n', input).any(|i| i == 0 || input[i - 1] != b'\r')
 }
@@ -512,7 +525,45 @@ fn trim_ows(mut v: &[u8]) -> &[u8] {
 
 /// RFC 9110 `tchar`.
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TCHAR[usize::from(b)]
+}
+
+/// A field value byte: visible characters, obs-text, space and tab (RFC 9110 §5.5).
+fn is_value_byte(b: u8) -> bool {
+    VALUE[usize::from(b)]
+}
+
+/// Lookup tables: every request's head passes through these checks, byte by byte.
+const TCHAR: [bool; 256] = tables().0;
+const VALUE: [bool; 256] = tables().1;
+
+const fn tables() -> ([bool; 256], [bool; 256]) {
+    let (mut tchar, mut value) = ([false; 256], [false; 256]);
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        tchar[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        value[i] = b == b'\t' || (b >= 0x20 && b != 0x7f);
+        i += 1;
+    }
+    (tchar, value)
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@ use super::strict::Strict;
 use super::{Shared, connect, forward};
 use crate::upstream::ProxyBody;
 
+/// hyper's default cap on request header fields.
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 /// HTTP/2 streams one client connection may have open at once.
 const H2_MAX_CONCURRENT_STREAMS: u32 = 250;
 /// Streams a client may reset before they are answered (rapid-reset flood protection).
@@ -166,11 +168,15 @@ impl Drop for OpenConnection {
     }
 }
 
+/// hyper's own limits stay as a backstop behind `Strict`, which enforces `[limits]` first (with
+/// `x-keyswap-error`) and runs the header deadline itself, so hyper sets no timer per request.
 fn h1_limits(builder: &mut http1::Builder, shared: &Shared) {
+    builder.timer(TokioTimer::new()).header_read_timeout(None);
+    // Setting max_headers makes hyper zero a header array per request; its default is 100.
+    if shared.limits.max_headers > HYPER_DEFAULT_MAX_HEADERS {
+        builder.max_headers(shared.limits.max_headers);
+    }
     builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(shared.limits.header_read_timeout)
-        .max_headers(shared.limits.max_headers)
         .max_header_size(shared.limits.max_header_bytes)
         .keep_alive(true)
         // A refused request ends the stream hyper reads (see `strict`); the answers to the
