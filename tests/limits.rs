@@ -208,3 +208,74 @@ async fn idle_client_connections_are_closed_but_not_while_a_request_is_in_flight
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_connections_makes_further_clients_wait_until_one_leaves() {
+    let ca = TestCa::new();
+    let upstream = Upstream::http().await;
+    let keyswap = Keyswap::start(
+        &ca,
+        Setup {
+            rest: "[limits]\nmax_connections = 2\n",
+            ..Setup::default()
+        },
+    );
+    // Two clients hold both permits (connected, silent).
+    let first = TcpStream::connect(keyswap.proxy).await.unwrap();
+    let _second = TcpStream::connect(keyswap.proxy).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A third connects (the kernel's backlog accepts it) but is not served yet.
+    let mut third = TcpStream::connect(keyswap.proxy).await.unwrap();
+    let request = format!(
+        "GET http://api.example.test:{0}/third HTTP/1.1\r\nHost: api.example.test:{0}\r\nConnection: close\r\n\r\n",
+        upstream.port()
+    );
+    third.write_all(request.as_bytes()).await.unwrap();
+    let mut head = [0u8; 12];
+    let early = tokio::time::timeout(Duration::from_millis(700), third.read_exact(&mut head)).await;
+    assert!(early.is_err(), "served beyond max_connections");
+    assert!(upstream.requests().is_empty());
+    // One leaves: the waiting client is accepted and served.
+    drop(first);
+    tokio::time::timeout(Duration::from_secs(5), third.read_exact(&mut head))
+        .await
+        .expect("served once a permit is free")
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    assert_eq!(upstream.only().path, "/third");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_clients_are_limited_to_250_concurrent_streams() {
+    let ca = TestCa::new();
+    let upstream = Upstream::https(&ca).await;
+    // `mitm = auto` intercepts only hosts a credential could apply to: use `always`.
+    let keyswap = Keyswap::start(
+        &ca,
+        Setup {
+            proxy: "block_private_addresses = false\nmitm = \"always\"",
+            ..Setup::default()
+        },
+    );
+    let ca_pem = std::fs::read_to_string(keyswap.ca_path()).unwrap();
+    let tls = common::tunnel(
+        keyswap.proxy,
+        &ca_pem,
+        "api.example.test",
+        upstream.port(),
+        b"h2",
+    )
+    .await;
+    let (client, connection) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    // The server's SETTINGS arrive with the handshake; give them a moment to be applied.
+    for _ in 0..50 {
+        if client.current_max_send_streams() != usize::MAX {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        client = client.ready().await.unwrap();
+    }
+    assert_eq!(client.current_max_send_streams(), 250);
+}
