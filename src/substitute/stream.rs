@@ -22,10 +22,22 @@ use zeroize::Zeroizing;
 pub type Pair = (Zeroizing<Vec<u8>>, Zeroizing<Vec<u8>>);
 
 /// Every proper prefix of every pattern: what may be held back at the end of a chunk.
-#[derive(Default)]
 pub struct Prefixes {
     set: HashSet<Box<[u8]>>,
     longest: usize,
+    /// The first bytes of the patterns: a suffix starting with any other byte is no prefix, and
+    /// is ruled out without hashing it (most chunk ends are).
+    first: [bool; 256],
+}
+
+impl Default for Prefixes {
+    fn default() -> Self {
+        Self {
+            set: HashSet::new(),
+            longest: 0,
+            first: [false; 256],
+        }
+    }
 }
 
 impl Prefixes {
@@ -34,6 +46,9 @@ impl Prefixes {
         for p in patterns {
             for k in 1..p.len() {
                 out.set.insert(p[..k].into());
+            }
+            if let Some(&b) = p.first() {
+                out.first[usize::from(b)] = true;
             }
             out.longest = out.longest.max(p.len().saturating_sub(1));
         }
@@ -44,7 +59,10 @@ impl Prefixes {
     fn held(&self, data: &[u8]) -> usize {
         (1..=self.longest.min(data.len()))
             .rev()
-            .find(|&k| self.set.contains(&data[data.len() - k..]))
+            .find(|&k| {
+                let suffix = &data[data.len() - k..];
+                self.first[usize::from(suffix[0])] && self.set.contains(suffix)
+            })
             .unwrap_or(0)
     }
 }
