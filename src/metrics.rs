@@ -182,10 +182,21 @@ impl Metrics {
     }
 
     pub fn request(&self, outcome: &str) {
+        // The outcome of almost every request: its counter is looked up once.
+        static FORWARDED: OnceLock<Counter> = OnceLock::new();
+        if outcome == "forwarded" {
+            let counter = FORWARDED.get_or_init(|| self.outcome_counter(outcome));
+            counter.inc();
+        } else {
+            self.outcome_counter(outcome).inc();
+        }
+    }
+
+    fn outcome_counter(&self, outcome: &str) -> Counter {
         self.requests
             .get_or_create(&OutcomeLabel {
                 outcome: outcome.to_string(),
             })
-            .inc();
+            .clone()
     }
 }
