@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 use crate::live::{Live, WriteError};
 use crate::metrics::{METRICS, OutcomeLabel};
 use crate::secret::Secret;
-use crate::upstream::UpstreamClient;
+use crate::upstream::{UpstreamClient, UpstreamPool};
 use crate::vault::{Auth, OauthAuth, OauthRefresh, TokenEndpointAuth};
 pub use exchange::Captured;
 
@@ -93,23 +93,24 @@ pub enum Refreshed {
 /// Refreshes `mcp_oauth` tokens, one flight per credential.
 pub struct Refresher {
     live: Arc<Live>,
-    client: UpstreamClient,
+    pool: Arc<UpstreamPool>,
     timeout: Duration,
     flights: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl Refresher {
-    pub fn new(live: Arc<Live>, client: UpstreamClient, timeout: Duration) -> Self {
+    pub fn new(live: Arc<Live>, pool: Arc<UpstreamPool>, timeout: Duration) -> Self {
         Self {
             live,
-            client,
+            pool,
             timeout,
             flights: DashMap::new(),
         }
     }
 
-    pub fn client(&self) -> &UpstreamClient {
-        &self.client
+    /// The upstream client for the egress rules in force now.
+    pub fn client(&self) -> UpstreamClient {
+        self.pool.client(&self.live.store().load())
     }
 
     pub fn timeout(&self) -> Duration {
@@ -177,7 +178,7 @@ impl Refresher {
             known.push(s.expose());
         }
         let answer = exchange::post(
-            &self.client,
+            &self.client(),
             &refresh.token_endpoint,
             request,
             self.timeout,

@@ -18,7 +18,7 @@ use crate::oauth::Refresher;
 use crate::proxy::{self, Shared};
 use crate::secret::Secret;
 use crate::store::{BuildError, Store, StoreHandle};
-use crate::upstream::{self, Dialer, UpstreamSetupError};
+use crate::upstream::{Dialer, UpstreamPool, UpstreamSetupError};
 use crate::watch as file_watch;
 
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +75,10 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         text.as_ref().map(|t| t.as_str()),
     ));
     let dialer = Dialer::new(&config, store.clone(), vec![proxy_addr, admin_addr])?;
-    let client = upstream::client(dialer.clone(), config.limits.idle_timeout);
+    let client = Arc::new(UpstreamPool::new(
+        dialer.clone(),
+        config.limits.idle_timeout,
+    ));
     let refresher = Arc::new(Refresher::new(
         live.clone(),
         client.clone(),

@@ -78,6 +78,9 @@ impl McpScope {
 #[derive(Debug)]
 pub struct Store {
     pub generation: u64,
+    /// Changes whenever the egress rules or `[upstream.resolve]` change: pooled upstream
+    /// connections of an older epoch were checked against other rules and are not reused.
+    pub egress_epoch: u64,
     /// The validated configuration this store was compiled from.
     config: Arc<Config>,
     /// Indexed by the searcher's pattern id.
@@ -177,6 +180,7 @@ impl Store {
         let mcp_entries = indices(|e| e.mcp.is_some());
         Ok(Store {
             generation,
+            egress_epoch: 0,
             config,
             entries,
             searcher,
@@ -274,6 +278,13 @@ fn mcp_entry(credential: &crate::vault::Credential, url: &str, token: &Secret) -
     }
 }
 
+/// Whether two configurations decide and dial upstream addresses alike.
+fn same_egress(a: &Config, b: &Config) -> bool {
+    a.proxy.block_private_addresses == b.proxy.block_private_addresses
+        && a.proxy.allow_private_cidrs == b.proxy.allow_private_cidrs
+        && a.upstream.resolve == b.upstream.resolve
+}
+
 /// The live store: readers load it without waiting, a reload swaps in a whole new one.
 #[derive(Debug)]
 pub struct StoreHandle {
@@ -298,8 +309,14 @@ impl StoreHandle {
     /// Builds a store from `config` with the next generation number and puts it in force.
     pub fn replace(&self, config: impl Into<Arc<Config>>) -> Result<u64, BuildError> {
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
-        self.current
-            .store(Arc::new(Store::build(config, generation)?));
+        let mut store = Store::build(config, generation)?;
+        let old = self.current.load();
+        store.egress_epoch = if same_egress(old.config(), store.config()) {
+            old.egress_epoch
+        } else {
+            old.egress_epoch + 1
+        };
+        self.current.store(Arc::new(store));
         Ok(generation)
     }
 }

@@ -387,6 +387,58 @@ impl tower_service::Service<Uri> for Connector {
 /// The pooled upstream client.
 pub type UpstreamClient = Client<Connector, ProxyBody>;
 
+/// The pooled client, renewed when the store's egress epoch moves: a pooled connection was
+/// checked against the egress rules in force when it was dialled, so it must not outlive them.
+pub struct UpstreamPool {
+    dialer: Dialer,
+    idle_timeout: Duration,
+    current: arc_swap::ArcSwap<Pooled>,
+}
+
+struct Pooled {
+    epoch: u64,
+    client: UpstreamClient,
+}
+
+impl UpstreamPool {
+    pub fn new(dialer: Dialer, idle_timeout: Duration) -> Self {
+        let client = client(dialer.clone(), idle_timeout);
+        Self {
+            dialer,
+            idle_timeout,
+            current: arc_swap::ArcSwap::from_pointee(Pooled { epoch: 0, client }),
+        }
+    }
+
+    /// The client for a request made under `store`.
+    pub fn client(&self, store: &crate::store::Store) -> UpstreamClient {
+        let current = self.current.load();
+        if current.epoch == store.egress_epoch {
+            return current.client.clone();
+        }
+        // A newer epoch replaces the pool (its idle connections close as it drops); an older
+        // one, from a request still holding an old store, gets a client of its own.
+        let fresh = Arc::new(Pooled {
+            epoch: store.egress_epoch,
+            client: client(self.dialer.clone(), self.idle_timeout),
+        });
+        if store.egress_epoch > current.epoch {
+            self.current.rcu(|c| {
+                if c.epoch >= fresh.epoch {
+                    Arc::clone(c)
+                } else {
+                    Arc::clone(&fresh)
+                }
+            });
+            let now = self.current.load();
+            if now.epoch == store.egress_epoch {
+                return now.client.clone();
+            }
+        }
+        fresh.client.clone()
+    }
+}
+
 /// A pooled client over `dialer`; idle upstream connections are kept for `idle_timeout`.
 pub fn client(dialer: Dialer, idle_timeout: Duration) -> UpstreamClient {
     Client::builder(TokioExecutor::new())

@@ -226,3 +226,68 @@ async fn tightening_egress_rules_applies_to_the_next_tunnel() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// A pooled upstream connection was checked against the rules in force when it was dialled: after
+/// the rules tighten, the next request (plain HTTP, and inside a tunnel opened before the edit)
+/// is refused instead of riding the old connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn tightening_egress_rules_retires_pooled_connections() {
+    let w = World::start(VAULT, false).await;
+    let plain = Upstream::http().await;
+    let url = format!("http://api.example.test:{}/", plain.port());
+    let proxy = w.keyswap.proxy_url();
+    assert_eq!(curl(&["--proxy", &proxy, &url]).await.status, 200);
+    // A tunnel opened (and used) before the edit, kept open.
+    let ca_pem = std::fs::read_to_string(w.keyswap.ca_path()).unwrap();
+    let tls = common::tunnel(
+        w.keyswap.proxy,
+        &ca_pem,
+        "api.example.test",
+        w.upstream.port(),
+        b"http/1.1",
+    )
+    .await;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake::<
+        _,
+        http_body_util::Empty<bytes::Bytes>,
+    >(hyper_util::rt::TokioIo::new(tls))
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let get = || {
+        hyper::Request::get("/")
+            .header("host", format!("api.example.test:{}", w.upstream.port()))
+            .body(http_body_util::Empty::new())
+            .unwrap()
+    };
+    assert_eq!(sender.send_request(get()).await.unwrap().status(), 200);
+
+    let text = w.keyswap.edited_config(
+        "block_private_addresses = false",
+        "block_private_addresses = true",
+    );
+    let t0 = Instant::now();
+    std::fs::write(w.keyswap.config_path(), text).unwrap();
+    while w.healthz().await["store_generation"] != 2 {
+        assert!(t0.elapsed() < IN_FORCE_WITHIN, "the edit was not picked up");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let out = curl(&["--proxy", &proxy, &url]).await;
+    assert_eq!(out.status, 403, "{out:?}");
+    assert_eq!(
+        out.headers.get("x-keyswap-error").map(String::as_str),
+        Some("egress-denied")
+    );
+    assert_eq!(
+        plain.requests().len(),
+        1,
+        "the pooled connection was reused"
+    );
+    sender.ready().await.unwrap();
+    let answer = sender.send_request(get()).await.unwrap();
+    assert_eq!(
+        answer.status(),
+        403,
+        "the tunnel's next request rode the old connection"
+    );
+}

@@ -159,7 +159,7 @@ async fn probe(refresher: &Refresher, oauth: &OauthAuth) -> ProbeOutcome {
         headers.insert(AUTHORIZATION, bearer(&oauth.access_token)?);
         let secrets = [oauth.access_token.expose()];
         let answer =
-            exchange::send(&refresher.client, request, refresher.timeout, &secrets).await?;
+            exchange::send(&refresher.client(), request, refresher.timeout, &secrets).await?;
         Ok(answer.captured)
     }
     .await;

@@ -263,7 +263,7 @@ pub(super) async fn attempt(
         None => {
             parts.uri = upstream_uri(dest, scheme, path)
                 .ok_or(ProxyError::BadRequest("cannot build the upstream URI"))?;
-            exchange(Request::from_parts(parts, body), dest, shared).await?
+            exchange(Request::from_parts(parts, body), dest, store, shared).await?
         }
     };
     debug!(%method, host = %dest.host, status = response.status().as_u16(), "forwarded");
@@ -317,11 +317,13 @@ fn check_report(
 async fn exchange(
     request: Request<ProxyBody>,
     dest: &Destination,
+    store: &Store,
     shared: &Shared,
 ) -> Result<Response<Incoming>, ProxyError> {
     let timeout = shared.limits.upstream_response_timeout;
     let started = std::time::Instant::now();
-    match tokio::time::timeout(timeout, shared.client.request(request)).await {
+    let client = shared.client.client(store);
+    match tokio::time::timeout(timeout, client.request(request)).await {
         Ok(Ok(response)) => {
             METRICS
                 .upstream_latency

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use crate::ca::CertificateAuthority;
 use crate::config::Limits;
 use crate::store::StoreHandle;
-use crate::upstream::{Dialer, UpstreamClient};
+use crate::upstream::{Dialer, UpstreamPool};
 
 pub use listener::serve;
 
@@ -32,7 +32,7 @@ pub struct Shared {
     pub store: Arc<StoreHandle>,
     pub ca: Arc<CertificateAuthority>,
     pub dialer: Dialer,
-    pub client: UpstreamClient,
+    pub client: Arc<UpstreamPool>,
     /// Refreshes `mcp_oauth` tokens (before expiry, after an upstream 401).
     pub refresher: Arc<crate::oauth::Refresher>,
     /// Turns true when keyswap begins to shut down.
