@@ -192,7 +192,8 @@ where
                     .enumerate()
                     .for_each(|(i, b)| *b ^= key[i % 4]);
             }
-            let payload = scrub_payload(&mut scrubber, frame.opcode, payload);
+            let fin = buf[0] & 0x80 != 0;
+            let payload = scrub_payload(&mut scrubber, frame.opcode, fin, payload);
             to.write_all(&frame_header(buf[0], payload.len())).await?;
             to.write_all(&payload).await?;
             buf.advance(total);
@@ -204,9 +205,24 @@ where
     }
 }
 
-/// The scrubbed payload; control frames stay within their 125-byte limit (a close frame keeps its
-/// status code and loses a reason that would not fit).
-fn scrub_payload(scrubber: &mut StreamReplacer, opcode: u8, payload: Vec<u8>) -> Vec<u8> {
+/// The scrubbed payload. Data frames of one message are scrubbed as one stream, so a secret cut
+/// across fragments is still found (the tail that may start one is carried to the next fragment,
+/// and flushed at the final one). Control frames, which may come between fragments, are scrubbed
+/// on their own and stay within their 125-byte limit (a close frame keeps its status code and loses
+/// a reason that would not fit).
+fn scrub_payload(
+    scrubber: &mut StreamReplacer,
+    opcode: u8,
+    fin: bool,
+    payload: Vec<u8>,
+) -> Vec<u8> {
+    if opcode < 8 {
+        let mut out = scrubber.push(payload.into()).to_vec();
+        if fin {
+            out.extend_from_slice(&scrubber.finish());
+        }
+        return out;
+    }
     let scrubbed = scrubber
         .replace_once(&payload)
         .map_or(payload, |b| b.to_vec());
@@ -328,6 +344,23 @@ mod tests {
         cut.truncate(8);
         input.extend(cut);
         assert_eq!(scrub(input).await, frame(1, b"ks-ph-vcrd_x!"));
+    }
+
+    #[tokio::test]
+    async fn a_secret_cut_across_fragments_is_scrubbed() {
+        // "SEC" | ping | "RET!" as a fragmented text message with a ping in between.
+        let mut input = frame_header(0x01, 3);
+        input.extend_from_slice(b"SEC");
+        input.extend_from_slice(&frame(0x9, b"SECRET ping"));
+        input.extend_from_slice(&frame_header(0x80, 4));
+        input.extend_from_slice(b"RET!");
+        let out = scrub(input).await;
+        assert!(!out.windows(6).any(|w| w == b"SECRET"), "{out:?}");
+        // The fragments still form one message: first not final, then continuation with FIN.
+        let mut expected = frame_header(0x01, 0);
+        expected.extend_from_slice(&frame(0x9, b"ks-ph-vcrd_x ping"));
+        expected.extend_from_slice(&frame(0x0, b"ks-ph-vcrd_x!"));
+        assert_eq!(out, expected);
     }
 
     #[tokio::test]
