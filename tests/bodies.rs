@@ -138,6 +138,19 @@ async fn a_placeholder_split_across_chunks_is_found() {
         String::from_utf8_lossy(&upstream.only().body),
         "{\"t\":\"SECRET_body_value_1\"}"
     );
+    // Found only at the stream's end: still logged once (no value) and counted.
+    let line = keyswap.wait_log("placeholders in the streamed body");
+    assert!(line.contains("vcrd_body: substituted (body)"), "{line}");
+    assert!(!keyswap.log().contains("SECRET_body_value_1"));
+    let metrics = curl(&[&format!("http://{}/metrics", keyswap.admin)])
+        .await
+        .body;
+    assert!(
+        metrics.contains(
+            r#"keyswap_substitutions_total{credential_id="vcrd_body",location="body"} 1"#
+        ),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

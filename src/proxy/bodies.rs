@@ -84,9 +84,49 @@ pub async fn request(
             for (i, _) in allowed.iter().enumerate().filter(|(_, ok)| **ok) {
                 scrub.add_entry(i);
             }
-            Ok(ReplacingBody::new(body, replacer).boxed())
+            let found = found_in_stream(store, target.host, &allowed);
+            Ok(ReplacingBody::new(body, replacer).on_end(found).boxed())
         }
     }
+}
+
+/// What a streamed request body substituted is known only at its end: then it is logged (in the
+/// request's span) and counted, like the substitutions of the head.
+fn found_in_stream(store: &Store, host: &str, allowed: &[bool]) -> substitute::stream::OnEnd {
+    let span = tracing::Span::current();
+    let host = host.to_string();
+    let ids: Vec<(usize, String)> = allowed
+        .iter()
+        .enumerate()
+        .filter(|(_, ok)| **ok)
+        .map(|(i, _)| (i, store.entry(i).credential_id.clone()))
+        .collect();
+    Box::new(move |hits: &[usize]| {
+        let found: Vec<&str> = ids
+            .iter()
+            .filter(|(i, _)| hits.contains(i))
+            .map(|(_, id)| id.as_str())
+            .collect();
+        if found.is_empty() {
+            return;
+        }
+        for id in &found {
+            let labels = crate::metrics::CredentialLabels {
+                credential_id: (*id).to_string(),
+                location: Location::Body.as_str().to_string(),
+            };
+            crate::metrics::METRICS
+                .substitutions
+                .get_or_create(&labels)
+                .inc();
+        }
+        let credentials = found
+            .iter()
+            .map(|id| format!("{id}: substituted (body)"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        tracing::info!(parent: &span, host = %host, credentials = %credentials, "placeholders in the streamed body");
+    })
 }
 
 /// The whole body, or `None` when it fails or is longer than `limit`.

@@ -206,12 +206,16 @@ impl StreamReplacer {
     }
 }
 
+/// Called once when a streamed body ends, with the pattern ids that were replaced in it.
+pub type OnEnd = Box<dyn FnOnce(&[usize]) + Send + Sync>;
+
 /// A body whose data frames pass through a [`StreamReplacer`]; trailers pass unchanged.
 pub struct ReplacingBody<B> {
     inner: B,
     replacer: StreamReplacer,
     ended: bool,
     trailers: Option<HeaderMap>,
+    on_end: Option<OnEnd>,
 }
 
 impl<B> ReplacingBody<B> {
@@ -221,7 +225,24 @@ impl<B> ReplacingBody<B> {
             replacer,
             ended: false,
             trailers: None,
+            on_end: None,
         }
+    }
+
+    /// Runs `f` with the replaced pattern ids once the body has ended (what was found in a
+    /// streamed body is only known then).
+    pub fn on_end(mut self, f: OnEnd) -> Self {
+        self.on_end = Some(f);
+        self
+    }
+
+    fn end(&mut self) -> Bytes {
+        self.ended = true;
+        let out = self.replacer.finish();
+        if let Some(f) = self.on_end.take() {
+            f(self.replacer.hits());
+        }
+        out
     }
 }
 
@@ -260,8 +281,7 @@ where
                             }
                             trailers
                         });
-                        this.ended = true;
-                        let out = this.replacer.finish();
+                        let out = this.end();
                         if !out.is_empty() {
                             return Poll::Ready(Some(Ok(Frame::data(out))));
                         }
@@ -269,8 +289,7 @@ where
                 },
                 Some(Err(e)) => return Poll::Ready(Some(Err(e))),
                 None => {
-                    this.ended = true;
-                    let out = this.replacer.finish();
+                    let out = this.end();
                     if !out.is_empty() {
                         return Poll::Ready(Some(Ok(Frame::data(out))));
                     }
