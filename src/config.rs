@@ -788,6 +788,35 @@ impl Validator<'_> {
         }
     }
 
+    /// `https://`, or `http://` on this machine's loopback (a local authorization server, as
+    /// RFC 8252 allows for loopback redirects): refresh tokens never cross a network in clear.
+    fn token_endpoint(&mut self, url: Spanned<String>) -> Option<String> {
+        let loopback_http = url.get_ref().parse::<http::Uri>().is_ok_and(|u| {
+            u.scheme_str() == Some("http")
+                && u.host().is_some_and(|h| {
+                    let h = h.trim_start_matches('[').trim_end_matches(']');
+                    h.eq_ignore_ascii_case("localhost")
+                        || h.parse::<std::net::IpAddr>()
+                            .is_ok_and(|ip| ip.is_loopback())
+                })
+        });
+        if loopback_http {
+            return Some(url.into_inner());
+        }
+        match url.get_ref().parse::<http::Uri>() {
+            Ok(u) if u.scheme_str() == Some("https") && u.host().is_some() => {
+                Some(url.into_inner())
+            }
+            _ => {
+                self.error(
+                    url.span(),
+                    "token_endpoint must be an https:// URL (or http:// on 127.0.0.1, [::1] or localhost)",
+                );
+                None
+            }
+        }
+    }
+
     fn refresh(&mut self, raw: Spanned<raw::RawRefresh>) -> Option<OauthRefresh> {
         let span = raw.span();
         let raw = raw.into_inner();
@@ -802,7 +831,7 @@ impl Validator<'_> {
             None => TokenEndpointAuth::None,
             Some(a) => self.token_endpoint_auth(a)?,
         };
-        let token_endpoint = self.https_url("token_endpoint", raw.token_endpoint);
+        let token_endpoint = self.token_endpoint(raw.token_endpoint);
         Some(OauthRefresh {
             client_id: raw.client_id.into_inner(),
             refresh_token: refresh_token?,

@@ -272,4 +272,15 @@ fn oauth_expiry_and_token_endpoint_are_checked() {
         e[0].contains("token_endpoint must be an https:// URL"),
         "{e:?}"
     );
+    // A local authorization server may speak plain HTTP on loopback.
+    for local in [
+        "http://127.0.0.1:9000/token",
+        "http://[::1]:9000/t",
+        "http://localhost/t",
+    ] {
+        assert!(
+            parse(&auth("2030-01-01T00:00:00Z", local)).is_ok(),
+            "{local}"
+        );
+    }
 }
