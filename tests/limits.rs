@@ -279,3 +279,53 @@ async fn http2_clients_are_limited_to_250_concurrent_streams() {
     }
     assert_eq!(client.current_max_send_streams(), 250);
 }
+
+/// Rapid reset (CVE-2023-44487): a client that opens and cancels streams faster than they are
+/// served is cut off with GOAWAY, and keyswap keeps serving everyone else.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http2_reset_flood_is_cut_off() {
+    let ca = TestCa::new();
+    let upstream = Upstream::https(&ca).await;
+    let keyswap = Keyswap::start(
+        &ca,
+        Setup {
+            proxy: "block_private_addresses = false\nmitm = \"always\"",
+            ..Setup::default()
+        },
+    );
+    let ca_pem = std::fs::read_to_string(keyswap.ca_path()).unwrap();
+    let port = upstream.port();
+    let tls = common::tunnel(keyswap.proxy, &ca_pem, "api.example.test", port, b"h2").await;
+    let (mut client, connection) = h2::client::handshake(tls).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let flood = async {
+        for _ in 0..2000 {
+            let Ok(ready) = client.clone().ready().await else {
+                return;
+            };
+            client = ready;
+            let request = http::Request::get(format!("https://api.example.test:{port}/slow"))
+                .body(())
+                .unwrap();
+            let Ok((_, mut stream)) = client.send_request(request, false) else {
+                return;
+            };
+            stream.send_reset(h2::Reason::CANCEL);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), flood)
+        .await
+        .expect("the flood was neither served nor stopped");
+    let ended = tokio::time::timeout(Duration::from_secs(10), connection)
+        .await
+        .expect("the flooding connection was not closed")
+        .unwrap();
+    let err = ended.expect_err("the flooding connection must end with an error");
+    assert_eq!(err.reason(), Some(h2::Reason::ENHANCE_YOUR_CALM), "{err}");
+    // Everyone else is still served.
+    let url = format!("http://api.example.test:{}/", Upstream::http().await.port());
+    assert_eq!(
+        curl(&["--proxy", &keyswap.proxy_url(), &url]).await.status,
+        200
+    );
+}
