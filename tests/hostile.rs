@@ -490,3 +490,41 @@ async fn a_request_dribbled_byte_by_byte_is_still_served_whole() {
     let seen = upstream.only();
     assert_eq!(seen.body, b"hello world");
 }
+
+/// After a CONNECT or an upgrade that was not granted, the connection ends: the bytes after such
+/// a head skip the framing check (they were meant for another protocol), so nothing more may be
+/// parsed from them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connect_or_upgrade_ends_the_connection() {
+    let ca = TestCa::new();
+    let upstream = Upstream::http().await;
+    let keyswap = Keyswap::start(&ca, Setup::default());
+    let authority = format!("api.example.test:{}", upstream.port());
+    let smuggled = format!(
+        "POST http://{authority}/smuggled HTTP/1.1\r\nHost: {authority}\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    );
+    // A CONNECT refused (keyswap's own admin listener: loop guard), then a smuggling attempt.
+    let request = format!(
+        "CONNECT {0} HTTP/1.1\r\nHost: {0}\r\n\r\n{smuggled}",
+        keyswap.admin
+    );
+    let answer = plain(&keyswap, &request).await;
+    assert_eq!(
+        verdict(&answer),
+        ("403".into(), Some("egress-denied".into())),
+        "{answer}"
+    );
+    assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
+    // An upgrade the origin does not grant (it answers 200), then the same attempt.
+    let request = format!(
+        "GET http://{authority}/ws HTTP/1.1\r\nHost: {authority}\r\nConnection: upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n{smuggled}"
+    );
+    let answer = plain(&keyswap, &request).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    let paths: Vec<String> = upstream.requests().into_iter().map(|s| s.path).collect();
+    assert_eq!(paths, ["/ws"], "the smuggled request was parsed");
+}

@@ -90,11 +90,13 @@ async fn serve_client(stream: TcpStream, shared: Arc<Shared>, permit: Connection
             let (shared, permit, activity) = (shared.clone(), permit.clone(), activity.clone());
             async move {
                 let _in_flight = activity.begin();
-                let response = if req.method() == Method::CONNECT {
+                let switch = asks_to_switch(&req);
+                let mut response = if req.method() == Method::CONNECT {
                     connect::handle(req, shared, permit).await
                 } else {
                     forward::plain(req, &shared).await
                 };
+                close_unless_switched(switch, &mut response);
                 Ok::<_, Infallible>(response)
             }
         })
@@ -110,6 +112,46 @@ async fn serve_client(stream: TcpStream, shared: Arc<Shared>, permit: Connection
     );
 }
 
+/// Whether a request asks to leave HTTP/1 (CONNECT, or any `Upgrade` header): the framing check
+/// stops looking at the bytes after such a head, and hyper keeps an upgrade pending for it.
+fn asks_to_switch(req: &Request<Incoming>) -> Option<Switch> {
+    if req.method() == Method::CONNECT {
+        Some(Switch::Connect)
+    } else if req.headers().contains_key(http::header::UPGRADE) {
+        Some(Switch::Upgrade)
+    } else {
+        None
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Switch {
+    /// Switched by a 2xx answer.
+    Connect,
+    /// Switched by a 101 answer.
+    Upgrade,
+}
+
+/// SECURITY: a request that asked to switch protocols and was not switched (any answer but 2xx to
+/// CONNECT or 101 to an upgrade) ends its connection. Otherwise the bytes after it would reach
+/// hyper without the framing check (which stepped aside for the expected new protocol), and
+/// hyper would hand the socket to its pending upgrade instead of letting a later refusal be
+/// written.
+fn close_unless_switched(switch: Option<Switch>, response: &mut Response<ProxyBody>) {
+    let status = response.status();
+    let switched = match switch {
+        None => return,
+        Some(Switch::Connect) => status.is_success(),
+        Some(Switch::Upgrade) => status == http::StatusCode::SWITCHING_PROTOCOLS,
+    };
+    if !switched {
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+}
+
 /// Serves the HTTP inside a tunnel (HTTP/2 when ALPN chose it), each request through `handler`.
 pub(super) async fn serve_inner<I, F, Fut>(io: I, h2: bool, shared: Arc<Shared>, handler: F)
 where
@@ -120,11 +162,15 @@ where
     let activity = Activity::new();
     let service = {
         let activity = activity.clone();
-        service_fn(move |req| {
+        service_fn(move |req: Request<Incoming>| {
             let (handler, activity) = (handler.clone(), activity.clone());
             async move {
                 let _in_flight = activity.begin();
-                Ok::<_, Infallible>(handler(req).await)
+                // HTTP/2 has no Connection header and no upgrades: only HTTP/1 needs closing.
+                let switch = if h2 { None } else { asks_to_switch(&req) };
+                let mut response = handler(req).await;
+                close_unless_switched(switch, &mut response);
+                Ok::<_, Infallible>(response)
             }
         })
     };
