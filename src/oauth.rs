@@ -26,9 +26,20 @@ pub use exchange::Captured;
 
 /// A token this close to `expires_at` is refreshed before it is used.
 pub const EXPIRY_MARGIN: time::Duration = time::Duration::seconds(60);
+/// After a refresh (successful or not), the request path does not refresh the same credential
+/// again for this long: a token rejected right after a refresh is not refreshed in a loop (the
+/// sandbox could otherwise make every request rewrite the config file), tokens that live less
+/// than the margin are not refreshed on every request, and requests queued behind a failed
+/// refresh share its answer instead of retrying one after another.
+pub const COOLDOWN: Duration = Duration::from_secs(10);
+/// How long a failed refresh's answer is reused: long enough for the requests that queued behind
+/// it to share it, short enough that a fixed token endpoint is tried again at once.
+pub const FAILURE_REUSE: Duration = Duration::from_secs(2);
+/// The longest a token endpoint may take to answer.
+const TOKEN_ENDPOINT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a refresh did not produce a new token. Never carries a token.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RefreshError {
     #[error("the credential has no refresh settings")]
     NoRefreshToken,
@@ -42,6 +53,8 @@ pub enum RefreshError {
     Malformed(Captured),
     #[error("the new tokens could not be saved: {0}")]
     Persist(String),
+    #[error("the stored tokens were replaced while refreshing")]
+    Superseded,
 }
 
 impl RefreshError {
@@ -67,6 +80,7 @@ impl RefreshError {
             RefreshError::Connect(_) => "connect_error",
             RefreshError::Status(_) | RefreshError::Malformed(_) => "failed",
             RefreshError::Persist(_) => "persist_failed",
+            RefreshError::Superseded => "superseded",
         }
     }
 }
@@ -79,6 +93,9 @@ pub enum Reason<'a> {
     Expiring,
     /// The MCP server refused this token.
     Rejected(&'a Secret),
+    /// An operator asked (`mcp_oauth_validate`) after the server refused this token: the
+    /// cooldown does not apply.
+    Validation(&'a Secret),
 }
 
 /// What a refresh did.
@@ -86,8 +103,10 @@ pub enum Reason<'a> {
 pub enum Refreshed {
     /// A new token was obtained (the endpoint's answer, scrubbed, for the validation report).
     New(Captured),
-    /// Another caller refreshed while this one waited.
+    /// Another caller refreshed while this one waited, or an operator stored new tokens.
     AlreadyDone,
+    /// Refreshed moments ago and refused again: not refreshed in a loop.
+    CoolingDown,
 }
 
 /// Refreshes `mcp_oauth` tokens, one flight per credential.
@@ -95,7 +114,14 @@ pub struct Refresher {
     live: Arc<Live>,
     pool: Arc<UpstreamPool>,
     timeout: Duration,
-    flights: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    /// One lock per credential, holding the outcome of its last refresh and when it ended.
+    flights: DashMap<String, Arc<tokio::sync::Mutex<Option<Last>>>>,
+}
+
+/// The last refresh of a credential.
+struct Last {
+    at: std::time::Instant,
+    result: Result<(), RefreshError>,
 }
 
 impl Refresher {
@@ -103,7 +129,7 @@ impl Refresher {
         Self {
             live,
             pool,
-            timeout,
+            timeout: timeout.min(TOKEN_ENDPOINT_TIMEOUT),
             flights: DashMap::new(),
         }
     }
@@ -130,19 +156,44 @@ impl Refresher {
             .entry(credential_id.to_string())
             .or_default()
             .clone();
-        let _turn = flight.lock().await;
+        let mut last = flight.lock().await;
         let config = self.live.store().load().config().clone();
         let oauth = find(&config, vault_id, credential_id).ok_or(RefreshError::Gone)?;
         let still_needed = match reason {
             Reason::Expiring => oauth
                 .expires_at
                 .is_none_or(|t| t - EXPIRY_MARGIN <= OffsetDateTime::now_utc()),
-            Reason::Rejected(used) => oauth.access_token == *used,
+            Reason::Rejected(used) | Reason::Validation(used) => oauth.access_token == *used,
         };
         if !still_needed {
             return Ok(Refreshed::AlreadyDone);
         }
+        let recent = last.as_ref().filter(|l| {
+            l.at.elapsed()
+                < if l.result.is_ok() {
+                    COOLDOWN
+                } else {
+                    FAILURE_REUSE
+                }
+        });
+        if let (Some(recent), false) = (recent, matches!(reason, Reason::Validation(_))) {
+            return match (&recent.result, reason) {
+                (Err(e), _) => Err(e.clone()),
+                (Ok(()), Reason::Rejected(_)) => Ok(Refreshed::CoolingDown),
+                (Ok(()), _) => Ok(Refreshed::AlreadyDone),
+            };
+        }
         let result = self.exchange_and_save(vault_id, credential_id, oauth).await;
+        *last = Some(Last {
+            at: std::time::Instant::now(),
+            result: match &result {
+                Ok(_) | Err(RefreshError::Superseded) => Ok(()),
+                Err(e) => Err(e.clone()),
+            },
+        });
+        if let Err(RefreshError::Superseded) = result {
+            return Ok(Refreshed::AlreadyDone);
+        }
         let label = match &result {
             Ok(_) => "succeeded",
             Err(e) => e.metric_label(),
@@ -182,23 +233,23 @@ impl Refresher {
             &refresh.token_endpoint,
             request,
             self.timeout,
-            &known,
         )
         .await
         .map_err(RefreshError::Connect)?;
         if !(200..300).contains(&answer.status) {
-            return Err(RefreshError::Status(answer.captured));
+            return Err(RefreshError::Status(answer.capture(&known)));
         }
-        let mut captured = answer.captured;
         let Some(tokens) = Tokens::parse(&answer.body) else {
-            return Err(RefreshError::Malformed(captured));
+            return Err(RefreshError::Malformed(answer.capture(&known)));
         };
-        // The endpoint's answer carries the new tokens: scrub them from the copy kept for reports.
-        captured.scrub(&[tokens.access_token.expose()]);
+        // The answer carries the new tokens: masked (before any cut) in the copy kept for reports.
+        known.push(tokens.access_token.expose());
         if let Some(r) = &tokens.refresh_token {
-            captured.scrub(&[r.expose()]);
+            known.push(r.expose());
         }
-        self.save(vault_id, credential_id, &tokens).await?;
+        let captured = answer.capture(&known);
+        self.save(vault_id, credential_id, &oauth.access_token, &tokens)
+            .await?;
         Ok(captured)
     }
 
@@ -207,11 +258,17 @@ impl Refresher {
         &self,
         vault_id: &str,
         credential_id: &str,
+        refreshed_from: &Secret,
         tokens: &Tokens,
     ) -> Result<(), RefreshError> {
         let written = self
             .live
-            .write(|doc, _| {
+            .write(|doc, config| {
+                // An operator who stored tokens meanwhile wins over the ones refreshed from the old.
+                let current = find(config, vault_id, credential_id).ok_or(RefreshError::Gone)?;
+                if current.access_token != *refreshed_from {
+                    return Err(RefreshError::Superseded);
+                }
                 let table = crate::admin::document::credential(doc, vault_id, credential_id)
                     .ok_or(RefreshError::Gone)?;
                 let auth = table

@@ -291,13 +291,38 @@ async fn a_401_refreshes_once_and_replays_the_request() {
     assert_eq!(mcp[0].body, body);
     assert_eq!(mcp[1].body, body, "the replay carries the same body");
     assert_eq!(w.server.calls("/token").len(), 1);
-    // A 401 that persists after the refresh goes back to the client: one retry, no loop.
+    // Refused again right after a refresh: the 401 goes back as it is, no refresh loop.
     w.server.refuse.store(true, Ordering::SeqCst);
     let out = w.call("/mcp", body).await;
     assert_eq!(out.status, 401);
-    assert_eq!(w.server.calls("/token").len(), 2);
-    assert_eq!(w.server.calls("/mcp").len(), 4);
+    assert_eq!(w.server.calls("/token").len(), 1);
+    assert_eq!(w.server.calls("/mcp").len(), 3);
     w.assert_no_secret_leaked(&[&out.body]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placeholder_wrapped_in_something_else_never_triggers_a_refresh() {
+    let w = World::start("SECRET_access_0", &one("vcrd_a", FUTURE)).await;
+    let url = format!("https://api.example.test:{}/mcp", w.port);
+    for _ in 0..3 {
+        let out = curl(&[
+            "--proxy",
+            &w.keyswap.proxy_url(),
+            "--cacert",
+            w.bundle.to_str().unwrap(),
+            "-H",
+            "Authorization: Bearer x-ks-ph-vcrd_a",
+            &url,
+        ])
+        .await;
+        assert_eq!(out.status, 401, "{out:?}");
+    }
+    assert!(
+        w.server.calls("/token").is_empty(),
+        "the sandbox made keyswap refresh"
+    );
+    let file = w.file();
+    assert!(file.contains("SECRET_access_0"), "{file}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -345,8 +370,10 @@ async fn a_failed_refresh_answers_502_and_keeps_the_stored_tokens() {
     assert_eq!(w.file(), before, "stored tokens unchanged");
     w.keyswap.wait_log("OAuth refresh failed");
     w.assert_no_secret_leaked(&[&out.body]);
-    // Fixed at the endpoint: the next request refreshes and succeeds.
+    // Fixed at the endpoint: once the failure's short reuse window is over, the next request
+    // refreshes and succeeds.
     w.server.fail.store(false, Ordering::SeqCst);
+    tokio::time::sleep(keyswap::oauth::FAILURE_REUSE).await;
     assert_eq!(w.call("/mcp", "{}").await.status, 200);
 }
 
@@ -478,4 +505,39 @@ async fn validation_probes_refreshes_and_reports_without_tokens() {
         (404, Some("not_found_error"))
     );
     w.assert_no_secret_leaked(&[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_an_operator_stores_during_a_refresh_are_kept() {
+    let w = Arc::new(World::start("SECRET_access_0", &one("vcrd_a", PAST)).await);
+    w.server.delay_ms.store(800, Ordering::SeqCst);
+    let request = {
+        let w = w.clone();
+        tokio::spawn(async move { w.call("/mcp", "{}").await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let url = format!(
+        "http://{}/v1/vaults/vlt_o/credentials/vcrd_a",
+        w.keyswap.admin
+    );
+    let update = r#"{"auth":{"type":"mcp_oauth","access_token":"SECRET_operator","expires_at":"2099-01-01T00:00:00Z"}}"#;
+    let out = curl(&[
+        "-H",
+        &format!("x-api-key: {KEY}"),
+        "--data-binary",
+        update,
+        &url,
+    ])
+    .await;
+    assert_eq!(out.status, 200, "{out:?}");
+    let _ = request.await.unwrap();
+    let file = w.file();
+    assert!(
+        file.contains(r#"access_token = "SECRET_operator""#),
+        "{file}"
+    );
+    assert!(
+        !file.contains("SECRET_access_1"),
+        "the refresh overwrote the operator's token: {file}"
+    );
 }

@@ -75,12 +75,21 @@ pub struct Captured {
 }
 
 impl Captured {
-    /// Masked before it is cut, so that a secret cut in two by the truncation leaves no part.
+    /// Masked before it is cut, so that a secret cut in two by the truncation leaves no part:
+    /// in a JSON body every value under a key naming a token or secret, then every known secret
+    /// (raw and JSON-escaped) wherever it appears.
     fn new(status: u16, content_type: &str, body: &[u8], secrets: &[&[u8]]) -> Self {
+        let text = match serde_json::from_slice::<serde_json::Value>(body) {
+            Ok(mut json) => {
+                redact_json(&mut json);
+                json.to_string()
+            }
+            Err(_) => String::from_utf8_lossy(body).into_owned(),
+        };
         let mut captured = Captured {
             status_code: status,
             content_type: content_type.to_string(),
-            body: String::from_utf8_lossy(body).into_owned(),
+            body: text,
             body_truncated: false,
         };
         captured.scrub(secrets);
@@ -93,14 +102,38 @@ impl Captured {
         captured
     }
 
-    /// Masks each of `secrets` in the body.
-    pub fn scrub(&mut self, secrets: &[&[u8]]) {
+    /// Masks each of `secrets` in the body, as it is and as JSON would escape it.
+    fn scrub(&mut self, secrets: &[&[u8]]) {
         for s in secrets.iter().filter(|s| !s.is_empty()) {
-            let s = String::from_utf8_lossy(s);
-            if self.body.contains(s.as_ref()) {
-                self.body = self.body.replace(s.as_ref(), "[redacted]");
+            let raw = String::from_utf8_lossy(s).into_owned();
+            let escaped = serde_json::to_string(&raw).unwrap_or_default();
+            let escaped = escaped.trim_matches('"').to_string();
+            let slashes = escaped.replace('/', "\\/");
+            for form in [raw, escaped, slashes] {
+                if !form.is_empty() && self.body.contains(&form) {
+                    self.body = self.body.replace(&form, "[redacted]");
+                }
             }
         }
+    }
+}
+
+/// Replaces the string values of keys that name a token or a secret (`access_token`, `id_token`,
+/// `client_secret`…), at any depth.
+fn redact_json(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                let key = key.to_ascii_lowercase();
+                if (key.contains("token") || key.contains("secret")) && v.is_string() {
+                    *v = serde_json::Value::String("[redacted]".into());
+                } else {
+                    redact_json(v);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_json),
+        _ => {}
     }
 }
 
@@ -112,12 +145,18 @@ fn floor_char_boundary(s: &str, max: usize) -> usize {
     end
 }
 
-/// A complete answer: the status, the raw body (zeroized on drop: it may hold tokens), and the
-/// scrubbed copy.
+/// A complete answer: the status and the raw body (zeroized on drop: it may hold tokens).
 pub struct Answer {
     pub status: u16,
+    pub content_type: String,
     pub body: Zeroizing<Vec<u8>>,
-    pub captured: Captured,
+}
+
+impl Answer {
+    /// The copy an operator may see, with `secrets` and token-like JSON values masked.
+    pub fn capture(&self, secrets: &[&[u8]]) -> Captured {
+        Captured::new(self.status, &self.content_type, &self.body, secrets)
+    }
 }
 
 /// POSTs `form` to `url` and reads the whole answer. `Err` is a description of a failure to
@@ -127,7 +166,6 @@ pub async fn post(
     url: &str,
     form: Form,
     timeout: Duration,
-    secrets: &[&[u8]],
 ) -> Result<Answer, String> {
     let mut request = request(url, form.body().to_vec())?;
     let headers = request.headers_mut();
@@ -141,7 +179,7 @@ pub async fn post(
         value.set_sensitive(true);
         headers.insert(AUTHORIZATION, value);
     }
-    send(client, request, timeout, secrets).await
+    send(client, request, timeout).await
 }
 
 /// A POST to `url` with `body`, `Host` set from the URL (the upstream client does not set it).
@@ -167,7 +205,6 @@ pub async fn send(
     client: &UpstreamClient,
     request: Request<crate::upstream::ProxyBody>,
     timeout: Duration,
-    secrets: &[&[u8]],
 ) -> Result<Answer, String> {
     let exchange = async {
         let response = client.request(request).await.map_err(|e| describe(&e))?;
@@ -183,12 +220,10 @@ pub async fn send(
             .await
             .map_err(|e: BoxError| format!("reading the answer failed: {e}"))?
             .to_bytes();
-        let body = Zeroizing::new(body.to_vec());
-        let captured = Captured::new(status, &content_type, &body, secrets);
         Ok(Answer {
             status,
-            body,
-            captured,
+            content_type,
+            body: Zeroizing::new(body.to_vec()),
         })
     };
     tokio::time::timeout(timeout, exchange)
@@ -240,5 +275,22 @@ mod tests {
         );
         assert_eq!(c.body, r#"{"error":"invalid_grant","hint":"[redacted]"}"#);
         assert!(!c.body_truncated);
+    }
+
+    #[test]
+    fn token_values_are_masked_even_unknown_or_escaped() {
+        // Values under token/secret keys go, known or not (a malformed answer's new tokens).
+        let body =
+            br#"{"access_token":"a b","refresh_token":"R2","nested":{"id_token":"J"},"n":1}"#;
+        let c = Captured::new(200, "application/json", body, &[]);
+        assert!(
+            !c.body.contains("R2") && !c.body.contains("a b") && !c.body.contains("\"J\""),
+            "{}",
+            c.body
+        );
+        assert!(c.body.contains("\"n\":1"));
+        // A known secret escaped by the server's JSON encoder (`\/`) is still found.
+        let c = Captured::new(200, "text/plain", br#"tok=ab\/cd"#, &[b"ab/cd"]);
+        assert_eq!(c.body, "tok=[redacted]");
     }
 }

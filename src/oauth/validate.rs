@@ -74,7 +74,7 @@ pub async fn validate(
                 .refresh(
                     vault_id,
                     credential_id,
-                    Reason::Rejected(&oauth.access_token),
+                    Reason::Validation(&oauth.access_token),
                 )
                 .await;
             let succeeded = result.is_ok();
@@ -98,7 +98,7 @@ pub async fn validate(
 fn report(result: Result<Refreshed, RefreshError>) -> RefreshReport {
     let (status, http_response) = match result {
         Ok(Refreshed::New(captured)) => ("succeeded", Some(captured)),
-        Ok(Refreshed::AlreadyDone) => ("succeeded", None),
+        Ok(Refreshed::AlreadyDone | Refreshed::CoolingDown) => ("succeeded", None),
         Err(RefreshError::NoRefreshToken) => ("no_refresh_token", None),
         Err(RefreshError::Connect(_)) => ("connect_error", None),
         Err(e) => ("failed", e.captured().cloned()),
@@ -157,10 +157,8 @@ async fn probe(refresher: &Refresher, oauth: &OauthAuth) -> ProbeOutcome {
             HeaderValue::from_static("application/json, text/event-stream"),
         );
         headers.insert(AUTHORIZATION, bearer(&oauth.access_token)?);
-        let secrets = [oauth.access_token.expose()];
-        let answer =
-            exchange::send(&refresher.client(), request, refresher.timeout, &secrets).await?;
-        Ok(answer.captured)
+        let answer = exchange::send(&refresher.client(), request, refresher.timeout).await?;
+        Ok(answer.capture(&[oauth.access_token.expose()]))
     }
     .await;
     ProbeOutcome(result)

@@ -15,7 +15,7 @@ use tracing::info;
 use super::forward::{To, attempt};
 use super::{Shared, bodies};
 use crate::error::ProxyError;
-use crate::oauth::{EXPIRY_MARGIN, Reason};
+use crate::oauth::{EXPIRY_MARGIN, Reason, Refreshed};
 use crate::secret::Secret;
 use crate::store::Store;
 use crate::upstream::{BoxError, ProxyBody};
@@ -60,9 +60,12 @@ pub(super) async fn forward(
         return Ok(first);
     }
     let Some(used) = used else { return Ok(first) };
-    drop(first);
     info!(credential_id = %flight.credential_id, "the MCP server refused the access token: refreshing");
-    flight.refresh(Reason::Rejected(&used)).await?;
+    if flight.refresh(Reason::Rejected(&used)).await? == Refreshed::CoolingDown {
+        // Refreshed moments ago and refused again: the token is not the problem.
+        return Ok(first);
+    }
+    drop(first);
     let renewed = shared.store.load();
     attempt(parts, full(bytes), None, to, &renewed, shared).await
 }
@@ -75,12 +78,11 @@ struct Flight<'a> {
 }
 
 impl Flight<'_> {
-    async fn refresh(&self, reason: Reason<'_>) -> Result<(), ProxyError> {
+    async fn refresh(&self, reason: Reason<'_>) -> Result<Refreshed, ProxyError> {
         self.shared
             .refresher
             .refresh(&self.vault_id, &self.credential_id, reason)
             .await
-            .map(drop)
             .map_err(|e| ProxyError::CredentialRefresh {
                 credential_id: self.credential_id.clone(),
                 detail: e.to_string(),
