@@ -38,6 +38,9 @@ pub struct Framing {
     max_headers: usize,
     max_header_bytes: usize,
     state: State,
+    /// How much of an unfinished head has been searched already: a head that arrives a byte at a
+    /// time is searched once, not once per byte.
+    scanned: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +76,7 @@ impl Framing {
             max_headers,
             max_header_bytes,
             state: State::Head,
+            scanned: 0,
         }
     }
 
@@ -203,16 +207,27 @@ impl Framing {
     /// incomplete (or while the first chunk-size line of a chunked body is still to come: a head
     /// is released with proof that its body starts well).
     fn head(&mut self, input: &[u8]) -> Result<Option<usize>, Refusal> {
-        let Some(end) = memmem::find(input, b"\r\n\r\n") else {
+        // Empty lines before a request line are ignored (RFC 9112 §2.2), as hyper does.
+        if self.scanned == 0 && input.starts_with(b"\r\n") {
+            return Ok(Some(2));
+        }
+        let from = self.scanned.saturating_sub(3);
+        let Some(end) = memmem::find(&input[from..], b"\r\n\r\n").map(|i| i + from) else {
             if input.len() > self.max_header_bytes {
                 return Err(Refusal::TooLarge);
             }
             // A bare LF anywhere in an unfinished head is already fatal; say so without waiting.
-            return match bare_lf(input) {
-                true => Err(Refusal::Malformed("a line ends without CR")),
-                false => Ok(None),
-            };
+            let start = self.scanned.saturating_sub(1);
+            let bare = memchr::memchr_iter(b'\n', &input[start..])
+                .map(|i| i + start)
+                .any(|i| i == 0 || input[i - 1] != b'\r');
+            if bare {
+                return Err(Refusal::Malformed("a line ends without CR"));
+            }
+            self.scanned = input.len();
+            return Ok(None);
         };
+        self.scanned = 0;
         let len = end + 4;
         if len > self.max_header_bytes {
             return Err(Refusal::TooLarge);
@@ -433,6 +448,10 @@ fn field(line: &[u8]) -> Result<(&[u8], &[u8]), Refusal> {
 
 /// `Content-Length`: digits only (no sign, no hex), within 64 bits; a list must repeat one value.
 fn content_length(value: &[u8]) -> Result<u64, Refusal> {
+    // hyper refuses lists (even `2, 2`) with its own 400: refuse them here, with ours.
+    if value.contains(&b',') {
+        return Err(Refusal::Malformed("Content-Length is a list"));
+    }
     let mut found = None;
     for part in value.split(|&b| b == b',') {
         let part = trim_ows(part);
@@ -507,10 +526,6 @@ fn memchr_lines(input: &[u8]) -> impl Iterator<Item = &[u8]> {
         start = end + 1;
         Some(line)
     })
-}
-
-fn bare_lf(input: &[u8]) -> bool {
-    memchr::memchr_iter(b'\n', input).any(|i| i == 0 || input[i - 1] != b'\r')
 }
 
 fn trim_ows(mut v: &[u8]) -> &[u8] {

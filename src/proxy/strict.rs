@@ -19,8 +19,9 @@ use tracing::info;
 use super::framing::{Framing, Mode, Refusal};
 use crate::error::ProxyError;
 
-/// How much is read from the socket at a time while heads are being checked.
-const READ_CHUNK: usize = 16 * 1024;
+/// How much is read at a time into the buffer that holds an unfinished head (the common case, a
+/// whole request per read, goes straight into hyper's buffer instead).
+const READ_CHUNK: usize = 4 * 1024;
 /// The slowest a request body may arrive, in bytes per second (as Apache's `mod_reqtimeout`
 /// `MinRate`): the time a body may spend waiting for the client is the header timeout plus one
 /// second per this many bytes received.
