@@ -363,25 +363,24 @@ async fn requests_to_keyswaps_own_listeners_are_refused() {
     let ca = TestCa::new();
     let keyswap = Keyswap::start(&ca, Setup::default());
     for target in [keyswap.proxy, keyswap.admin] {
-        let answer = plain(
-            &keyswap,
-            &format!("GET http://{target}/healthz HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n"),
-        )
-        .await;
+        assert_egress_denied(&keyswap, &target.to_string()).await;
+    }
+}
+
+/// A GET to `http://{authority}/` and a `CONNECT {authority}` are both answered
+/// `403 egress-denied`.
+async fn assert_egress_denied(keyswap: &Keyswap, authority: &str) {
+    for request in [
+        format!(
+            "GET http://{authority}/ HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+        ),
+        format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"),
+    ] {
+        let answer = plain(keyswap, &request).await;
         assert_eq!(
             verdict(&answer),
             ("403".into(), Some("egress-denied".into())),
-            "{answer}"
-        );
-        let answer = plain(
-            &keyswap,
-            &format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n"),
-        )
-        .await;
-        assert_eq!(
-            verdict(&answer),
-            ("403".into(), Some("egress-denied".into())),
-            "{answer}"
+            "{request:?}: {answer}"
         );
     }
 }
@@ -414,28 +413,7 @@ async fn every_spelling_of_this_machine_is_refused_when_private_addresses_are_bl
         "[::]",
         "api.example.test", // resolved to 127.0.0.1 by [upstream.resolve]
     ] {
-        let answer = plain(
-            &keyswap,
-            &format!("GET http://{host}:{port}/ HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"),
-        )
-        .await;
-        assert_eq!(
-            verdict(&answer),
-            ("403".into(), Some("egress-denied".into())),
-            "GET {host}: {answer}"
-        );
-        let answer = plain(
-            &keyswap,
-            &format!(
-                "CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"
-            ),
-        )
-        .await;
-        assert_eq!(
-            verdict(&answer),
-            ("403".into(), Some("egress-denied".into())),
-            "CONNECT {host}: {answer}"
-        );
+        assert_egress_denied(&keyswap, &format!("{host}:{port}")).await;
     }
     assert!(
         upstream.requests().is_empty(),

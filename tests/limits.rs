@@ -9,6 +9,17 @@ use common::{Keyswap, Setup, TestCa, Upstream, curl};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
+/// keyswap with `mitm = "always"`: every tunnel is intercepted (or, when it is not TLS, sniffed).
+fn intercepting_everything(ca: &TestCa) -> Keyswap {
+    Keyswap::start(
+        ca,
+        Setup {
+            proxy: "block_private_addresses = false\nmitm = \"always\"",
+            ..Setup::default()
+        },
+    )
+}
+
 /// Reads until EOF or `limit`; returns what arrived and whether the peer closed.
 async fn read_until_closed(tcp: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
     let mut out = Vec::new();
@@ -140,13 +151,7 @@ async fn a_tunnel_that_is_neither_tls_nor_http_is_relayed_raw() {
     let ca = TestCa::new();
     let port = tcp_service(b"").await;
     // mitm = "always" would intercept TLS; a binary protocol must still pass.
-    let keyswap = Keyswap::start(
-        &ca,
-        Setup {
-            proxy: "block_private_addresses = false\nmitm = \"always\"",
-            ..Setup::default()
-        },
-    );
+    let keyswap = intercepting_everything(&ca);
     let mut tcp = connect_through(&keyswap, port).await;
     tcp.write_all(b"\x00\x01binary echo\xff").await.unwrap();
     let mut echo = [0u8; 14];
@@ -158,13 +163,7 @@ async fn a_tunnel_that_is_neither_tls_nor_http_is_relayed_raw() {
 async fn a_server_speaks_first_protocol_gets_its_banner_through() {
     let ca = TestCa::new();
     let port = tcp_service(b"SSH-2.0-test\r\n").await;
-    let keyswap = Keyswap::start(
-        &ca,
-        Setup {
-            proxy: "block_private_addresses = false\nmitm = \"always\"",
-            ..Setup::default()
-        },
-    );
+    let keyswap = intercepting_everything(&ca);
     let mut tcp = connect_through(&keyswap, port).await;
     let mut banner = [0u8; 14];
     tokio::time::timeout(Duration::from_secs(10), tcp.read_exact(&mut banner))
@@ -250,13 +249,7 @@ async fn http2_clients_are_limited_to_250_concurrent_streams() {
     let ca = TestCa::new();
     let upstream = Upstream::https(&ca).await;
     // `mitm = auto` intercepts only hosts a credential could apply to: use `always`.
-    let keyswap = Keyswap::start(
-        &ca,
-        Setup {
-            proxy: "block_private_addresses = false\nmitm = \"always\"",
-            ..Setup::default()
-        },
-    );
+    let keyswap = intercepting_everything(&ca);
     let ca_pem = std::fs::read_to_string(keyswap.ca_path()).unwrap();
     let tls = common::tunnel(
         keyswap.proxy,
@@ -286,13 +279,7 @@ async fn http2_clients_are_limited_to_250_concurrent_streams() {
 async fn an_http2_reset_flood_is_cut_off() {
     let ca = TestCa::new();
     let upstream = Upstream::https(&ca).await;
-    let keyswap = Keyswap::start(
-        &ca,
-        Setup {
-            proxy: "block_private_addresses = false\nmitm = \"always\"",
-            ..Setup::default()
-        },
-    );
+    let keyswap = intercepting_everything(&ca);
     let ca_pem = std::fs::read_to_string(keyswap.ca_path()).unwrap();
     let port = upstream.port();
     let tls = common::tunnel(keyswap.proxy, &ca_pem, "api.example.test", port, b"h2").await;
