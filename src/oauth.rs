@@ -139,10 +139,6 @@ impl Refresher {
         self.pool.client(&self.live.store().load())
     }
 
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
     /// Obtains a new access token for the credential unless `reason` no longer holds. Concurrent
     /// callers for one credential wait for the first; the stored tokens change only on success.
     pub async fn refresh(

@@ -440,7 +440,7 @@ impl UpstreamPool {
 }
 
 /// A pooled client over `dialer`; idle upstream connections are kept for `idle_timeout`.
-pub fn client(dialer: Dialer, idle_timeout: Duration) -> UpstreamClient {
+fn client(dialer: Dialer, idle_timeout: Duration) -> UpstreamClient {
     Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())

@@ -15,7 +15,7 @@ use crate::upstream::{BoxError, ProxyBody};
 
 /// Bodies announced at most this long are replaced whole, so `Content-Length` stays exact; longer
 /// or unannounced bodies are streamed and sent without a length (chunked on HTTP/1.1).
-pub(super) const BUFFER_LIMIT: u64 = 1 << 20;
+const BUFFER_LIMIT: u64 = 1 << 20;
 
 /// The request body to forward, with placeholders replaced where allowed. `scrub` receives the
 /// secrets this body may carry (all candidates when streamed, the ones found when buffered).
@@ -57,12 +57,8 @@ pub async fn request(
         return Ok(body);
     }
     let mut replacer = StreamReplacer::new(table.clone(), allowed.clone());
-    let length = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    match length {
-        Some(n) if n <= BUFFER_LIMIT => {
-            let limit = usize::try_from(n).unwrap_or(usize::MAX);
+    match held_whole(headers) {
+        Some(limit) => {
             let bytes = read_to_limit(body, limit)
                 .await
                 .ok_or(ProxyError::BadRequest(
@@ -74,9 +70,7 @@ pub async fn request(
                 report.record_substituted(i, Location::Body);
             }
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
-            Ok(Full::new(bytes::Bytes::from(out))
-                .map_err(|never| match never {})
-                .boxed())
+            Ok(full(bytes::Bytes::from(out)))
         }
         _ => {
             // The length may change and is unknown until the end: send it without one.
@@ -127,6 +121,19 @@ fn found_in_stream(store: &Store, host: &str, allowed: &[bool]) -> substitute::s
             .join(", ");
         tracing::info!(parent: &span, host = %host, credentials = %credentials, "placeholders in the streamed body");
     })
+}
+
+/// The announced length of a body small enough to be held whole (≤ [`BUFFER_LIMIT`]).
+pub(super) fn held_whole(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .filter(|&n| n <= BUFFER_LIMIT)
+        .and_then(|n| usize::try_from(n).ok())
+}
+
+pub(super) fn full(bytes: bytes::Bytes) -> ProxyBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
 }
 
 /// The whole body, or `None` when it fails or is longer than `limit`.

@@ -157,10 +157,7 @@ async fn forward(
         session,
     };
     if upgrade.is_none()
-        && let Some(entry) =
-            substitute::mcp_credential(store, to.target(store, parts.uri.path()), &parts.headers)
-        && store.entry(entry).oauth.is_some_and(|o| o.refreshable)
-        && sends_exactly_the_token(&parts.headers, &store.entry(entry).placeholder)
+        && let Some(entry) = oauth::refreshable_credential(store, to, &parts)
     {
         return oauth::forward(parts, body, entry, to, store, shared).await;
     }
@@ -173,23 +170,6 @@ async fn forward(
         shared,
     )
     .await
-}
-
-/// Whether the request, once substituted, carries exactly `Authorization: Bearer <token>` (none, or
-/// `Bearer <placeholder>`): only then does a 401 say the token was refused. A client that wraps
-/// the placeholder in anything else must not be able to make keyswap refresh on every request.
-fn sends_exactly_the_token(headers: &HeaderMap, placeholder: &str) -> bool {
-    let mut values = headers.get_all(header::AUTHORIZATION).iter();
-    match (values.next(), values.next()) {
-        (None, _) => true,
-        (Some(v), None) => v
-            .as_bytes()
-            .split_at_checked(7)
-            .is_some_and(|(scheme, rest)| {
-                scheme.eq_ignore_ascii_case(b"bearer ") && rest == placeholder.as_bytes()
-            }),
-        _ => false,
-    }
 }
 
 /// Where a request goes, and for whom.

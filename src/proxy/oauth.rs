@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::CONTENT_LENGTH;
+use http::header::AUTHORIZATION;
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use time::OffsetDateTime;
 use tracing::info;
@@ -18,7 +18,30 @@ use crate::error::ProxyError;
 use crate::oauth::{EXPIRY_MARGIN, Reason, Refreshed};
 use crate::secret::Secret;
 use crate::store::Store;
+use crate::substitute;
 use crate::upstream::{BoxError, ProxyBody};
+
+/// The refreshable `mcp_oauth` credential this request is authorized with, if any: one whose URL
+/// covers it, with the request carrying exactly `Authorization: Bearer <token>` once substituted
+/// (no Authorization, or `Bearer <placeholder>`). Only then does a 401 say the token was refused:
+/// a client that wraps the placeholder in anything else must not make keyswap refresh at will.
+pub(super) fn refreshable_credential(store: &Store, to: To<'_>, parts: &Parts) -> Option<usize> {
+    let entry =
+        substitute::mcp_credential(store, to.target(store, parts.uri.path()), &parts.headers)?;
+    let credential = store.entry(entry);
+    let mut values = parts.headers.get_all(AUTHORIZATION).iter();
+    let exact = match (values.next(), values.next()) {
+        (None, _) => true,
+        (Some(v), None) => v
+            .as_bytes()
+            .split_at_checked(7)
+            .is_some_and(|(scheme, rest)| {
+                scheme.eq_ignore_ascii_case(b"bearer ") && rest == credential.placeholder.as_bytes()
+            }),
+        _ => false,
+    };
+    (exact && credential.oauth.is_some_and(|o| o.refreshable)).then_some(entry)
+}
 
 /// Forwards a request that store entry `entry` (a refreshable `mcp_oauth` credential) authorizes.
 pub(super) async fn forward(
@@ -55,7 +78,15 @@ pub(super) async fn forward(
         Replay::Streamed(body) => return attempt(parts, body, None, to, store, shared).await,
     };
     let used = flight.token(store);
-    let first = attempt(copy(&parts), full(bytes.clone()), None, to, store, shared).await?;
+    let first = attempt(
+        copy(&parts),
+        bodies::full(bytes.clone()),
+        None,
+        to,
+        store,
+        shared,
+    )
+    .await?;
     if first.status() != StatusCode::UNAUTHORIZED {
         return Ok(first);
     }
@@ -67,7 +98,7 @@ pub(super) async fn forward(
     }
     drop(first);
     let renewed = shared.store.load();
-    attempt(parts, full(bytes), None, to, &renewed, shared).await
+    attempt(parts, bodies::full(bytes), None, to, &renewed, shared).await
 }
 
 /// The credential being refreshed, and where.
@@ -111,23 +142,12 @@ async fn replayable(parts: &Parts, body: Incoming) -> Option<Replay> {
     if http_body::Body::is_end_stream(&body) {
         return Some(Replay::Buffered(Bytes::new()));
     }
-    let length = parts
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    match length {
-        Some(n) if n <= bodies::BUFFER_LIMIT => {
-            let limit = usize::try_from(n).unwrap_or(usize::MAX);
-            bodies::read_to_limit(body, limit)
-                .await
-                .map(Replay::Buffered)
-        }
-        _ => Some(Replay::Streamed(body.map_err(BoxError::from).boxed())),
+    match bodies::held_whole(&parts.headers) {
+        Some(limit) => bodies::read_to_limit(body, limit)
+            .await
+            .map(Replay::Buffered),
+        None => Some(Replay::Streamed(body.map_err(BoxError::from).boxed())),
     }
-}
-
-fn full(bytes: Bytes) -> ProxyBody {
-    Full::new(bytes).map_err(|never| match never {}).boxed()
 }
 
 /// The request head again, for the replay (extensions are per connection and are not copied).

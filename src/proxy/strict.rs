@@ -119,19 +119,16 @@ impl<I> Strict<I> {
 
     /// Checks newly buffered bytes and moves the released mark.
     fn check(&mut self) {
-        let (n, refusal) = self.scan_new(self.released, None);
+        self.pace_next_body();
+        let (n, refusal) = self.framing.scan(&self.buffer[self.released..]);
         self.released += n;
         self.apply(refusal);
     }
 
-    /// Runs the framing check over new bytes (`extra`, or the buffer from `from`).
-    fn scan_new(&mut self, from: usize, extra: Option<&[u8]>) -> (usize, Option<Refusal>) {
+    /// Between requests, the next body's pace starts from nothing.
+    fn pace_next_body(&mut self) {
         if self.framing.in_head() {
             self.pace = Pace::default();
-        }
-        match extra {
-            Some(bytes) => self.framing.scan(bytes),
-            None => self.framing.scan(&self.buffer[from..]),
         }
     }
 
@@ -243,7 +240,8 @@ impl<I: AsyncRead + Unpin> AsyncRead for Strict<I> {
                     return Poll::Ready(Ok(()));
                 }
                 this.pace.received(read);
-                let (n, refusal) = this.scan_new(0, Some(&out.filled()[start..]));
+                this.pace_next_body();
+                let (n, refusal) = this.framing.scan(&out.filled()[start..]);
                 this.buffer.extend_from_slice(&out.filled()[start + n..]);
                 out.set_filled(start + n);
                 this.apply(refusal);
