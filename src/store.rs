@@ -16,8 +16,10 @@ use crate::secret::Secret;
 use crate::session::{self, SessionPolicy};
 use zeroize::Zeroizing;
 
-use crate::substitute;
-use crate::substitute::stream::{StreamReplacer, Table};
+use dashmap::DashMap;
+
+use crate::substitute::scrub::{Masked, ScrubTable};
+use crate::substitute::stream::{Pair, Table};
 use crate::vault::{Auth, Injection, Networking};
 
 /// One placeholder the proxy looks for, and everything needed to decide what to do with it.
@@ -61,17 +63,62 @@ pub struct McpScope {
 
 impl McpScope {
     /// The URL's port, and its path as a prefix of whole segments (`/mcp` covers `/mcp` and
-    /// `/mcp/x`, not `/mcpx`).
+    /// `/mcp/x`, not `/mcpx`), compared after normalising both paths.
+    ///
+    /// SECURITY: the server resolves `/mcp/../admin` (and `%2e%2e`, `%2f`, `..;`, `\`) to a path
+    /// outside the prefix; the token must not go there, so the prefix is matched on the path as a
+    /// server may resolve it (SPEC §8), not on its spelling.
     pub fn covers(&self, target: crate::substitute::Target<'_>) -> bool {
-        let p = self.path_prefix.trim_end_matches('/');
         target.port == self.port
-            && (p.is_empty()
-                || target.path == p
-                || target
-                    .path
-                    .strip_prefix(p)
-                    .is_some_and(|rest| rest.starts_with('/')))
+            && normalized_segments(target.path).starts_with(&normalized_segments(&self.path_prefix))
     }
+}
+
+/// The segments of `path` after percent-decoding (repeatedly: a server or framework may decode
+/// twice), treating `\` as `/` and removing dot-segments (RFC 3986 §5.2.4; a segment that is
+/// `.` or `..` before a `;` parameter counts too, as Tomcat reads it). Empty segments are dropped.
+fn normalized_segments(path: &str) -> Vec<Vec<u8>> {
+    let mut bytes = path.as_bytes().to_vec();
+    for _ in 0..4 {
+        let decoded = percent_decode(&bytes);
+        if decoded == bytes {
+            break;
+        }
+        bytes = decoded;
+    }
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    for segment in bytes.split(|&b| b == b'/' || b == b'\\') {
+        let bare = segment.split(|&b| b == b';').next().unwrap_or_default();
+        match bare {
+            b"" | b"." => {}
+            b".." => {
+                out.pop();
+            }
+            _ => out.push(segment.to_vec()),
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).and_then(|d| u8::try_from(d).ok());
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                s.get(i + 1).copied().and_then(hex),
+                s.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push(h << 4 | l);
+            i += 3;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 /// A compiled, immutable view of the credentials.
@@ -89,10 +136,9 @@ pub struct Store {
     searcher: Option<AhoCorasick>,
     /// Placeholder → secret by entry (pattern id = entry index), for request bodies.
     body_table: Option<Arc<Table>>,
-    /// Secret (raw and percent-encoded) → placeholder, compiled once for response scrubbing.
-    scrub_table: Option<Arc<Table>>,
-    /// The entry each scrub pattern belongs to.
-    scrub_entry: Vec<usize>,
+    /// Response scrubbing tables by session (its position in `sessions`) and destination host,
+    /// built on first use: most requests of a tunnel share one.
+    scrub_cache: Vec<DashMap<Box<str>, Option<Arc<ScrubTable>>>>,
     /// Entries that allow body injection, and MCP entries: so a request pays for those searches
     /// only when such credentials exist.
     body_entries: Vec<usize>,
@@ -100,6 +146,10 @@ pub struct Store {
     /// The sessions (or the one implicit session).
     sessions: Vec<SessionPolicy>,
 }
+
+/// Hosts whose scrubbing table one session keeps (wildcard scopes cover unboundedly many); past
+/// this a table is built for each request.
+const MAX_CACHED_SCRUB_HOSTS: usize = 4096;
 
 /// The store failed to compile its searcher (only possible with pathological pattern sets).
 #[derive(Debug, thiserror::Error)]
@@ -159,15 +209,7 @@ impl Store {
                 .collect(),
         )
         .map(Arc::new);
-        let mut scrub_pairs = Vec::new();
-        let mut scrub_entry = Vec::new();
-        for (i, e) in entries.iter().enumerate() {
-            for pair in substitute::scrub_pairs(e) {
-                scrub_pairs.push(pair);
-                scrub_entry.push(i);
-            }
-        }
-        let scrub_table = Table::of(scrub_pairs).map(Arc::new);
+        let scrub_cache = sessions.iter().map(|_| DashMap::new()).collect();
         let indices = |keep: fn(&Entry) -> bool| {
             entries
                 .iter()
@@ -185,8 +227,7 @@ impl Store {
             entries,
             searcher,
             body_table,
-            scrub_table,
-            scrub_entry,
+            scrub_cache,
             body_entries,
             mcp_entries,
             sessions,
@@ -208,18 +249,51 @@ impl Store {
         &self.mcp_entries
     }
 
-    /// A response scrubber for the secrets of `entries`.
-    pub fn scrubber(&self, entries: &[usize]) -> Option<StreamReplacer> {
-        if entries.is_empty() {
-            return None;
-        }
-        let table = self.scrub_table.as_ref()?;
-        let enabled = self
-            .scrub_entry
+    /// The table that scrubs what `session` receives from `host` (SPEC §8): the secret of every
+    /// credential in scope there, archived or not, whether or not this request used it — a secret
+    /// stored by one request comes back in the answer to another. The session's own credentials
+    /// come first (their placeholder wins a secret shared with another session's credential).
+    /// `None` when no credential is in scope on `host`.
+    pub fn scrub_table(&self, session: &SessionPolicy, host: &str) -> Option<Arc<ScrubTable>> {
+        let slot = self
+            .sessions
             .iter()
-            .map(|e| entries.contains(e))
-            .collect();
-        Some(StreamReplacer::new(table.clone(), enabled))
+            .position(|s| std::ptr::eq(s, session))
+            .and_then(|i| self.scrub_cache.get(i));
+        if let Some(table) = slot.and_then(|cache| cache.get(host)) {
+            return table.clone();
+        }
+        let table = self
+            .build_scrub_table(session, host, Vec::new())
+            .map(Arc::new);
+        if let Some(cache) = slot
+            && cache.len() < MAX_CACHED_SCRUB_HOSTS
+        {
+            cache.insert(host.into(), table.clone());
+        }
+        table
+    }
+
+    /// A scrubbing table as [`Store::scrub_table`], with `extra` exact pairs first (built for one
+    /// request: the values keyswap rewrote in it).
+    pub fn build_scrub_table(
+        &self,
+        session: &SessionPolicy,
+        host: &str,
+        extra: Vec<Pair>,
+    ) -> Option<ScrubTable> {
+        let in_scope = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.networking.allows(host));
+        let (own, others): (Vec<_>, Vec<_>) = in_scope.partition(|(_, e)| session.may_use(e));
+        let masked = own.into_iter().chain(others).map(|(entry, e)| Masked {
+            entry,
+            secret: e.secret.expose(),
+            placeholder: e.placeholder.as_bytes(),
+        });
+        ScrubTable::build(masked, extra)
     }
 
     pub fn config(&self) -> &Arc<Config> {
@@ -352,6 +426,50 @@ auth = { type = "environment_variable", secret_name = "B", secret_value = "sb", 
         assert!(!s.could_apply_to("example.org"));
         // vcrd_b is unrestricted but archived, so it opens nothing.
         assert!(!s.could_apply_to("other.test"));
+    }
+
+    #[test]
+    fn mcp_prefixes_are_matched_on_the_normalised_path() {
+        let scope = McpScope {
+            port: 443,
+            path_prefix: "/mcp".into(),
+        };
+        let session = store("");
+        let session = session.session(session::IMPLICIT).unwrap();
+        let at = |path: &'static str| crate::substitute::Target {
+            host: "h",
+            port: 443,
+            path,
+            secrets_allowed: true,
+            session,
+        };
+        for inside in [
+            "/mcp",
+            "/mcp/",
+            "/mcp/x",
+            "/mcp/a/../b",
+            "/mcp/./x",
+            "/x/../mcp/y",
+            "/mcp/a%2Fb",
+        ] {
+            assert!(scope.covers(at(inside)), "{inside}");
+        }
+        for outside in [
+            "/mcpx",
+            "/",
+            "/mcp/..",
+            "/mcp/../admin",
+            "/mcp/%2e%2e/admin",
+            "/mcp/%2E%2E/admin",
+            "/mcp/.%2e/admin",
+            "/mcp%2f..%2fadmin",
+            "/mcp/%252e%252e/admin",
+            "/mcp/..;/admin",
+            "/mcp\\..\\admin",
+            "/mcp/a/../../admin",
+        ] {
+            assert!(!scope.covers(at(outside)), "{outside}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::fmt::{self, Write as _};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use http::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use http::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 
 use zeroize::Zeroizing;
@@ -41,39 +41,27 @@ impl Scrub {
         self.extra.extend(report.rewritten.iter().cloned());
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty() && self.extra.is_empty()
-    }
-
-    /// The scrubber for this set: the store's precompiled table in the common case, a table built
-    /// for this request when it also has rewritten values to mask.
-    pub fn replacer(self, store: &Store) -> Option<stream::StreamReplacer> {
+    /// The scrubber for what `session` receives from `host`: every secret in scope there (the
+    /// store's cached table, or one built for this request when it also has rewritten values to
+    /// mask), masked as the credentials this request used where several share a spelling.
+    pub fn replacer(
+        self,
+        store: &Store,
+        session: &SessionPolicy,
+        host: &str,
+    ) -> Option<stream::StreamReplacer> {
         if self.extra.is_empty() {
-            return store.scrubber(&self.entries);
+            let table = store.scrub_table(session, host)?;
+            return Some(table.scrubber(&self.entries));
         }
-        let mut pairs = Vec::new();
-        for &i in &self.entries {
-            pairs.extend(scrub_pairs(store.entry(i)));
-        }
-        pairs.extend(self.extra);
-        stream::StreamReplacer::from_pairs(pairs)
+        let table = store.build_scrub_table(session, host, self.extra)?;
+        Some(table.scrubber(&self.entries))
     }
-}
 
-/// What stands for `entry`'s secret in a response: the secret itself and, when it differs, its
-/// percent-encoded form (a secret put in a query string went out encoded; an echoed URL shows it so).
-pub fn scrub_pairs(entry: &Entry) -> Vec<stream::Pair> {
-    let placeholder = || Zeroizing::new(entry.placeholder.as_bytes().to_vec());
-    let mut pairs = vec![(
-        Zeroizing::new(entry.secret.expose().to_vec()),
-        placeholder(),
-    )];
-    let mut encoded = Zeroizing::new(Vec::new());
-    push_percent_encoded(&mut encoded, entry.secret.expose());
-    if encoded.as_slice() != entry.secret.expose() {
-        pairs.push((encoded, placeholder()));
+    /// Whether the request received a secret (its answer then gets no `Range` of it).
+    pub fn carried_secret(&self) -> bool {
+        !self.entries.is_empty()
     }
-    pairs
 }
 
 /// What happened to one credential's placeholder in one request (the log's vocabulary, SPEC §5).
@@ -287,6 +275,12 @@ pub fn headers(store: &Store, target: Target<'_>, headers: &mut HeaderMap, repor
         return;
     };
     for (name, value) in headers.iter_mut() {
+        if never_substituted(name) {
+            if searcher.is_match(value.as_bytes()) {
+                record_disabled(store, target, value.as_bytes(), report);
+            }
+            continue;
+        }
         if name == AUTHORIZATION
             && let Some(new) = basic_auth(store, target, value.as_bytes(), report)
         {
@@ -311,6 +305,29 @@ pub fn headers(store: &Store, target: Target<'_>, headers: &mut HeaderMap, repor
             // SECURITY: sensitive values are never indexed by HPACK and never shown in Debug output.
             new.set_sensitive(true);
             *value = new;
+        }
+    }
+}
+
+/// SECURITY: headers that servers log, reflect or forward as a matter of course (SPEC §8): a
+/// placeholder there stays a placeholder, whatever its credential allows.
+fn never_substituted(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    matches!(
+        name,
+        "host" | "user-agent" | "referer" | "origin" | "via" | "forwarded"
+    ) || name.starts_with("x-forwarded-")
+}
+
+/// Records `location_disabled` for every placeholder of the session's credentials in `value`.
+fn record_disabled(store: &Store, target: Target<'_>, value: &[u8], report: &mut Report) {
+    let Some(searcher) = store.searcher() else {
+        return;
+    };
+    for m in searcher.find_iter(value) {
+        let index = m.pattern().as_usize();
+        if target.session.may_use(store.entry(index)) {
+            report.record(index, Outcome::LocationDisabled);
         }
     }
 }
@@ -435,6 +452,8 @@ fn push_percent_encoded(out: &mut Vec<u8>, secret: &[u8]) {
     }
 }
 
+pub mod scrub;
+pub mod spell;
 pub mod stream;
 
 #[cfg(test)]

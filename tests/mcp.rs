@@ -53,7 +53,9 @@ auth = {{ type = "mcp_oauth", mcp_server_url = "https://api.example.test:{port}/
         let url = format!("https://{host}:{}{path}", self.upstream.port());
         let proxy = self.keyswap.proxy_url();
         let header = sent.map(|s| format!("Authorization: {s}"));
+        // As sent: curl would resolve dot-segments itself.
         let mut args = vec![
+            "--path-as-is",
             "--proxy",
             proxy.as_str(),
             "--cacert",
@@ -115,4 +117,35 @@ async fn the_placeholder_is_replaced_and_other_credentials_are_left_alone() {
         .authorization("api.example.test", "/oauth/mcp/x", None)
         .await;
     assert_eq!(seen.as_deref(), Some("Bearer SECRET_access"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_path_that_leaves_the_prefix_gets_no_token_however_it_is_spelled() {
+    let w = World::start().await;
+    for path in [
+        "/mcp/../admin",
+        "/mcp/./../admin",
+        "/mcp/%2e%2e/admin",
+        "/mcp/%2E%2E/admin",
+        "/mcp/.%2e/admin",
+        "/mcp%2f..%2fadmin",
+        "/mcp/%2e%2e%2fadmin",
+        "/mcp/%252e%252e/admin",
+        "/mcp/..;/admin",
+        "/mcp/a/../../admin",
+        "/mcp/..%5cadmin",
+    ] {
+        let (seen, _) = w.authorization("api.example.test", path, None).await;
+        assert_eq!(seen, None, "{path} left /mcp but received the token");
+    }
+    // Inside the prefix, however spelled, the token is still set.
+    for path in [
+        "/mcp/a/../b",
+        "/mcp/./tools",
+        "/x/../mcp/tools",
+        "/mcp/a%2fb",
+    ] {
+        let (seen, _) = w.authorization("api.example.test", path, None).await;
+        assert_eq!(seen.as_deref(), Some("Bearer SECRET_bearer"), "{path}");
+    }
 }

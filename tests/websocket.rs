@@ -116,3 +116,81 @@ async fn websocket_handshake_is_substituted_and_server_frames_are_scrubbed() {
     ws.close(None).await.unwrap();
     assert!(!keyswap.log().contains("SECRET"));
 }
+
+/// A server that answers any upgrade with a WebSocket 101 and then sends the handshake's
+/// `x-token` back as one text message cut in two frames, whatever protocol the client asked for.
+async fn switching_upstream(ca: &TestCa) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config(&["api.example.test"]));
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut tls = acceptor.accept(tcp).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            tls.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let token = head
+            .lines()
+            .find_map(|l| l.strip_prefix("x-token: "))
+            .unwrap_or_default()
+            .to_string();
+        let (first, second) = token.split_at(token.len() / 2);
+        let mut out = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n".to_vec();
+        out.extend_from_slice(&[0x01, first.len() as u8]);
+        out.extend_from_slice(first.as_bytes());
+        out.extend_from_slice(&[0x80, second.len() as u8]);
+        out.extend_from_slice(second.as_bytes());
+        tls.write_all(&out).await.unwrap();
+        tls.flush().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn frames_are_scrubbed_when_the_server_switches_to_websocket_whatever_the_client_asked() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let ca = TestCa::new();
+    let port = switching_upstream(&ca).await;
+    let keyswap = Keyswap::start(
+        &ca,
+        Setup {
+            rest: VAULT,
+            ..Setup::default()
+        },
+    );
+    let pem = std::fs::read_to_string(keyswap.ca_path()).unwrap();
+    let mut tls = common::tunnel(keyswap.proxy, &pem, "api.example.test", port, b"http/1.1").await;
+    // Not a WebSocket request: a byte-stream scrubber would be chosen from it.
+    let request = format!(
+        "GET /x HTTP/1.1\r\nHost: api.example.test:{port}\r\nConnection: Upgrade\r\nUpgrade: custom-proto\r\nx-token: ks-ph-vcrd_ws\r\n\r\n"
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !String::from_utf8_lossy(&got).contains("vcrd_ws") {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout_at(deadline, tls.read(&mut buf))
+            .await
+            .expect("the frames arrive")
+            .unwrap();
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    let frames = &got[text.find("\r\n\r\n").unwrap() + 4..];
+    // The message, reassembled from the frames' payloads (unmasked, short frames).
+    let (mut message, mut rest) = (Vec::new(), frames);
+    while rest.len() >= 2 && rest.len() >= 2 + usize::from(rest[1] & 0x7f) {
+        let len = usize::from(rest[1] & 0x7f);
+        message.extend_from_slice(&rest[2..2 + len]);
+        rest = &rest[2 + len..];
+    }
+    assert_eq!(String::from_utf8_lossy(&message), "ks-ph-vcrd_ws");
+    assert!(!text.contains("SECRET"), "{text}");
+}

@@ -9,13 +9,17 @@ use tracing::debug;
 
 use crate::error::ProxyError;
 use crate::store::Store;
-use crate::substitute::stream::{ReplacingBody, StreamReplacer};
+use crate::substitute::stream::{self, ReplacingBody, StreamReplacer};
 use crate::substitute::{self, Location, Outcome, Report, Scrub, Target};
 use crate::upstream::{BoxError, ProxyBody};
+use hyper::ext::ReasonPhrase;
 
 /// Bodies announced at most this long are replaced whole, so `Content-Length` stays exact; longer
 /// or unannounced bodies are streamed and sent without a length (chunked on HTTP/1.1).
 const BUFFER_LIMIT: u64 = 1 << 20;
+
+/// Answers announced at most this long are scrubbed whole and keep their `Content-Length`.
+const RESPONSE_HELD_WHOLE: usize = 64 << 10;
 
 /// The request body to forward, with placeholders replaced where allowed. `scrub` receives the
 /// secrets this body may carry (all candidates when streamed, the ones found when buffered).
@@ -153,15 +157,22 @@ where
     Some(out.freeze())
 }
 
-/// Masks secrets in every header value.
-pub fn scrub_headers(scrubber: &mut StreamReplacer, headers: &mut HeaderMap) {
-    for value in headers.values_mut() {
-        if let Some(masked) = scrubber.replace_once(value.as_bytes())
-            && let Ok(masked) = HeaderValue::from_maybe_shared(masked)
-        {
-            *value = masked;
+/// Masks secrets in a response head: the reason phrase hyper keeps from the upstream's HTTP/1
+/// status line (it is written back to an HTTP/1 client as it was), header names and values.
+pub fn scrub_head(scrubber: &mut StreamReplacer, parts: &mut http::response::Parts) {
+    if let Some(reason) = parts.extensions.get::<ReasonPhrase>()
+        && let Some(masked) = scrubber.replace_once(reason.as_bytes())
+    {
+        match ReasonPhrase::try_from(masked) {
+            Ok(masked) => {
+                parts.extensions.insert(masked);
+            }
+            Err(_) => {
+                parts.extensions.remove::<ReasonPhrase>();
+            }
         }
     }
+    stream::scrub_headers(scrubber, &mut parts.headers);
 }
 
 /// Asks for an answer keyswap can read: a compressed body could carry a secret past the scrubber.
@@ -174,21 +185,20 @@ pub fn limit_encoding(headers: &mut HeaderMap) {
 
 /// Masks every secret (and rewritten value) in the response's headers and body with what the client
 /// sent. A compressed body cannot be read, so it is withheld rather than passed on.
-pub fn scrub_response(
+pub async fn scrub_response(
     response: Response<Incoming>,
-    scrub: Scrub,
-    store: &Store,
+    scrubber: Option<StreamReplacer>,
     method: &Method,
     host: &str,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (mut parts, body) = response.into_parts();
-    let Some(mut scrubber) = scrub.replacer(store) else {
+    let Some(mut scrubber) = scrubber else {
         return Ok(Response::from_parts(
             parts,
             body.map_err(BoxError::from).boxed(),
         ));
     };
-    scrub_headers(&mut scrubber, &mut parts.headers);
+    scrub_head(&mut scrubber, &mut parts);
     let bodiless = *method == Method::HEAD
         || parts.status.is_informational()
         || parts.status == StatusCode::NO_CONTENT
@@ -219,7 +229,23 @@ pub fn scrub_response(
             host: host.to_string(),
         });
     }
-    // Masking changes lengths: the body goes without one (chunked on HTTP/1.1).
+    // A short answer is scrubbed whole and keeps an exact length (clients reuse the connection
+    // and show progress as they would without keyswap); a longer or unannounced one is streamed,
+    // and as masking changes lengths it goes without one (chunked on HTTP/1.1).
+    if let Some(limit) = held_whole(&parts.headers).filter(|&n| n <= RESPONSE_HELD_WHOLE) {
+        let bytes =
+            read_to_limit(body, limit)
+                .await
+                .ok_or_else(|| ProxyError::UpstreamConnect {
+                    host: host.to_string(),
+                })?;
+        let mut out = scrubber.push(bytes).to_vec();
+        out.extend_from_slice(&scrubber.finish());
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+        return Ok(Response::from_parts(parts, full(bytes::Bytes::from(out))));
+    }
     parts.headers.remove(header::CONTENT_LENGTH);
     Ok(Response::from_parts(
         parts,

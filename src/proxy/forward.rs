@@ -231,7 +231,14 @@ pub(super) async fn attempt(
     .await?;
     check_report(&report, store, session, dest)?;
     scrub.add_report(&report);
-    if !scrub.is_empty() {
+    if scrub.carried_secret() {
+        // SECURITY: a client could otherwise read a reflected secret back in pieces, none of
+        // which the scrubber would recognise.
+        parts.headers.remove(header::RANGE);
+        parts.headers.remove(header::IF_RANGE);
+    }
+    let scrubber = scrub.replacer(store, session, &dest.host);
+    if scrubber.is_some() {
         bodies::limit_encoding(&mut parts.headers);
         // Compressed WebSocket frames could not be scrubbed.
         parts.headers.remove(header::SEC_WEBSOCKET_EXTENSIONS);
@@ -253,7 +260,7 @@ pub(super) async fn attempt(
             let response = upgrade::exchange_upgrade(request, dest, scheme, shared).await?;
             if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                 return Ok(upgrade::switch_protocols(
-                    response, client, protocol, scrub, store, dest,
+                    response, client, protocol, scrubber, dest,
                 ));
             }
             response
@@ -265,7 +272,7 @@ pub(super) async fn attempt(
         }
     };
     debug!(%method, host = %dest.host, status = response.status().as_u16(), "forwarded");
-    let response = bodies::scrub_response(response, scrub, store, &method, &dest.host)?;
+    let response = bodies::scrub_response(response, scrubber, &method, &dest.host).await?;
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, body))

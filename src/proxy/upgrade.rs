@@ -17,8 +17,6 @@ use super::forward::remove_hop_by_hop;
 use super::{Shared, bodies};
 use crate::destination::Destination;
 use crate::error::ProxyError;
-use crate::store::Store;
-use crate::substitute::Scrub;
 use crate::substitute::stream::StreamReplacer;
 use crate::upstream::{BoxError, ProxyBody};
 
@@ -123,18 +121,23 @@ pub(super) fn switch_protocols(
     mut response: Response<Incoming>,
     client: OnUpgrade,
     protocol: HeaderValue,
-    scrub: Scrub,
-    store: &Store,
+    mut scrubber: Option<StreamReplacer>,
     dest: &Destination,
 ) -> Response<ProxyBody> {
     let upstream = hyper::upgrade::on(&mut response);
-    let mut scrubber = scrub.replacer(store);
     let (mut parts, body) = response.into_parts();
+    // SECURITY: what the server will send is what its 101 agreed to, not what the client asked
+    // for: a server that switches to WebSocket sends frames, whatever the request said, and
+    // frames must be scrubbed frame by frame (a secret cut across frames, or masked, would pass a
+    // byte-stream scrubber).
+    let agreed = parts.headers.get(header::UPGRADE).cloned();
+    let websocket = agreed
+        .as_ref()
+        .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"websocket"));
     if let Some(scrubber) = scrubber.as_mut() {
         // An echoed Sec-WebSocket-Protocol token must not come back as the secret.
-        bodies::scrub_headers(scrubber, &mut parts.headers);
+        bodies::scrub_head(scrubber, &mut parts);
     }
-    let websocket = protocol.as_bytes().eq_ignore_ascii_case(b"websocket");
     tokio::spawn(relay(
         client,
         upstream,
@@ -143,7 +146,7 @@ pub(super) fn switch_protocols(
         websocket,
     ));
     remove_hop_by_hop(&mut parts.headers);
-    set_upgrade(&mut parts.headers, protocol);
+    set_upgrade(&mut parts.headers, agreed.unwrap_or(protocol));
     Response::from_parts(parts, body.map_err(BoxError::from).boxed())
 }
 

@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use bytes::{Bytes, BytesMut};
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Body, Frame};
 use zeroize::Zeroizing;
 
@@ -105,10 +105,16 @@ impl Table {
 }
 
 /// Streaming leftmost-longest replacement over a shared [`Table`]. A pattern not `enabled` is left
-/// as it is (it is still consumed whole, so it never hides a shorter match inside it).
+/// as it is (it is still consumed whole, so it never hides a shorter match inside it): that is
+/// right for placeholders (a longer placeholder the session may not use is not a shorter one),
+/// and never used for scrubbing, whose tables hold only what must be masked.
 pub struct StreamReplacer {
     table: Arc<Table>,
+    /// Empty: every pattern is enabled.
     enabled: Vec<bool>,
+    /// Replacements that differ for this stream (a pattern several credentials share is masked as
+    /// the one the request used).
+    overrides: Vec<(usize, Zeroizing<Vec<u8>>)>,
     carry: Vec<u8>,
     replaced: usize,
     /// Pattern ids that were replaced at least once.
@@ -121,6 +127,7 @@ impl StreamReplacer {
         Self {
             table,
             enabled,
+            overrides: Vec::new(),
             carry: Vec::new(),
             replaced: 0,
             hits: Vec::new(),
@@ -130,8 +137,12 @@ impl StreamReplacer {
     /// A replacer that replaces every pair: for small per-request sets.
     pub fn from_pairs(pairs: Vec<Pair>) -> Option<Self> {
         let table = Table::of(pairs)?;
-        let enabled = vec![true; table.replacements.len()];
-        Some(Self::new(Arc::new(table), enabled))
+        Some(Self::new(Arc::new(table), Vec::new()))
+    }
+
+    /// Pattern `pattern` is replaced by `replacement` in this stream instead of the table's.
+    pub fn set_replacement(&mut self, pattern: usize, replacement: Zeroizing<Vec<u8>>) {
+        self.overrides.push((pattern, replacement));
     }
 
     /// How many matches were replaced so far.
@@ -188,7 +199,13 @@ impl StreamReplacer {
             }
             out.extend_from_slice(&data[copied..m.start()]);
             let pattern = m.pattern().as_usize();
-            match self.enabled[pattern].then(|| &self.table.replacements[pattern]) {
+            let enabled = self.enabled.get(pattern).is_none_or(|&on| on);
+            let replacement = self
+                .overrides
+                .iter()
+                .find(|(p, _)| *p == pattern)
+                .map_or(&self.table.replacements[pattern], |(_, r)| r);
+            match enabled.then_some(replacement) {
                 Some(r) => {
                     out.extend_from_slice(r);
                     self.replaced += 1;
@@ -203,6 +220,34 @@ impl StreamReplacer {
         let end = settled_until.max(copied);
         out.extend_from_slice(&data[copied..end]);
         (out.freeze(), end)
+    }
+}
+
+/// Masks every header value and name in `headers` (a response head, or trailers). A name whose
+/// masked form is not a valid name is dropped with its values.
+pub fn scrub_headers(replacer: &mut StreamReplacer, headers: &mut HeaderMap) {
+    for value in headers.values_mut() {
+        if let Some(masked) = replacer.replace_once(value.as_bytes())
+            && let Ok(masked) = HeaderValue::from_maybe_shared(masked)
+        {
+            *value = masked;
+        }
+    }
+    let searcher = &replacer.table.searcher;
+    if !headers.keys().any(|name| searcher.is_match(name.as_str())) {
+        return;
+    }
+    let mut name: Option<HeaderName> = None;
+    for (next, value) in std::mem::take(headers) {
+        if let Some(next) = next {
+            name = match replacer.replace_once(next.as_str().as_bytes()) {
+                Some(masked) => HeaderName::from_bytes(&masked).ok(),
+                None => Some(next),
+            };
+        }
+        if let Some(name) = &name {
+            headers.append(name.clone(), value);
+        }
     }
 }
 
@@ -272,13 +317,7 @@ where
                     }
                     Err(frame) => {
                         this.trailers = frame.into_trailers().ok().map(|mut trailers| {
-                            for value in trailers.values_mut() {
-                                if let Some(v) = this.replacer.replace_once(value.as_bytes())
-                                    && let Ok(v) = http::HeaderValue::from_maybe_shared(v)
-                                {
-                                    *value = v;
-                                }
-                            }
+                            scrub_headers(&mut this.replacer, &mut trailers);
                             trailers
                         });
                         let out = this.end();
@@ -410,6 +449,29 @@ mod tests {
             Bytes::from_static(b"data: ")
         );
         assert_eq!(r.finish(), Bytes::from_static(b"ks-ph"));
+    }
+
+    #[tokio::test]
+    async fn trailer_names_and_values_are_scrubbed() {
+        use http_body_util::BodyExt as _;
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-echo", HeaderValue::from_static("is abc"));
+        trailers.insert("x-abc-name", HeaderValue::from_static("1"));
+        let frames = vec![
+            Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"ab"))),
+            Ok(Frame::data(Bytes::from_static(b"c!"))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+        let out = ReplacingBody::new(body, replacer(&[("abc", "x")]))
+            .collect()
+            .await
+            .unwrap();
+        let trailers = out.trailers().cloned().unwrap();
+        assert_eq!(out.to_bytes(), Bytes::from_static(b"x!"));
+        assert_eq!(trailers["x-echo"], "is x");
+        assert_eq!(trailers["x-x-name"], "1");
+        assert!(!trailers.contains_key("x-abc-name"));
     }
 
     #[test]

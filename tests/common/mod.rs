@@ -57,6 +57,17 @@ impl TestCa {
         }
     }
 
+    /// A leaf certificate for `names` and its key, as PEM: for upstreams that are not written in
+    /// Rust (a Python server, nginx).
+    pub fn leaf_pem(&self, names: &[&str]) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let params =
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
     /// A TLS server config with a leaf for `names` (DNS names or IPs), offering h2 and http/1.1.
     pub fn server_config(&self, names: &[&str]) -> Arc<ServerConfig> {
         let key = KeyPair::generate().unwrap();
@@ -445,6 +456,8 @@ pub struct CurlOut {
     /// `1.1` or `2`: the version curl spoke with keyswap.
     pub http_version: String,
     pub headers: HashMap<String, String>,
+    /// The final response's head as curl received it (status line included).
+    pub head: String,
     pub body: String,
     pub stderr: String,
 }
@@ -484,6 +497,7 @@ pub async fn curl(args: &[&str]) -> CurlOut {
         status: written.next().and_then(|s| s.parse().ok()).unwrap_or(0),
         http_version: written.next().unwrap_or("").to_string(),
         headers,
+        head: last.to_string(),
         body: std::fs::read_to_string(&body_path).unwrap_or_default(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }

@@ -1,0 +1,180 @@
+//! Response scrubbing tables (SPEC §8): for one set of credentials, every spelling of every secret
+//! mapped to the credential's placeholder spelled the same way.
+//!
+//! SECURITY: a table holds exactly the secrets to be masked, and every match in it is masked.
+//! Whether a credential's secret is masked never depends on which other secrets exist: an equal
+//! secret, one that extends it, or one it contains only decides *which* placeholder stands in, and
+//! then the request's own credential wins (see [`ScrubTable::scrubber`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
+
+use super::spell::spellings;
+use super::stream::{Pair, StreamReplacer, Table};
+
+/// A compiled scrubbing table for one set of credentials (store entry indices).
+pub struct ScrubTable {
+    table: Arc<Table>,
+    /// Patterns that several entries spell alike: pattern id → every (entry, replacement), in
+    /// the order the set gave them.
+    shared: Vec<(usize, Vec<Owner>)>,
+}
+
+/// A store entry whose secret has a pattern's spelling, and its placeholder spelled alike.
+type Owner = (usize, Zeroizing<Vec<u8>>);
+
+// SECURITY: never shows a pattern.
+impl std::fmt::Debug for ScrubTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScrubTable")
+            .field("table", &self.table)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One credential to mask: its store entry index, secret and placeholder.
+pub struct Masked<'a> {
+    pub entry: usize,
+    pub secret: &'a [u8],
+    pub placeholder: &'a [u8],
+}
+
+impl ScrubTable {
+    /// The table for `masked` (earlier entries win a pattern they share with later ones) plus
+    /// `extra` exact pairs (encoded values keyswap rewrote in this request), which come first.
+    /// `None` when there is nothing to mask.
+    pub fn build<'a>(
+        masked: impl IntoIterator<Item = Masked<'a>>,
+        extra: Vec<Pair>,
+    ) -> Option<ScrubTable> {
+        let mut pairs: Vec<Pair> = Vec::new();
+        let mut owners: Vec<Vec<Owner>> = Vec::new();
+        // Pattern ids by the hash of the pattern (no secret is kept as a key).
+        let mut index: HashMap<u64, Vec<usize>> = HashMap::new();
+        let find = |pairs: &[Pair], index: &HashMap<u64, Vec<usize>>, pattern: &[u8]| {
+            index
+                .get(&hash(pattern))
+                .and_then(|ids| ids.iter().copied().find(|&id| *pairs[id].0 == *pattern))
+        };
+        for (pattern, replacement) in extra {
+            if find(&pairs, &index, &pattern).is_none() {
+                index.entry(hash(&pattern)).or_default().push(pairs.len());
+                pairs.push((pattern, replacement));
+                owners.push(Vec::new());
+            }
+        }
+        for m in masked {
+            for (pattern, replacement) in spellings(m.secret, m.placeholder) {
+                match find(&pairs, &index, &pattern) {
+                    Some(id) => owners[id].push((m.entry, replacement)),
+                    None => {
+                        index.entry(hash(&pattern)).or_default().push(pairs.len());
+                        owners.push(vec![(m.entry, replacement.clone())]);
+                        pairs.push((pattern, replacement));
+                    }
+                }
+            }
+        }
+        let shared = owners
+            .into_iter()
+            .enumerate()
+            .filter(|(_, o)| o.len() > 1)
+            .collect();
+        Some(ScrubTable {
+            table: Arc::new(Table::of(pairs)?),
+            shared,
+        })
+    }
+
+    /// A scrubber over this table for one response. A pattern that several credentials share is
+    /// masked as the first of `used` (the credentials the request carried) that owns it.
+    pub fn scrubber(&self, used: &[usize]) -> StreamReplacer {
+        let mut scrubber = StreamReplacer::new(self.table.clone(), Vec::new());
+        if used.is_empty() {
+            return scrubber;
+        }
+        for (pattern, owners) in &self.shared {
+            let preferred = used
+                .iter()
+                .find_map(|u| owners.iter().find(|(entry, _)| entry == u));
+            if let Some((_, replacement)) = preferred {
+                scrubber.set_replacement(*pattern, replacement.clone());
+            }
+        }
+        scrubber
+    }
+}
+
+fn hash(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn scrub(table: &ScrubTable, used: &[usize], input: &str) -> String {
+        let mut s = table.scrubber(used);
+        let mut out = s.push(Bytes::copy_from_slice(input.as_bytes())).to_vec();
+        out.extend_from_slice(&s.finish());
+        String::from_utf8(out).unwrap()
+    }
+
+    fn masked<'a>(entry: usize, secret: &'a str, placeholder: &'a str) -> Masked<'a> {
+        Masked {
+            entry,
+            secret: secret.as_bytes(),
+            placeholder: placeholder.as_bytes(),
+        }
+    }
+
+    #[test]
+    fn an_equal_secret_of_another_credential_never_stops_the_masking() {
+        let table = ScrubTable::build(
+            [
+                masked(0, "tok-123456", "PH_ARCHIVED"),
+                masked(1, "tok-123456", "PH_USED"),
+            ],
+            Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(scrub(&table, &[1], "a tok-123456 b"), "a PH_USED b");
+        assert_eq!(scrub(&table, &[], "a tok-123456 b"), "a PH_ARCHIVED b");
+    }
+
+    #[test]
+    fn a_secret_that_extends_or_contains_another_is_masked_whole() {
+        let table = ScrubTable::build(
+            [
+                masked(0, "tok-123456", "PH_A"),
+                masked(1, "tok-123456-suffix", "PH_B"),
+            ],
+            Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(scrub(&table, &[0], "tok-123456-suffix"), "PH_B");
+        assert_eq!(scrub(&table, &[0], "tok-123456-suffiy"), "PH_A-suffiy");
+        let only_a = ScrubTable::build([masked(0, "tok-123456", "PH_A")], Vec::new()).unwrap();
+        assert_eq!(scrub(&only_a, &[0], "tok-123456-suffix"), "PH_A-suffix");
+    }
+
+    #[test]
+    fn extra_pairs_come_first() {
+        let extra = vec![(
+            Zeroizing::new(b"dXNlcjp0b2stMTIzNDU2".to_vec()),
+            Zeroizing::new(b"CLIENT-SENT".to_vec()),
+        )];
+        let table = ScrubTable::build([masked(0, "tok-123456", "PH_A")], extra).unwrap();
+        assert_eq!(
+            scrub(&table, &[0], "Basic dXNlcjp0b2stMTIzNDU2"),
+            "Basic CLIENT-SENT"
+        );
+    }
+}
