@@ -89,6 +89,11 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// Open client connections one session may hold (SPEC §8): one sandbox never starves another.
+    pub max_connections_per_session: usize,
+    /// Request bodies held whole in memory (substituted whole, kept for an OAuth replay), all
+    /// requests together; past it a body is streamed instead.
+    pub max_buffered_body_bytes: usize,
     pub upstream_connect_timeout: Duration,
     pub upstream_response_timeout: Duration,
     pub shutdown_grace: Duration,
@@ -334,6 +339,8 @@ impl Validator<'_> {
             header_read_timeout: secs(raw.header_read_timeout_secs),
             idle_timeout: secs(raw.idle_timeout_secs),
             max_connections: raw.max_connections.max(1),
+            max_connections_per_session: raw.max_connections_per_session.max(1),
+            max_buffered_body_bytes: raw.max_buffered_body_bytes,
             upstream_connect_timeout: secs(raw.upstream_connect_timeout_secs),
             upstream_response_timeout: secs(raw.upstream_response_timeout_secs),
             shutdown_grace: secs(raw.shutdown_grace_secs),

@@ -21,10 +21,14 @@ pub enum ProxyError {
     BadRequest(&'static str),
     #[error("proxy authentication required")]
     ProxyAuthRequired,
+    #[error("session {session} has as many open connections as it may")]
+    TooManyConnections { session: String },
     #[error("the request head is larger than [limits] allows")]
     HeadersTooLarge,
     #[error("the request head was not complete within the header timeout")]
     RequestTimeout,
+    #[error("the request body arrived slower than 500 bytes/s")]
+    BodyTooSlow,
     #[error("this tunnel is for {expected}; the request names {got}")]
     HostMismatch { expected: String, got: String },
     #[error("egress to {host} is refused: {reason}")]
@@ -48,6 +52,12 @@ pub enum ProxyError {
     },
 }
 
+/// A request body cut off for arriving too slowly (see `proxy::pace`); found again in the
+/// upstream client's error when it happened while the body was being sent.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body arrived slower than 500 bytes/s")]
+pub struct BodyTooSlow;
+
 impl ProxyError {
     /// The status and `x-keyswap-error` code of SPEC §5.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
@@ -57,11 +67,16 @@ impl ProxyError {
                 StatusCode::PROXY_AUTHENTICATION_REQUIRED,
                 "proxy-auth-required",
             ),
+            ProxyError::TooManyConnections { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "too-many-connections")
+            }
             ProxyError::HeadersTooLarge => (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "headers-too-large",
             ),
-            ProxyError::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request-timeout"),
+            ProxyError::RequestTimeout | ProxyError::BodyTooSlow => {
+                (StatusCode::REQUEST_TIMEOUT, "request-timeout")
+            }
             ProxyError::HostMismatch { .. } => (StatusCode::MISDIRECTED_REQUEST, "host-mismatch"),
             ProxyError::EgressDenied { .. } => (StatusCode::FORBIDDEN, "egress-denied"),
             ProxyError::PlaceholderOutOfScope { .. } => {
@@ -83,8 +98,14 @@ impl ProxyError {
             ProxyError::ProxyAuthRequired => {
                 "Send Proxy-Authorization: Basic base64(session_id:token), e.g. HTTPS_PROXY=http://session_id:token@host:port (see keyswap env --session)."
             }
+            ProxyError::TooManyConnections { .. } => {
+                "Reuse or close idle connections to keyswap, or raise max_connections_per_session under [limits]."
+            }
             ProxyError::HeadersTooLarge => {
                 "Send fewer or smaller headers, or raise max_headers / max_header_bytes under [limits]."
+            }
+            ProxyError::BodyTooSlow => {
+                "Send the request body without long pauses; the allowance is header_read_timeout_secs under [limits] plus one second per 500 bytes."
             }
             ProxyError::RequestTimeout => {
                 "Send the whole request head promptly; the limit is header_read_timeout_secs under [limits]."
@@ -166,6 +187,14 @@ impl ProxyError {
 
     /// Classifies an upstream client failure by walking its `source()` chain.
     pub fn from_upstream(host: &str, err: &(dyn std::error::Error + 'static)) -> ProxyError {
+        // The request body the upstream client was sending was cut off on the client's side.
+        let mut cause = Some(err);
+        while let Some(e) = cause {
+            if e.is::<BodyTooSlow>() {
+                return ProxyError::BodyTooSlow;
+            }
+            cause = e.source();
+        }
         let host = host.to_string();
         match crate::upstream::connect_error(err) {
             Some(ConnectError::Dns { .. } | ConnectError::NoHost) => {

@@ -94,6 +94,8 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         dialer,
         client,
         refresher: refresher.clone(),
+        buffered: crate::proxy::Budget::new(config.limits.max_buffered_body_bytes),
+        session_slots: crate::proxy::SessionSlots::new(config.limits.max_connections_per_session),
         shutdown: shutdown_rx.clone(),
     });
     let _watcher = file_watch::spawn(live.clone(), shutdown_rx.clone());

@@ -27,12 +27,16 @@ struct World {
 
 impl World {
     async fn start() -> World {
+        Self::with(VAULT).await
+    }
+
+    async fn with(rest: &str) -> World {
         let ca = TestCa::new();
         let upstream = Upstream::https(&ca).await;
         let keyswap = Keyswap::start(
             &ca,
             Setup {
-                rest: VAULT,
+                rest,
                 ..Setup::default()
             },
         );
@@ -286,4 +290,34 @@ async fn a_one_gib_upload_streams_through_in_flat_memory() {
     let peak = peak_rss_kib(keyswap.pid());
     assert!(peak < 100 * 1024, "keyswap's peak RSS was {peak} KiB");
     eprintln!("1 GiB upload: keyswap peak RSS {} MiB", peak / 1024);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn past_the_buffering_budget_a_body_is_streamed_not_refused() {
+    let body = format!("{}{}", "x".repeat(3000), JSON);
+    let expected = format!("{}{}", "x".repeat(3000), EXPECTED);
+    for (budget, held) in [(1 << 20, true), (2000, false)] {
+        let w = World::with(&format!(
+            "[limits]\nmax_buffered_body_bytes = {budget}\n{VAULT}"
+        ))
+        .await;
+        let out = w.curl(&["--http2", "--data-binary", &body]).await;
+        assert_eq!(out.status, 200, "{out:?}");
+        let seen = w.upstream.only();
+        assert_eq!(
+            String::from_utf8_lossy(&seen.body),
+            expected,
+            "substituted either way"
+        );
+        let length = seen.header("content-length").map(str::to_string);
+        if held {
+            assert_eq!(
+                length,
+                Some(expected.len().to_string()),
+                "held whole: exact length"
+            );
+        } else {
+            assert_eq!(length, None, "over the budget: streamed without a length");
+        }
+    }
 }

@@ -316,3 +316,178 @@ async fn an_http2_reset_flood_is_cut_off() {
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_raw_relay_is_closed_after_the_idle_timeout() {
+    let ca = TestCa::new();
+    let port = tcp_service(b"").await;
+    let keyswap = Keyswap::start(
+        &ca,
+        Setup {
+            proxy: "block_private_addresses = false\nmitm = \"always\"",
+            rest: "[limits]\nidle_timeout_secs = 1\n",
+            ..Setup::default()
+        },
+    );
+    let mut tcp = connect_through(&keyswap, port).await;
+    // Bytes moving keep it open past the timeout…
+    let mut started = Instant::now();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        tcp.write_all(b"\x00ping").await.unwrap();
+        let mut echo = [0u8; 5];
+        tcp.read_exact(&mut echo).await.unwrap();
+        started = Instant::now();
+    }
+    // …silence closes it.
+    let (_, closed) = read_until_closed(&mut tcp, Duration::from_secs(8)).await;
+    assert!(closed, "an idle raw relay holds its slots forever");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_session_cannot_take_the_connections_of_another() {
+    let ca = TestCa::new();
+    let upstream = Upstream::http().await;
+    let keyswap = Keyswap::start(
+        &ca,
+        Setup {
+            rest: r#"
+[limits]
+max_connections_per_session = 3
+max_connections = 8
+
+[[sessions]]
+id = "sesn_greedy"
+vault_ids = []
+proxy_token_env = "GREEDY_TOKEN"
+
+[[sessions]]
+id = "sesn_polite"
+vault_ids = []
+proxy_token_env = "POLITE_TOKEN"
+"#,
+            env: &[("GREEDY_TOKEN", "g-token"), ("POLITE_TOKEN", "p-token")],
+            ..Setup::default()
+        },
+    );
+    use base64::Engine as _;
+    let auth = |user: &str| base64::engine::general_purpose::STANDARD.encode(user.as_bytes());
+    let request = |path: &str, user: &str| {
+        format!(
+            "GET http://api.example.test:{0}{path} HTTP/1.1\r\nHost: api.example.test:{0}\r\nProxy-Authorization: Basic {1}\r\n\r\n",
+            upstream.port(),
+            auth(user)
+        )
+    };
+    // The greedy session holds its three connections (kept alive after one request each)…
+    let mut held = Vec::new();
+    for i in 0..3 {
+        let mut tcp = TcpStream::connect(keyswap.proxy).await.unwrap();
+        tcp.write_all(request(&format!("/g{i}"), "sesn_greedy:g-token").as_bytes())
+            .await
+            .unwrap();
+        let mut head = [0u8; 12];
+        tcp.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+        held.push(tcp);
+    }
+    // …a fourth is refused at once, and closed…
+    let mut fourth = TcpStream::connect(keyswap.proxy).await.unwrap();
+    fourth
+        .write_all(request("/g3", "sesn_greedy:g-token").as_bytes())
+        .await
+        .unwrap();
+    let (answer, closed) = read_until_closed(&mut fourth, Duration::from_secs(5)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(
+        answer.contains("x-keyswap-error: too-many-connections"),
+        "{answer}"
+    );
+    assert!(answer.contains("max_connections_per_session"), "{answer}");
+    assert!(closed);
+    // …while another session is served.
+    let mut polite = TcpStream::connect(keyswap.proxy).await.unwrap();
+    polite
+        .write_all(request("/p", "sesn_polite:p-token").as_bytes())
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    polite.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    // A greedy connection that leaves gives its slot back.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let out = curl(&[
+        "--proxy",
+        &format!("http://sesn_greedy:g-token@{}", keyswap.proxy),
+        &format!("http://api.example.test:{}/again", upstream.port()),
+    ])
+    .await;
+    assert_eq!(out.status, 200, "{out:?}");
+    assert!(!upstream.requests().iter().any(|r| r.path == "/g3"));
+}
+
+/// SPEC §8: an HTTP/2 request body slower than 500 bytes/s (after the header timeout) is cut off,
+/// for a streamed body and for one keyswap holds whole, while the connection's other streams go on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_http2_request_body_is_cut_off_and_the_connection_lives_on() {
+    let ca = TestCa::new();
+    let upstream = Upstream::https(&ca).await;
+    let keyswap = Keyswap::start(
+        &ca,
+        Setup {
+            proxy: "block_private_addresses = false\nmitm = \"always\"",
+            rest: "[limits]\nheader_read_timeout_secs = 1\n",
+            ..Setup::default()
+        },
+    );
+    let ca_pem = std::fs::read_to_string(keyswap.ca_path()).unwrap();
+    let port = upstream.port();
+    let tls = common::tunnel(keyswap.proxy, &ca_pem, "api.example.test", port, b"h2").await;
+    let (client, connection) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(connection);
+    let url = format!("https://api.example.test:{port}/upload");
+    // Announced at 100 bytes (held whole) and unannounced (streamed): 10 bytes, then silence.
+    for length in [Some(100), None] {
+        let mut client = client.clone().ready().await.unwrap();
+        let mut request = http::Request::post(&url);
+        if let Some(n) = length {
+            request = request.header("content-length", n);
+        }
+        let (response, mut body) = client
+            .send_request(request.body(()).unwrap(), false)
+            .unwrap();
+        body.send_data(bytes::Bytes::from_static(b"0123456789"), false)
+            .unwrap();
+        let started = Instant::now();
+        let ended = tokio::time::timeout(Duration::from_secs(10), response)
+            .await
+            .expect("the slow body was not cut off");
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= Duration::from_millis(900),
+            "{length:?}: {elapsed:?}"
+        );
+        match ended {
+            Ok(answer) => assert_eq!(answer.status(), 408, "{length:?}"),
+            Err(e) => assert!(e.is_reset(), "{length:?}: {e}"),
+        }
+    }
+    // Another stream on the same connection is served.
+    let mut client = client.ready().await.unwrap();
+    let get = http::Request::get(format!("https://api.example.test:{port}/after"))
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(get, true).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(5), response)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}

@@ -7,7 +7,10 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use tracing::debug;
 
-use crate::error::ProxyError;
+use std::sync::Arc;
+
+use super::budget::{Budget, Reservation, Reserved};
+use crate::error::{BodyTooSlow, ProxyError};
 use crate::store::Store;
 use crate::substitute::stream::{self, ReplacingBody, StreamReplacer};
 use crate::substitute::{self, Location, Outcome, Report, Scrub, Target};
@@ -16,7 +19,7 @@ use hyper::ext::ReasonPhrase;
 
 /// Bodies announced at most this long are replaced whole, so `Content-Length` stays exact; longer
 /// or unannounced bodies are streamed and sent without a length (chunked on HTTP/1.1).
-const BUFFER_LIMIT: u64 = 1 << 20;
+pub(super) const BUFFER_LIMIT: usize = 1 << 20;
 
 /// Answers announced at most this long are scrubbed whole and keep their `Content-Length`.
 const RESPONSE_HELD_WHOLE: usize = 64 << 10;
@@ -30,6 +33,7 @@ pub async fn request(
     body: ProxyBody,
     report: &mut Report,
     scrub: &mut Scrub,
+    budget: &Arc<Budget>,
 ) -> Result<ProxyBody, ProxyError> {
     if http_body::Body::is_end_stream(&body) {
         return Ok(body);
@@ -61,20 +65,16 @@ pub async fn request(
         return Ok(body);
     }
     let mut replacer = StreamReplacer::new(table.clone(), allowed.clone());
-    match held_whole(headers) {
-        Some(limit) => {
-            let bytes = read_to_limit(body, limit)
-                .await
-                .ok_or(ProxyError::BadRequest(
-                    "the request body does not match its Content-Length",
-                ))?;
+    match hold(headers, BUFFER_LIMIT, budget) {
+        Some((limit, reservation)) => {
+            let bytes = read_request_body(body, limit).await?;
             let mut out = replacer.push(bytes).to_vec();
             out.extend_from_slice(&replacer.finish());
             for &i in replacer.hits() {
                 report.record_substituted(i, Location::Body);
             }
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
-            Ok(full(bytes::Bytes::from(out)))
+            Ok(Reserved::new(full(bytes::Bytes::from(out)), reservation).boxed())
         }
         _ => {
             // The length may change and is unknown until the end: send it without one.
@@ -127,17 +127,52 @@ fn found_in_stream(store: &Store, host: &str, allowed: &[bool]) -> substitute::s
     })
 }
 
-/// The announced length of a body small enough to be held whole (≤ [`BUFFER_LIMIT`]).
-pub(super) fn held_whole(headers: &HeaderMap) -> Option<usize> {
-    headers
+/// The announced length of a body that may be held whole: at most `max` bytes, and that many
+/// free in the shared budget (reserved until the reservation drops). `None`: stream it.
+pub(super) fn hold(
+    headers: &HeaderMap,
+    max: usize,
+    budget: &Arc<Budget>,
+) -> Option<(usize, Reservation)> {
+    let length = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        .filter(|&n| n <= BUFFER_LIMIT)
         .and_then(|n| usize::try_from(n).ok())
+        .filter(|&n| n <= max)?;
+    let reservation = budget.reserve(length);
+    if reservation.is_none() {
+        debug!(length, "buffering budget spent: the body is streamed");
+    }
+    Some((length, reservation?))
 }
 
 pub(super) fn full(bytes: bytes::Bytes) -> ProxyBody {
     Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+/// A whole request body announced as `limit` bytes long.
+pub(super) async fn read_request_body(
+    mut body: ProxyBody,
+    limit: usize,
+) -> Result<bytes::Bytes, ProxyError> {
+    let mismatch = ProxyError::BadRequest("the request body does not match its Content-Length");
+    let mut out = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            if e.is::<BodyTooSlow>() {
+                ProxyError::BodyTooSlow
+            } else {
+                ProxyError::BadRequest("the request body ended before its Content-Length")
+            }
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > limit {
+                return Err(mismatch);
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out.freeze())
 }
 
 /// The whole body, or `None` when it fails or is longer than `limit`.
@@ -190,6 +225,7 @@ pub async fn scrub_response(
     scrubber: Option<StreamReplacer>,
     method: &Method,
     host: &str,
+    budget: &Arc<Budget>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (mut parts, body) = response.into_parts();
     let Some(mut scrubber) = scrubber else {
@@ -232,7 +268,7 @@ pub async fn scrub_response(
     // A short answer is scrubbed whole and keeps an exact length (clients reuse the connection
     // and show progress as they would without keyswap); a longer or unannounced one is streamed,
     // and as masking changes lengths it goes without one (chunked on HTTP/1.1).
-    if let Some(limit) = held_whole(&parts.headers).filter(|&n| n <= RESPONSE_HELD_WHOLE) {
+    if let Some((limit, reservation)) = hold(&parts.headers, RESPONSE_HELD_WHOLE, budget) {
         let bytes =
             read_to_limit(body, limit)
                 .await
@@ -244,7 +280,8 @@ pub async fn scrub_response(
         parts
             .headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
-        return Ok(Response::from_parts(parts, full(bytes::Bytes::from(out))));
+        let body = Reserved::new(full(bytes::Bytes::from(out)), reservation);
+        return Ok(Response::from_parts(parts, body.boxed()));
     }
     parts.headers.remove(header::CONTENT_LENGTH);
     Ok(Response::from_parts(

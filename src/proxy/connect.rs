@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::LazyConfigAcceptor;
 use tracing::{debug, info, warn};
 
-use super::idle::Tracked;
+use super::idle::{Activity, Tracked};
 use super::listener::{ConnectionPermit, serve_inner};
 use super::rewind::Rewind;
 use super::strict::Strict;
@@ -52,6 +52,9 @@ pub(super) async fn handle(
     let Some(session) = store.authenticate(req.headers().get(PROXY_AUTHORIZATION)) else {
         return ProxyError::ProxyAuthRequired.to_response();
     };
+    if let Err(e) = permit.admit(&session.id, &shared.session_slots) {
+        return e.to_response();
+    }
     // SECURITY: the session's network policy is checked before any TLS or upstream connection.
     if !session.reaches(&dest.host) {
         info!(session = %session.id, host = %dest.host, "CONNECT outside the session's network policy");
@@ -111,7 +114,10 @@ pub(super) async fn handle(
             Err(_) => return warn!("CONNECT upgrade is not a TCP stream"),
         };
         match upstream {
-            Some(upstream) => relay(Rewind::new(client.0, client.1), upstream, &dest).await,
+            Some(upstream) => {
+                let idle = shared.limits.idle_timeout;
+                relay(Rewind::new(client.0, client.1), upstream, &dest, idle).await;
+            }
             None => tunnel(client.0, client.1, dest, session_id, shared).await,
         }
     });
@@ -171,7 +177,7 @@ async fn tunnel(
             .await;
         }
         _ => match shared.dialer.tcp(&dest.host, dest.port).await {
-            Ok(upstream) => relay(client, upstream, &dest).await,
+            Ok(upstream) => relay(client, upstream, &dest, shared.limits.idle_timeout).await,
             Err(e) => debug!(host = %dest.host, error = %e, "raw relay could not connect"),
         },
     }
@@ -264,13 +270,20 @@ where
     serve_inner(io, h2, shared, handler).await;
 }
 
-/// Copies bytes both ways without looking at them.
-async fn relay<C>(mut client: C, mut upstream: TcpStream, dest: &Destination)
+/// Copies bytes both ways without looking at them, until either side closes or no byte has
+/// moved either way for `idle` (SPEC §8: an idle relay must not hold its connection slots forever).
+async fn relay<C>(client: C, upstream: TcpStream, dest: &Destination, idle: Duration)
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        Ok((up, down)) => debug!(host = %dest.host, up, down, "raw tunnel closed"),
-        Err(e) => debug!(host = %dest.host, error = %e, "raw tunnel ended with an error"),
+    let activity = Activity::new();
+    let mut client = Tracked::new(client, activity.clone());
+    let mut upstream = Tracked::new(upstream, activity.clone());
+    tokio::select! {
+        result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => match result {
+            Ok((up, down)) => debug!(host = %dest.host, up, down, "raw tunnel closed"),
+            Err(e) => debug!(host = %dest.host, error = %e, "raw tunnel ended with an error"),
+        },
+        _ = activity.expired(idle) => debug!(host = %dest.host, "raw tunnel idle: closed"),
     }
 }

@@ -10,6 +10,8 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use tracing::{Instrument as _, debug, info};
 
+use super::pace::PacedBody;
+use super::slots::Slots;
 use super::{Shared, bodies, oauth, upgrade};
 use crate::config::OutOfScope;
 use crate::destination::Destination;
@@ -22,7 +24,11 @@ use crate::upstream::{BoxError, ProxyBody};
 
 /// A request on the proxy listener that is not CONNECT: it must be absolute-form
 /// (`GET http://host/path`); its URI is the destination.
-pub(super) async fn plain(req: Request<Incoming>, shared: &Shared) -> Response<ProxyBody> {
+pub(super) async fn plain(
+    req: Request<Incoming>,
+    shared: &Shared,
+    slots: &Slots,
+) -> Response<ProxyBody> {
     let uri = req.uri();
     let scheme = match uri.scheme() {
         Some(s) if *s == Scheme::HTTP || *s == Scheme::HTTPS => s.clone(),
@@ -55,6 +61,9 @@ pub(super) async fn plain(req: Request<Incoming>, shared: &Shared) -> Response<P
     let Some(session) = store.authenticate(req.headers().get(header::PROXY_AUTHORIZATION)) else {
         return ProxyError::ProxyAuthRequired.to_response();
     };
+    if let Err(e) = slots.admit(&session.id, &shared.session_slots) {
+        return e.to_response();
+    }
     // The URI decides; a differing Host header is overwritten with the URI's authority in `send`.
     send(req, &dest, scheme, &store, session, shared).await
 }
@@ -145,6 +154,17 @@ async fn forward(
         });
     }
     let (mut parts, body) = req.into_parts();
+    // HTTP/2 bodies are paced here; HTTP/1 bodies already by `Strict`, on the connection.
+    let (body, cut) = if parts.version == Version::HTTP_2 {
+        let (body, cut) = PacedBody::new(body, shared.limits.header_read_timeout);
+        (body.boxed(), Some(cut))
+    } else {
+        (body.map_err(BoxError::from).boxed(), None)
+    };
+    let too_slow = |e: ProxyError| match cut {
+        Some(cut) if cut.load(std::sync::atomic::Ordering::Relaxed) => ProxyError::BodyTooSlow,
+        _ => e,
+    };
     let upgrade = upgrade::upgrade_protocol(&parts.headers, parts.version);
     let client_upgrade = upgrade
         .as_ref()
@@ -159,17 +179,13 @@ async fn forward(
     if upgrade.is_none()
         && let Some(entry) = oauth::refreshable_credential(store, to, &parts)
     {
-        return oauth::forward(parts, body, entry, to, store, shared).await;
+        return oauth::forward(parts, body, entry, to, store, shared)
+            .await
+            .map_err(too_slow);
     }
-    attempt(
-        parts,
-        body.map_err(BoxError::from).boxed(),
-        upgrade,
-        to,
-        store,
-        shared,
-    )
-    .await
+    attempt(parts, body, upgrade, to, store, shared)
+        .await
+        .map_err(too_slow)
 }
 
 /// Where a request goes, and for whom.
@@ -227,6 +243,7 @@ pub(super) async fn attempt(
         body,
         &mut report,
         &mut scrub,
+        &shared.buffered,
     )
     .await?;
     check_report(&report, store, session, dest)?;
@@ -272,7 +289,8 @@ pub(super) async fn attempt(
         }
     };
     debug!(%method, host = %dest.host, status = response.status().as_u16(), "forwarded");
-    let response = bodies::scrub_response(response, scrubber, &method, &dest.host).await?;
+    let response =
+        bodies::scrub_response(response, scrubber, &method, &dest.host, &shared.buffered).await?;
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, body))

@@ -11,11 +11,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use super::framing::Mode;
 use super::idle::{Activity, Tracked};
+use super::slots::Slots;
 use super::strict::Strict;
 use super::{Shared, connect, forward};
 use crate::upstream::ProxyBody;
@@ -27,8 +28,8 @@ const H2_MAX_CONCURRENT_STREAMS: u32 = 250;
 /// Streams a client may reset before they are answered (rapid-reset flood protection).
 const H2_MAX_PENDING_RESETS: usize = 50;
 
-/// A permit of the connection limit, held for as long as the connection (or its tunnel) lives.
-pub(super) type ConnectionPermit = Arc<OwnedSemaphorePermit>;
+/// The connection slots a client holds for as long as its connection (or its tunnel) lives.
+pub(super) type ConnectionPermit = Arc<Slots>;
 
 /// Accepts proxy clients until shutdown. A connection is accepted only when a permit of the
 /// `max_connections` semaphore is free, so excess clients wait in the kernel's backlog.
@@ -55,7 +56,11 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, connections: Arc<
         };
         let _ = stream.set_nodelay(true);
         debug!(%peer, "client connected");
-        tokio::spawn(serve_client(stream, shared.clone(), Arc::new(permit)));
+        tokio::spawn(serve_client(
+            stream,
+            shared.clone(),
+            Arc::new(Slots::new(permit)),
+        ));
     }
 }
 
@@ -94,9 +99,16 @@ async fn serve_client(stream: TcpStream, shared: Arc<Shared>, permit: Connection
                 let mut response = if req.method() == Method::CONNECT {
                     connect::handle(req, shared, permit).await
                 } else {
-                    forward::plain(req, &shared).await
+                    forward::plain(req, &shared, &permit).await
                 };
                 close_unless_switched(switch, &mut response);
+                if response.status() == http::StatusCode::TOO_MANY_REQUESTS {
+                    // Not admitted: the connection gives its slot back at once.
+                    response.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
                 Ok::<_, Infallible>(response)
             }
         })

@@ -5,13 +5,16 @@
 //! request upstream, `rewind` replays bytes read while sniffing a tunnel.
 
 mod bodies;
+mod budget;
 mod connect;
 mod forward;
 mod framing;
 mod idle;
 mod listener;
 mod oauth;
+mod pace;
 mod rewind;
+mod slots;
 mod strict;
 mod upgrade;
 
@@ -24,7 +27,9 @@ use crate::config::Limits;
 use crate::store::StoreHandle;
 use crate::upstream::{Dialer, UpstreamPool};
 
+pub use budget::Budget;
 pub use listener::serve;
+pub use slots::SessionSlots;
 
 /// Everything a proxy connection needs, shared by all of them.
 pub struct Shared {
@@ -35,6 +40,10 @@ pub struct Shared {
     pub client: Arc<UpstreamPool>,
     /// Refreshes `mcp_oauth` tokens (before expiry, after an upstream 401).
     pub refresher: Arc<crate::oauth::Refresher>,
+    /// `max_buffered_body_bytes`: bodies held whole, all requests together.
+    pub buffered: Arc<Budget>,
+    /// `max_connections_per_session`, by session.
+    pub session_slots: SessionSlots,
     /// Turns true when keyswap begins to shut down.
     pub shutdown: watch::Receiver<bool>,
 }

@@ -7,11 +7,10 @@ use bytes::Bytes;
 use http::header::AUTHORIZATION;
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
-use http_body_util::BodyExt as _;
-use hyper::body::Incoming;
 use time::OffsetDateTime;
 use tracing::info;
 
+use super::budget::Reservation;
 use super::forward::{To, attempt};
 use super::{Shared, bodies};
 use crate::error::ProxyError;
@@ -19,7 +18,7 @@ use crate::oauth::{EXPIRY_MARGIN, Reason, Refreshed};
 use crate::secret::Secret;
 use crate::store::Store;
 use crate::substitute;
-use crate::upstream::{BoxError, ProxyBody};
+use crate::upstream::ProxyBody;
 
 /// The refreshable `mcp_oauth` credential this request is authorized with, if any: one whose URL
 /// covers it, with the request carrying exactly `Authorization: Bearer <token>` once substituted
@@ -46,7 +45,7 @@ pub(super) fn refreshable_credential(store: &Store, to: To<'_>, parts: &Parts) -
 /// Forwards a request that store entry `entry` (a refreshable `mcp_oauth` credential) authorizes.
 pub(super) async fn forward(
     parts: Parts,
-    body: Incoming,
+    body: ProxyBody,
     entry: usize,
     to: To<'_>,
     store: &Store,
@@ -67,11 +66,7 @@ pub(super) async fn forward(
         renewed = Some(shared.store.load());
     }
     let store = renewed.as_deref().unwrap_or(store);
-    let Some(bytes) = replayable(&parts, body).await else {
-        return Err(ProxyError::BadRequest(
-            "the request body does not match its Content-Length",
-        ));
-    };
+    let (bytes, _reservation) = replayable(&parts, body, shared).await?;
     let bytes = match bytes {
         Replay::Buffered(bytes) => bytes,
         // Too large to keep for a second try: sent once, a 401 goes back to the client as it is.
@@ -138,15 +133,21 @@ enum Replay {
 
 /// Reads a body of a known length up to the buffering limit, so it can be sent twice; a longer or
 /// unannounced one is passed through. `None`: the body did not match its `Content-Length`.
-async fn replayable(parts: &Parts, body: Incoming) -> Option<Replay> {
+/// The reservation of the shared buffering budget lives as long as the bytes are kept.
+async fn replayable(
+    parts: &Parts,
+    body: ProxyBody,
+    shared: &Shared,
+) -> Result<(Replay, Option<Reservation>), ProxyError> {
     if http_body::Body::is_end_stream(&body) {
-        return Some(Replay::Buffered(Bytes::new()));
+        return Ok((Replay::Buffered(Bytes::new()), None));
     }
-    match bodies::held_whole(&parts.headers) {
-        Some(limit) => bodies::read_to_limit(body, limit)
-            .await
-            .map(Replay::Buffered),
-        None => Some(Replay::Streamed(body.map_err(BoxError::from).boxed())),
+    match bodies::hold(&parts.headers, bodies::BUFFER_LIMIT, &shared.buffered) {
+        Some((limit, reservation)) => {
+            let bytes = bodies::read_request_body(body, limit).await?;
+            Ok((Replay::Buffered(bytes), Some(reservation)))
+        }
+        None => Ok((Replay::Streamed(body), None)),
     }
 }
 

@@ -17,16 +17,12 @@ use tokio::time::{Instant, Sleep};
 use tracing::info;
 
 use super::framing::{Framing, Mode, Refusal};
+use super::pace::{MIN_BODY_RATE, Pace};
 use crate::error::ProxyError;
 
 /// How much is read at a time into the buffer that holds an unfinished head (the common case, a
 /// whole request per read, goes straight into hyper's buffer instead).
 const READ_CHUNK: usize = 4 * 1024;
-/// The slowest a request body may arrive, in bytes per second (as Apache's `mod_reqtimeout`
-/// `MinRate`): the time a body may spend waiting for the client is the header timeout plus one
-/// second per this many bytes received.
-const MIN_BODY_RATE: u64 = 500;
-
 pub struct Strict<I> {
     inner: I,
     framing: Framing,
@@ -40,46 +36,6 @@ pub struct Strict<I> {
     /// Runs from the first byte of a request head to its end.
     head_deadline: Option<Pin<Box<Sleep>>>,
     pace: Pace,
-}
-
-/// How long the current request body has kept keyswap waiting for the client. Time the body
-/// spends waiting on the upstream (hyper not reading) does not count.
-#[derive(Default)]
-struct Pace {
-    waited: Duration,
-    since: Option<Instant>,
-    bytes: u64,
-    timer: Option<Pin<Box<Sleep>>>,
-}
-
-impl Pace {
-    fn received(&mut self, n: usize) {
-        if let Some(since) = self.since.take() {
-            self.waited += since.elapsed();
-        }
-        self.bytes = self.bytes.saturating_add(n as u64);
-    }
-
-    /// The client has nothing more for now: `Ready` once the body's allowance is spent.
-    fn poll_wait(&mut self, cx: &mut Context<'_>, base: Duration) -> Poll<()> {
-        let now = Instant::now();
-        let since = *self.since.get_or_insert(now);
-        let earned = Duration::from_millis(self.bytes.saturating_mul(1000) / MIN_BODY_RATE);
-        let allowance = base.saturating_add(earned);
-        let spent = self.waited + (now - since);
-        if spent >= allowance {
-            return Poll::Ready(());
-        }
-        let deadline = now + (allowance - spent);
-        match &mut self.timer {
-            Some(timer) => timer.as_mut().reset(deadline),
-            None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
-        }
-        match &mut self.timer {
-            Some(timer) => timer.as_mut().poll(cx),
-            None => Poll::Pending,
-        }
-    }
 }
 
 /// An error answer waiting to be written at shutdown.
