@@ -99,9 +99,12 @@ pub struct Limits {
 pub struct Session {
     pub id: String,
     pub vault_ids: Vec<String>,
-    /// The token clients present as the password of `Proxy-Authorization: Basic`; without one, the
-    /// session id alone identifies the session.
+    /// The token clients present as the password of `Proxy-Authorization: Basic`. A session
+    /// without one is reached only by its `source_cidrs`, never by proxy authentication.
     pub proxy_token: Option<Secret>,
+    /// The client addresses that pick this session on the transparent listener (SPEC §12; the
+    /// listener itself is not built yet). Empty when the session is reached by its token.
+    pub source_cidrs: Vec<IpNet>,
     pub network: Networking,
 }
 
@@ -870,10 +873,26 @@ impl Validator<'_> {
         })
     }
 
+    /// CIDR ranges, each reported at its own entry when malformed.
+    fn source_cidrs(&mut self, raw: Option<&Spanned<Vec<Spanned<String>>>>) -> Vec<IpNet> {
+        let mut nets = Vec::new();
+        for c in raw.map(Spanned::get_ref).into_iter().flatten() {
+            match c.get_ref().parse::<IpNet>() {
+                Ok(net) => nets.push(net.trunc()),
+                Err(_) => self.error(
+                    c.span(),
+                    format!("`{}` is not a CIDR range like `10.200.0.2/32`", c.get_ref()),
+                ),
+            }
+        }
+        nets
+    }
+
     fn sessions(&mut self, raws: Vec<Spanned<raw::RawSession>>, vaults: &[Vault]) -> Vec<Session> {
         let mut ids = HashSet::new();
         let mut sessions = Vec::new();
         for raw in raws {
+            let span = raw.span();
             let raw = raw.into_inner();
             if !ids.insert(raw.id.get_ref().clone()) {
                 self.error(
@@ -900,6 +919,22 @@ impl Validator<'_> {
                             None
                         }
                     });
+            let source_cidrs = self.source_cidrs(raw.source_cidrs.as_ref());
+            // SECURITY: a session id is no secret. A session that no token protects must be
+            // reachable some other way (its client addresses), or anyone naming it would get it.
+            let has_cidrs = raw
+                .source_cidrs
+                .as_ref()
+                .is_some_and(|c| !c.get_ref().is_empty());
+            if raw.proxy_token_env.is_none() && !has_cidrs {
+                self.error(
+                    span,
+                    format!(
+                        "session `{}` needs `proxy_token_env` or `source_cidrs`: a session id is not a secret, so one without a token must be bound to client addresses",
+                        raw.id.get_ref()
+                    ),
+                );
+            }
             for v in &raw.vault_ids {
                 if !vaults.iter().any(|vault| &vault.id == v.get_ref()) {
                     self.error(v.span(), format!("no vault has id `{}`", v.get_ref()));
@@ -913,6 +948,7 @@ impl Validator<'_> {
                 id: raw.id.into_inner(),
                 vault_ids: raw.vault_ids.into_iter().map(Spanned::into_inner).collect(),
                 proxy_token,
+                source_cidrs,
                 network: network.unwrap_or(Networking::Unrestricted),
             });
         }

@@ -97,6 +97,15 @@ mod check {
     }
 
     #[test]
+    fn a_session_without_a_token_or_source_cidrs() {
+        assert_refused(
+            "[[vaults]]\nid = \"vlt_a\"\n\n[[sessions]]\nid = \"sesn_open\"\nvault_ids = [\"vlt_a\"]\n",
+            "4:1",
+            "`proxy_token_env` or `source_cidrs`",
+        );
+    }
+
+    #[test]
     fn every_problem_is_reported_not_just_the_first() {
         let body = format!(
             "{CRED_HEAD}auth.placeholder = \"bad placeholder\"\nauth.networking = {{ type = \"limited\", allowed_hosts = [\"a.test:1\", \"b.test/x\"] }}\n"

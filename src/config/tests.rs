@@ -284,3 +284,51 @@ fn oauth_expiry_and_token_endpoint_are_checked() {
         );
     }
 }
+
+mod sessions {
+    use super::*;
+
+    const VAULT: &str = "[[vaults]]\nid = \"vlt_a\"\n";
+
+    #[test]
+    fn a_session_with_neither_token_nor_source_cidrs_is_an_error_naming_both_keys() {
+        let e = errors(&format!(
+            "{VAULT}[[sessions]]\nid = \"sesn_open\"\nvault_ids = [\"vlt_a\"]\n"
+        ));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("k.toml:3:1: "), "{e:?}");
+        assert!(
+            e[0].contains("proxy_token_env") && e[0].contains("source_cidrs"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_session_with_only_source_cidrs_is_read_and_has_no_token() {
+        let c = parse(&format!(
+            "{VAULT}[[sessions]]\nid = \"sesn_t\"\nvault_ids = [\"vlt_a\"]\nsource_cidrs = [\"10.200.0.2/32\", \"fd00::1/128\", \"10.1.2.3/24\"]\n"
+        ))
+        .unwrap();
+        let s = &c.sessions[0];
+        assert!(s.proxy_token.is_none());
+        let cidrs: Vec<_> = s.source_cidrs.iter().map(ToString::to_string).collect();
+        assert_eq!(cidrs, ["10.200.0.2/32", "fd00::1/128", "10.1.2.0/24"]);
+    }
+
+    #[test]
+    fn bad_or_empty_source_cidrs_are_errors() {
+        let e = errors(&format!(
+            "{VAULT}[[sessions]]\nid = \"sesn_t\"\nsource_cidrs = [\"10.0.0.1/40\", \"nope\"]\n"
+        ));
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].starts_with("k.toml:5:17: "), "{e:?}");
+        assert!(e[1].starts_with("k.toml:5:32: "), "{e:?}");
+        let e = errors(&format!(
+            "{VAULT}[[sessions]]\nid = \"sesn_t\"\nsource_cidrs = []\n"
+        ));
+        assert!(
+            e.len() == 1 && e[0].contains("proxy_token_env") && e[0].contains("source_cidrs"),
+            "{e:?}"
+        );
+    }
+}
