@@ -171,9 +171,11 @@ impl ProxyError {
             Some(ConnectError::Dns { .. } | ConnectError::NoHost) => {
                 ProxyError::UpstreamDns { host }
             }
-            Some(ConnectError::Denied { addr, .. }) => ProxyError::EgressDenied {
+            // SECURITY: the resolved address stays out of the answer: the sandbox would learn how
+            // internal names resolve (a DNS oracle). The operator's log keeps it (`upstream`).
+            Some(ConnectError::Denied { .. }) => ProxyError::EgressDenied {
                 host,
-                reason: format!("it resolves to the non-public address {addr}"),
+                reason: "it resolves only to non-public addresses, and [proxy] block_private_addresses refuses those".to_string(),
             },
             Some(ConnectError::Loop { .. }) => ProxyError::EgressDenied {
                 host,
