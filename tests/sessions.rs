@@ -130,6 +130,31 @@ async fn wrong_or_missing_credentials_get_407() {
     assert!(w.upstream.requests().is_empty());
 }
 
+/// The advice names the rule that really refused: this session's network policy, not the
+/// private-address rule (`allow_private_cidrs` would not help here).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_policy_refusal_names_the_session_policy_not_allow_private_cidrs() {
+    let w = World::start().await;
+    let url = format!("http://wild.example.test:{}/", w.upstream.port());
+    let out = curl(&["--proxy", &w.proxy("sesn_a:token-a"), &url]).await;
+    assert_eq!(out.status, 403, "{out:?}");
+    assert_eq!(
+        out.headers.get("x-keyswap-error").map(String::as_str),
+        Some("egress-denied")
+    );
+    assert!(out.body.contains("wild.example.test"), "{}", out.body);
+    assert!(out.body.contains("sesn_a"), "{}", out.body);
+    assert!(out.body.contains("network"), "{}", out.body);
+    assert!(out.body.contains("allowed_hosts"), "{}", out.body);
+    assert!(!out.body.contains("allow_private_cidrs"), "{}", out.body);
+    assert!(
+        !out.body.contains("block_private_addresses"),
+        "{}",
+        out.body
+    );
+    assert!(w.upstream.requests().is_empty());
+}
+
 /// A session reached by source address (SPEC §12) has no token: its id alone, which is no secret,
 /// must not select it, whatever password comes with it.
 #[tokio::test(flavor = "multi_thread")]
