@@ -232,23 +232,55 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let temp = dir.join(format!(".{name}.keyswap-{}.tmp", std::process::id()));
+    let (temp, mut file) = create_temporary(&dir, &name)?;
     let result = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temp)?;
         file.write_all(contents)?;
         file.sync_all()?;
         std::fs::rename(&temp, &target)?;
         std::fs::File::open(&dir)?.sync_all()
     })();
     if result.is_err() {
+        // Ours: created just now by `create_temporary`, never someone else's file.
         let _ = std::fs::remove_file(&temp);
     }
     result
+}
+
+/// How many random names to try before giving up (a collision of 128 random bits means someone
+/// is filling the folder on purpose).
+const TEMPORARY_ATTEMPTS: usize = 8;
+
+/// A new, empty file `.{name}.keyswap-{random}.tmp` in `dir`, mode 0600.
+///
+/// SECURITY: the config folder may be writable by others (a shared volume). The file is created
+/// with `O_CREAT|O_EXCL|O_NOFOLLOW` under a name from the system's CSPRNG: a file or symlink
+/// planted at any name is never opened, so secrets are never written through a link to a place
+/// of an attacker's choosing, and the name cannot be guessed in advance.
+fn create_temporary(dir: &Path, name: &str) -> std::io::Result<(PathBuf, std::fs::File)> {
+    use ring::rand::SecureRandom as _;
+    let rng = ring::rand::SystemRandom::new();
+    for _ in 0..TEMPORARY_ATTEMPTS {
+        let mut random = [0u8; 16];
+        rng.fill(&mut random)
+            .map_err(|_| std::io::Error::other("the system's random source failed"))?;
+        let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let temp = dir.join(format!(".{name}.keyswap-{suffix}.tmp"));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(&temp)
+        {
+            Ok(file) => return Ok((temp, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        "no free temporary file name beside the configuration file",
+    ))
 }
 
 #[cfg(test)]
@@ -285,6 +317,70 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(dir.path().join("real.toml")).unwrap(),
             "new"
+        );
+    }
+
+    /// An attacker who can write into the config folder plants symlinks at the names a write
+    /// might use; none may be written through, and the config must still be replaced.
+    #[test]
+    fn atomic_write_never_follows_a_planted_temporary_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.toml");
+        std::fs::write(&path, "old").unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "untouched").unwrap();
+        let pid = std::process::id();
+        let mut planted = Vec::new();
+        for p in [pid, pid + 1, pid.saturating_sub(1), 0, 1] {
+            for name in [
+                format!(".k.toml.keyswap-{p}.tmp"),
+                format!("k.toml.keyswap-{p}.tmp"),
+                format!(".k.toml.tmp.{p}"),
+            ] {
+                let link = dir.path().join(name);
+                std::os::unix::fs::symlink(&victim, &link).unwrap();
+                planted.push(link);
+            }
+        }
+        for _ in 0..3 {
+            write_atomically(&path, b"new").unwrap();
+        }
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        assert!(
+            !std::fs::symlink_metadata(&path)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        for link in planted {
+            assert!(
+                std::fs::symlink_metadata(&link)
+                    .unwrap()
+                    .file_type()
+                    .is_symlink()
+            );
+        }
+    }
+
+    #[test]
+    fn temporary_names_are_fresh_and_unpredictable() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, _fa) = create_temporary(dir.path(), "k.toml").unwrap();
+        let (b, _fb) = create_temporary(dir.path(), "k.toml").unwrap();
+        assert_ne!(a, b);
+        let name = a.file_name().unwrap().to_string_lossy().into_owned();
+        let random = name
+            .strip_prefix(".k.toml.keyswap-")
+            .and_then(|r| r.strip_suffix(".tmp"))
+            .unwrap();
+        assert!(
+            random.len() == 32 && random.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{name}: 128 random bits, not the pid"
+        );
+        assert_eq!(
+            std::fs::metadata(&a).unwrap().permissions().mode() & 0o777,
+            0o600
         );
     }
 
