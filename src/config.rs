@@ -182,7 +182,14 @@ impl Config {
         let raw: raw::RawConfig = match toml::from_str(text) {
             Ok(raw) => raw,
             Err(e) => {
-                v.error(e.span().unwrap_or(0..0), e.message().trim_end().to_string());
+                let span = e.span().unwrap_or(0..0);
+                // SECURITY: the message may quote the value (see `without_values`); the key it
+                // belongs to is named instead, so the operator still knows what to fix.
+                let mut message = without_values(e.message().trim_end());
+                if let Some(key) = key_of_value_at(text, span.start) {
+                    message = format!("`{key}`: {message}");
+                }
+                v.error(span, message);
                 return Err(ConfigErrors(v.errors));
             }
         };
@@ -729,12 +736,14 @@ impl Validator<'_> {
             let span = l.span();
             (l.into_inner(), span)
         } else if let Some(e) = env {
+            // SECURITY: the variable's name is not repeated in errors: a token pasted into
+            // `…_env` by mistake would otherwise land in logs and on `/healthz`.
             match std::env::var(e.get_ref()) {
                 Ok(v) => (v, e.span()),
                 Err(_) => {
                     self.error(
                         e.span(),
-                        format!("environment variable `{}` is not set", e.get_ref()),
+                        format!("`{what}_env`: the environment variable it names is not set"),
                     );
                     return None;
                 }
@@ -745,8 +754,12 @@ impl Validator<'_> {
             match std::fs::read_to_string(&path) {
                 // A file written by `echo` ends in a newline that is not part of the secret.
                 Ok(v) => (strip_one_newline(v), f.span()),
+                // SECURITY: nor is the path (same reason); the I/O error's text carries no path.
                 Err(e) => {
-                    self.error(f.span(), format!("cannot read `{}`: {e}", path.display()));
+                    self.error(
+                        f.span(),
+                        format!("`{what}_file`: cannot read the file it names: {e}"),
+                    );
                     return None;
                 }
             }
@@ -911,10 +924,11 @@ impl Validator<'_> {
                     .as_ref()
                     .and_then(|var| match std::env::var(var.get_ref()) {
                         Ok(token) if !token.is_empty() => Some(Secret::new(token)),
+                        // SECURITY: the name is not repeated (it may be a pasted token).
                         _ => {
                             self.error(
                                 var.span(),
-                                format!("environment variable `{}` is not set", var.get_ref()),
+                                "`proxy_token_env`: the environment variable it names is not set or empty",
                             );
                             None
                         }
@@ -954,6 +968,88 @@ impl Validator<'_> {
         }
         sessions
     }
+}
+
+/// SECURITY: serde's messages quote the value they could not use (`invalid type: integer
+/// `12345678``, `invalid type: string "…"`), and that value may be a secret typed without quotes
+/// or put under the wrong key. Quoted strings, and the value after `invalid type:` / `invalid
+/// value:`, are masked; key names (`unknown field `x``, `missing field `x``) stay.
+pub fn without_values(message: &str) -> String {
+    const MARKERS: [&str; 2] = ["invalid type: ", "invalid value: "];
+    let message = mask_quoted(message);
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message.as_str();
+    while let Some((at, len)) = MARKERS
+        .iter()
+        .filter_map(|m| rest.find(m).map(|i| (i, m.len())))
+        .min()
+    {
+        let (before, tail) = rest.split_at(at + len);
+        out.push_str(before);
+        let end = tail.find(", expected").unwrap_or(tail.len());
+        out.push_str(&mask_backticked(&tail[..end]));
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `"…"` for every double-quoted string (escapes inside it respected).
+fn mask_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let (mut quoted, mut escaped) = (false, false);
+    for c in message.chars() {
+        if quoted {
+            match (c, escaped) {
+                (_, true) => escaped = false,
+                ('\\', false) => escaped = true,
+                ('"', false) => {
+                    quoted = false;
+                    out.push('"');
+                }
+                _ => {}
+            }
+        } else {
+            out.push(c);
+            if c == '"' {
+                quoted = true;
+                out.push('…');
+            }
+        }
+    }
+    out
+}
+
+/// `` `…` `` for every backticked span.
+fn mask_backticked(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut inside = false;
+    for c in text.chars() {
+        if c == '`' {
+            inside = !inside;
+            out.push('`');
+            if inside {
+                out.push('…');
+            }
+        } else if !inside {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The key whose value starts at byte `offset` of `text` (`key = value`, also inside an inline
+/// table), or `None` when the offset is not right after a `=`: TOML puts a value on the line of
+/// its key, so only that line is looked at. The last segment of a dotted key, unquoted.
+fn key_of_value_at(text: &str, offset: usize) -> Option<&str> {
+    let line = text.get(..offset)?.rsplit('\n').next()?;
+    let before_value = line.trim_end();
+    let before_eq = before_value.strip_suffix('=')?.trim_end();
+    let start = before_eq
+        .rfind(|c: char| c.is_whitespace() || matches!(c, '{' | ',' | '.'))
+        .map_or(0, |i| i + 1);
+    let key = before_eq[start..].trim_matches(|c| c == '"' || c == '\'');
+    (!key.is_empty()).then_some(key)
 }
 
 /// A session id travels as the user of `Proxy-Authorization: Basic`, so it cannot hold `:`.

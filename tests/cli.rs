@@ -105,6 +105,44 @@ mod check {
         );
     }
 
+    /// SPEC §8: `keyswap check` names the key and position, never the secret.
+    #[test]
+    fn errors_never_repeat_a_secret_or_a_value_put_in_an_env_or_file_key() {
+        let head = "[[vaults]]\nid = \"vlt_a\"\n\n[[vaults.credentials]]\nid = \"vcrd_a\"\nauth.type = \"environment_variable\"\nauth.secret_name = \"TOKEN\"\nauth.networking = { type = \"unrestricted\" }\n";
+        for (line, secret, key) in [
+            ("auth.secret_value = 31415926", "31415926", "secret_value"),
+            (
+                "auth.secret_value = 2.718281828",
+                "2.718281828",
+                "secret_value",
+            ),
+            (
+                "auth.secret_value_env = \"ghp_ZQXenvSECRET\"",
+                "ZQXenvSECRET",
+                "secret_value_env",
+            ),
+            (
+                "auth.secret_value_file = \"ghp_ZQXfileSECRET\"",
+                "ZQXfileSECRET",
+                "secret_value_file",
+            ),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            common::write(dir.path(), "bad.toml", &format!("{head}{line}\n"));
+            for command in ["check", "run"] {
+                let out = keyswap(&[command, "--config", "bad.toml"], dir.path(), &[]);
+                let shown = format!("{}{}", text(&out.stdout), text(&out.stderr));
+                assert_eq!(out.status.code(), Some(1), "{shown}");
+                assert!(shown.contains("bad.toml:9:"), "{shown}");
+                assert!(shown.contains(&format!("`{key}`")), "{shown}");
+                assert!(
+                    !shown.contains(secret),
+                    "{command}: {secret} repeated: {shown}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn every_problem_is_reported_not_just_the_first() {
         let body = format!(

@@ -168,6 +168,59 @@ async fn an_invalid_edit_is_refused_whole_and_reported() {
     assert_eq!(w.healthz().await["status"], "ok");
 }
 
+/// SPEC §8: a refused reload names the key and position, never a secret typed without quotes nor
+/// a token pasted into an `_env` / `_file` key: not in the log, not on the unauthenticated
+/// `/healthz`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_reload_never_repeats_a_secret_in_the_log_or_on_healthz() {
+    let w = World::start(VAULT, false).await;
+    for (from, to, secret) in [
+        (
+            "secret_value = \"SECRET_v1\"",
+            "secret_value = 31415926",
+            "31415926",
+        ),
+        (
+            "secret_value = \"SECRET_v1\"",
+            "secret_value_env = \"ghp_ZQXenvSECRET\"",
+            "ZQXenvSECRET",
+        ),
+        (
+            "secret_value = \"SECRET_v1\"",
+            "secret_value_file = \"ghp_ZQXfileSECRET\"",
+            "ZQXfileSECRET",
+        ),
+    ] {
+        let before = w.healthz().await["last_reload"]["at"].clone();
+        std::fs::write(w.keyswap.config_path(), w.keyswap.edited_config(from, to)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let health = loop {
+            let health = w.healthz().await;
+            if health["last_reload"]["at"] != before || Instant::now() > deadline {
+                break health;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(health["status"], "degraded", "{health}");
+        let shown = health.to_string();
+        assert!(shown.contains("keyswap.toml:"), "{shown}");
+        assert!(!shown.contains(secret), "{secret} on /healthz: {shown}");
+        let error = health["last_reload"]["errors"][0]
+            .as_str()
+            .unwrap_or_default();
+        let position = error.split(": ").next().unwrap_or_default();
+        let log = w.keyswap.wait_log(position);
+        assert!(log.contains(position), "{position} not logged: {log}");
+        assert!(!log.contains(secret), "{secret} in the log: {log}");
+        // Back to the good text before the next variant.
+        std::fs::write(w.keyswap.config_path(), w.keyswap.edited_config(to, from)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while w.healthz().await["status"] != "ok" && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_rereads_secret_files() {
     let secrets = tempfile::tempdir().unwrap();
