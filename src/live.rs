@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use ring::digest::{SHA256, digest};
 use time::OffsetDateTime;
 use tokio::sync::Mutex as AsyncMutex;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use zeroize::Zeroizing;
 
 use crate::config::{Config, ConfigErrors};
@@ -52,16 +52,46 @@ pub struct Live {
     /// Held by whoever changes the configuration; holds the digest of the text last applied, so a
     /// file event caused by keyswap's own write (or by no change) does not reload.
     writer: AsyncMutex<Option<[u8; 32]>>,
+    /// What `stat` said about the file when it was last read: the poll reads it only when this
+    /// changed, so an idle keyswap does not re-read its config (SPEC §8).
+    seen: Mutex<Option<Stamp>>,
     status: Mutex<ReloadStatus>,
+}
+
+/// The file's identity and change times, through symlinks (a `..data` swap changes the inode).
+/// `stat` generates no file-system event, unlike a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(path: &Path) -> Option<Stamp> {
+        use std::os::unix::fs::MetadataExt as _;
+        let m = std::fs::metadata(path).ok()?;
+        Some(Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
 }
 
 impl Live {
     /// `path` is the file keyswap reads and writes; it may not exist yet (embedded defaults).
     pub fn new(path: PathBuf, store: Arc<StoreHandle>, text: Option<&str>) -> Self {
+        let seen = text.and_then(|_| Stamp::of(&path));
         Self {
             path,
             store,
             writer: AsyncMutex::new(text.map(fingerprint)),
+            seen: Mutex::new(seen),
             status: Mutex::new(ReloadStatus {
                 ok: true,
                 at: OffsetDateTime::now_utc(),
@@ -99,10 +129,33 @@ impl Live {
         }
     }
 
+    fn set_seen(&self, stamp: Option<Stamp>) {
+        match self.seen.lock() {
+            Ok(mut s) => *s = stamp,
+            Err(e) => *e.into_inner() = stamp,
+        }
+    }
+
+    /// The backstop poll: reloads only when `stat` shows the file changed since it was last read.
+    pub async fn poll(&self) {
+        let now = Stamp::of(&self.path);
+        let seen = self
+            .seen
+            .lock()
+            .map(|s| *s)
+            .unwrap_or_else(|e| *e.into_inner());
+        if now != seen {
+            self.reload("poll", false).await;
+        }
+    }
+
     /// Re-reads the file and, when it changed (or `force`), validates it and swaps in a new store.
     /// An invalid file is refused whole: the store in force stays, the errors are logged and kept.
     pub async fn reload(&self, trigger: &'static str, force: bool) {
         let mut applied = self.writer.lock().await;
+        debug!(trigger, "configuration file read");
+        // Taken before the read: a change racing with it shows as a new stamp at the next poll.
+        self.set_seen(Stamp::of(&self.path));
         let text = match std::fs::read_to_string(&self.path) {
             Ok(text) => Zeroizing::new(text),
             // Running on the embedded defaults and still no file: nothing to do.
@@ -195,6 +248,7 @@ impl Live {
             source,
         })?;
         *applied = Some(fingerprint(&text));
+        self.set_seen(Stamp::of(&self.path));
         let generation = self.store.replace(config)?;
         info!(generation, "configuration written by the admin API");
         crate::metrics::METRICS
