@@ -51,6 +51,17 @@ pub struct Config {
     pub limits: Limits,
     pub vaults: Vec<Vault>,
     pub sessions: Vec<Session>,
+    /// Where the first secret given literally (not by `_env` / `_file`) is: such a file must be
+    /// private to keyswap's user (see [`Config::exposed_files`]).
+    pub literal_secret: Option<Position>,
+}
+
+/// A key and its place in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub key: String,
+    pub line: usize,
+    pub column: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -178,6 +189,7 @@ impl Config {
             file,
             base,
             errors: Vec::new(),
+            literal_secret: None,
         };
         let raw: raw::RawConfig = match toml::from_str(text) {
             Ok(raw) => raw,
@@ -202,6 +214,21 @@ impl Config {
         }
     }
 
+    /// The secret-bearing files that group or others can read (SPEC §8): the CA key, and this
+    /// config file when it holds literal secrets. Each is refused at start with its `chmod`.
+    pub fn exposed_files(&self) -> Vec<crate::files::NotPrivate> {
+        let mut exposed = Vec::new();
+        if let (Some(source), Some(_)) = (&self.source, &self.literal_secret)
+            && let Err(e) = crate::files::ensure_private("the configuration file", source)
+        {
+            exposed.push(e);
+        }
+        if let Err(e) = crate::files::ensure_private("the CA key", &self.tls.ca_key) {
+            exposed.push(e);
+        }
+        exposed
+    }
+
     /// Every credential of every vault.
     pub fn credentials(&self) -> impl Iterator<Item = &Credential> {
         self.vaults.iter().flat_map(|v| v.credentials.iter())
@@ -214,6 +241,7 @@ struct Validator<'a> {
     file: &'a str,
     base: &'a Path,
     errors: Vec<ConfigError>,
+    literal_secret: Option<Position>,
 }
 
 impl Validator<'_> {
@@ -273,6 +301,7 @@ impl Validator<'_> {
             limits,
             vaults,
             sessions,
+            literal_secret: self.literal_secret.take(),
         }
     }
 
@@ -734,6 +763,14 @@ impl Validator<'_> {
         }
         let (value, span) = if let Some(l) = literal {
             let span = l.span();
+            if self.literal_secret.is_none() {
+                let (line, column) = line_column(self.text, span.start);
+                self.literal_secret = Some(Position {
+                    key: what.to_string(),
+                    line,
+                    column,
+                });
+            }
             (l.into_inner(), span)
         } else if let Some(e) = env {
             // SECURITY: the variable's name is not repeated in errors: a token pasted into
