@@ -200,6 +200,12 @@ auth = {{ type = "environment_variable", secret_name = "T", secret_value = "ghp_
 "#
     );
     std::fs::write(dir.path().join("k.toml"), config).unwrap();
+    // keyswap refuses a config with literal secrets that group or others can read.
+    std::fs::set_permissions(
+        dir.path().join("k.toml"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     // KEYSWAP_BENCH_WRAPPER="valgrind --tool=callgrind" runs keyswap under a profiler.
     let wrapper = std::env::var("KEYSWAP_BENCH_WRAPPER").unwrap_or_default();
     let mut words = wrapper.split_whitespace();

@@ -50,6 +50,8 @@ pub enum CaError {
     Mint { host: String, source: rcgen::Error },
     #[error("cannot build a TLS config: {0}")]
     Tls(#[from] rustls::Error),
+    #[error(transparent)]
+    KeyNotPrivate(#[from] crate::files::NotPrivate),
 }
 
 /// The CA and its cache of per-host TLS server configs.
@@ -76,7 +78,12 @@ impl CertificateAuthority {
     /// Loads the CA at `cert_path`/`key_path`, creating both (key mode 0600) when neither exists.
     pub fn load_or_create(cert_path: &Path, key_path: &Path) -> Result<Self, CaError> {
         let (cert_pem, key_pem) = match (cert_path.exists(), key_path.exists()) {
-            (true, true) => (read(cert_path)?, read(key_path)?),
+            (true, true) => {
+                // SECURITY: a CA key others can read lets them mint certificates every sandbox
+                // trusts; refuse to use it until the operator fixes the mode.
+                crate::files::ensure_private("the CA key", key_path)?;
+                (read(cert_path)?, read(key_path)?)
+            }
             (false, false) => create(cert_path, key_path)?,
             (true, false) => return Err(CaError::HalfPresent(cert_path.into(), key_path.into())),
             (false, true) => return Err(CaError::HalfPresent(key_path.into(), cert_path.into())),

@@ -51,6 +51,17 @@ pub struct Config {
     pub limits: Limits,
     pub vaults: Vec<Vault>,
     pub sessions: Vec<Session>,
+    /// Where the first secret given literally (not by `_env` / `_file`) is: such a file must be
+    /// private to keyswap's user (see [`Config::exposed_files`]).
+    pub literal_secret: Option<Position>,
+}
+
+/// A key and its place in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub key: String,
+    pub line: usize,
+    pub column: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -104,9 +115,12 @@ pub struct Limits {
 pub struct Session {
     pub id: String,
     pub vault_ids: Vec<String>,
-    /// The token clients present as the password of `Proxy-Authorization: Basic`; without one, the
-    /// session id alone identifies the session.
+    /// The token clients present as the password of `Proxy-Authorization: Basic`. A session
+    /// without one is reached only by its `source_cidrs`, never by proxy authentication.
     pub proxy_token: Option<Secret>,
+    /// The client addresses that pick this session on the transparent listener (SPEC §12; the
+    /// listener itself is not built yet). Empty when the session is reached by its token.
+    pub source_cidrs: Vec<IpNet>,
     pub network: Networking,
 }
 
@@ -180,11 +194,19 @@ impl Config {
             file,
             base,
             errors: Vec::new(),
+            literal_secret: None,
         };
         let raw: raw::RawConfig = match toml::from_str(text) {
             Ok(raw) => raw,
             Err(e) => {
-                v.error(e.span().unwrap_or(0..0), e.message().trim_end().to_string());
+                let span = e.span().unwrap_or(0..0);
+                // SECURITY: the message may quote the value (see `without_values`); the key it
+                // belongs to is named instead, so the operator still knows what to fix.
+                let mut message = without_values(e.message().trim_end());
+                if let Some(key) = key_of_value_at(text, span.start) {
+                    message = format!("`{key}`: {message}");
+                }
+                v.error(span, message);
                 return Err(ConfigErrors(v.errors));
             }
         };
@@ -195,6 +217,21 @@ impl Config {
             v.errors.sort_by_key(|e| (e.line, e.column));
             Err(ConfigErrors(v.errors))
         }
+    }
+
+    /// The secret-bearing files that group or others can read (SPEC §8): the CA key, and this
+    /// config file when it holds literal secrets. Each is refused at start with its `chmod`.
+    pub fn exposed_files(&self) -> Vec<crate::files::NotPrivate> {
+        let mut exposed = Vec::new();
+        if let (Some(source), Some(_)) = (&self.source, &self.literal_secret)
+            && let Err(e) = crate::files::ensure_private("the configuration file", source)
+        {
+            exposed.push(e);
+        }
+        if let Err(e) = crate::files::ensure_private("the CA key", &self.tls.ca_key) {
+            exposed.push(e);
+        }
+        exposed
     }
 
     /// Every credential of every vault.
@@ -209,6 +246,7 @@ struct Validator<'a> {
     file: &'a str,
     base: &'a Path,
     errors: Vec<ConfigError>,
+    literal_secret: Option<Position>,
 }
 
 impl Validator<'_> {
@@ -268,6 +306,7 @@ impl Validator<'_> {
             limits,
             vaults,
             sessions,
+            literal_secret: self.literal_secret.take(),
         }
     }
 
@@ -731,14 +770,24 @@ impl Validator<'_> {
         }
         let (value, span) = if let Some(l) = literal {
             let span = l.span();
+            if self.literal_secret.is_none() {
+                let (line, column) = line_column(self.text, span.start);
+                self.literal_secret = Some(Position {
+                    key: what.to_string(),
+                    line,
+                    column,
+                });
+            }
             (l.into_inner(), span)
         } else if let Some(e) = env {
+            // SECURITY: the variable's name is not repeated in errors: a token pasted into
+            // `…_env` by mistake would otherwise land in logs and on `/healthz`.
             match std::env::var(e.get_ref()) {
                 Ok(v) => (v, e.span()),
                 Err(_) => {
                     self.error(
                         e.span(),
-                        format!("environment variable `{}` is not set", e.get_ref()),
+                        format!("`{what}_env`: the environment variable it names is not set"),
                     );
                     return None;
                 }
@@ -749,8 +798,12 @@ impl Validator<'_> {
             match std::fs::read_to_string(&path) {
                 // A file written by `echo` ends in a newline that is not part of the secret.
                 Ok(v) => (strip_one_newline(v), f.span()),
+                // SECURITY: nor is the path (same reason); the I/O error's text carries no path.
                 Err(e) => {
-                    self.error(f.span(), format!("cannot read `{}`: {e}", path.display()));
+                    self.error(
+                        f.span(),
+                        format!("`{what}_file`: cannot read the file it names: {e}"),
+                    );
                     return None;
                 }
             }
@@ -877,10 +930,26 @@ impl Validator<'_> {
         })
     }
 
+    /// CIDR ranges, each reported at its own entry when malformed.
+    fn source_cidrs(&mut self, raw: Option<&Spanned<Vec<Spanned<String>>>>) -> Vec<IpNet> {
+        let mut nets = Vec::new();
+        for c in raw.map(Spanned::get_ref).into_iter().flatten() {
+            match c.get_ref().parse::<IpNet>() {
+                Ok(net) => nets.push(net.trunc()),
+                Err(_) => self.error(
+                    c.span(),
+                    format!("`{}` is not a CIDR range like `10.200.0.2/32`", c.get_ref()),
+                ),
+            }
+        }
+        nets
+    }
+
     fn sessions(&mut self, raws: Vec<Spanned<raw::RawSession>>, vaults: &[Vault]) -> Vec<Session> {
         let mut ids = HashSet::new();
         let mut sessions = Vec::new();
         for raw in raws {
+            let span = raw.span();
             let raw = raw.into_inner();
             if !ids.insert(raw.id.get_ref().clone()) {
                 self.error(
@@ -899,14 +968,31 @@ impl Validator<'_> {
                     .as_ref()
                     .and_then(|var| match std::env::var(var.get_ref()) {
                         Ok(token) if !token.is_empty() => Some(Secret::new(token)),
+                        // SECURITY: the name is not repeated (it may be a pasted token).
                         _ => {
                             self.error(
                                 var.span(),
-                                format!("environment variable `{}` is not set", var.get_ref()),
+                                "`proxy_token_env`: the environment variable it names is not set or empty",
                             );
                             None
                         }
                     });
+            let source_cidrs = self.source_cidrs(raw.source_cidrs.as_ref());
+            // SECURITY: a session id is no secret. A session that no token protects must be
+            // reachable some other way (its client addresses), or anyone naming it would get it.
+            let has_cidrs = raw
+                .source_cidrs
+                .as_ref()
+                .is_some_and(|c| !c.get_ref().is_empty());
+            if raw.proxy_token_env.is_none() && !has_cidrs {
+                self.error(
+                    span,
+                    format!(
+                        "session `{}` needs `proxy_token_env` or `source_cidrs`: a session id is not a secret, so one without a token must be bound to client addresses",
+                        raw.id.get_ref()
+                    ),
+                );
+            }
             for v in &raw.vault_ids {
                 if !vaults.iter().any(|vault| &vault.id == v.get_ref()) {
                     self.error(v.span(), format!("no vault has id `{}`", v.get_ref()));
@@ -920,11 +1006,94 @@ impl Validator<'_> {
                 id: raw.id.into_inner(),
                 vault_ids: raw.vault_ids.into_iter().map(Spanned::into_inner).collect(),
                 proxy_token,
+                source_cidrs,
                 network: network.unwrap_or(Networking::Unrestricted),
             });
         }
         sessions
     }
+}
+
+/// SECURITY: serde's messages quote the value they could not use (`invalid type: integer
+/// `12345678``, `invalid type: string "…"`), and that value may be a secret typed without quotes
+/// or put under the wrong key. Quoted strings, and the value after `invalid type:` / `invalid
+/// value:`, are masked; key names (`unknown field `x``, `missing field `x``) stay.
+pub fn without_values(message: &str) -> String {
+    const MARKERS: [&str; 2] = ["invalid type: ", "invalid value: "];
+    let message = mask_quoted(message);
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message.as_str();
+    while let Some((at, len)) = MARKERS
+        .iter()
+        .filter_map(|m| rest.find(m).map(|i| (i, m.len())))
+        .min()
+    {
+        let (before, tail) = rest.split_at(at + len);
+        out.push_str(before);
+        let end = tail.find(", expected").unwrap_or(tail.len());
+        out.push_str(&mask_backticked(&tail[..end]));
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `"…"` for every double-quoted string (escapes inside it respected).
+fn mask_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let (mut quoted, mut escaped) = (false, false);
+    for c in message.chars() {
+        if quoted {
+            match (c, escaped) {
+                (_, true) => escaped = false,
+                ('\\', false) => escaped = true,
+                ('"', false) => {
+                    quoted = false;
+                    out.push('"');
+                }
+                _ => {}
+            }
+        } else {
+            out.push(c);
+            if c == '"' {
+                quoted = true;
+                out.push('…');
+            }
+        }
+    }
+    out
+}
+
+/// `` `…` `` for every backticked span.
+fn mask_backticked(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut inside = false;
+    for c in text.chars() {
+        if c == '`' {
+            inside = !inside;
+            out.push('`');
+            if inside {
+                out.push('…');
+            }
+        } else if !inside {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The key whose value starts at byte `offset` of `text` (`key = value`, also inside an inline
+/// table), or `None` when the offset is not right after a `=`: TOML puts a value on the line of
+/// its key, so only that line is looked at. The last segment of a dotted key, unquoted.
+fn key_of_value_at(text: &str, offset: usize) -> Option<&str> {
+    let line = text.get(..offset)?.rsplit('\n').next()?;
+    let before_value = line.trim_end();
+    let before_eq = before_value.strip_suffix('=')?.trim_end();
+    let start = before_eq
+        .rfind(|c: char| c.is_whitespace() || matches!(c, '{' | ',' | '.'))
+        .map_or(0, |i| i + 1);
+    let key = before_eq[start..].trim_matches(|c| c == '"' || c == '\'');
+    (!key.is_empty()).then_some(key)
 }
 
 /// A session id travels as the user of `Proxy-Authorization: Basic`, so it cannot hold `:`.

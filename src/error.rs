@@ -31,8 +31,8 @@ pub enum ProxyError {
     BodyTooSlow,
     #[error("this tunnel is for {expected}; the request names {got}")]
     HostMismatch { expected: String, got: String },
-    #[error("egress to {host} is refused: {reason}")]
-    EgressDenied { host: String, reason: String },
+    #[error("egress to {host} is refused: {rule}")]
+    EgressDenied { host: String, rule: EgressRule },
     #[error("placeholder of {credentials} is not allowed on {host}")]
     PlaceholderOutOfScope { host: String, credentials: String },
     #[error("cannot resolve {host}")]
@@ -57,6 +57,37 @@ pub enum ProxyError {
 #[derive(Debug, thiserror::Error)]
 #[error("the request body arrived slower than 500 bytes/s")]
 pub struct BodyTooSlow;
+
+/// The rule behind a `403 egress-denied`, carried as a value so that the advice names the setting
+/// that really refused (never inferred from a message).
+///
+/// SECURITY: no variant holds a resolved address. The sandbox sees this text; an address in it
+/// would let the sandbox map internal names (a DNS oracle). The operator's log keeps the address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EgressRule {
+    /// `[[sessions]] network` of this session does not include the host.
+    SessionNetwork { session: String },
+    /// `[proxy] block_private_addresses`: the host resolves only to non-public addresses that
+    /// `allow_private_cidrs` does not open.
+    PrivateAddress,
+    /// The host is one of keyswap's own listeners (loop guard).
+    OwnListener,
+}
+
+impl std::fmt::Display for EgressRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EgressRule::SessionNetwork { session } => write!(
+                f,
+                "the network policy of session {session} does not include it"
+            ),
+            EgressRule::PrivateAddress => f.write_str(
+                "it resolves to a non-public address, and [proxy] block_private_addresses refuses those",
+            ),
+            EgressRule::OwnListener => f.write_str("it is keyswap's own listener"),
+        }
+    }
+}
 
 impl ProxyError {
     /// The status and `x-keyswap-error` code of SPEC §5.
@@ -113,9 +144,17 @@ impl ProxyError {
             ProxyError::HostMismatch { .. } => {
                 "Send requests inside a CONNECT tunnel only to the host it was opened for (TLS SNI, Host and :authority must all name it)."
             }
-            ProxyError::EgressDenied { .. } => {
-                "Private, loopback and link-local upstreams are refused; an operator can open a range with [proxy] allow_private_cidrs."
-            }
+            ProxyError::EgressDenied { rule, .. } => match rule {
+                EgressRule::SessionNetwork { .. } => {
+                    "Send requests only to hosts the session may reach; an operator can add this host to the session's network allowed_hosts under [[sessions]]."
+                }
+                EgressRule::PrivateAddress => {
+                    "Private, loopback and link-local upstreams are refused; an operator can open a range with [proxy] allow_private_cidrs."
+                }
+                EgressRule::OwnListener => {
+                    "keyswap does not proxy to its own listeners; send the request to the real upstream."
+                }
+            },
             ProxyError::PlaceholderOutOfScope { .. } => {
                 "The credential's allowed_hosts does not include this host: send it only to its allowed hosts, or widen its networking scope."
             }
@@ -200,13 +239,14 @@ impl ProxyError {
             Some(ConnectError::Dns { .. } | ConnectError::NoHost) => {
                 ProxyError::UpstreamDns { host }
             }
-            Some(ConnectError::Denied { addr, .. }) => ProxyError::EgressDenied {
+            // SECURITY: the resolved address stays out of the answer (see `EgressRule`).
+            Some(ConnectError::Denied { .. }) => ProxyError::EgressDenied {
                 host,
-                reason: format!("it resolves to the non-public address {addr}"),
+                rule: EgressRule::PrivateAddress,
             },
             Some(ConnectError::Loop { .. }) => ProxyError::EgressDenied {
                 host,
-                reason: "it is keyswap's own listener".to_string(),
+                rule: EgressRule::OwnListener,
             },
             Some(ConnectError::Tls { .. }) => ProxyError::UpstreamTls { host },
             Some(ConnectError::Timeout { .. }) => ProxyError::UpstreamTimeout { host },
@@ -256,6 +296,24 @@ mod tests {
             e.status_and_code(),
             (StatusCode::FORBIDDEN, "egress-denied")
         );
+        let body = String::from_utf8_lossy(&e.to_http1_bytes()).into_owned();
+        assert!(!body.contains("10.0.0.1"), "{body}");
+        assert!(
+            body.contains("x.test") && body.contains("allow_private_cidrs"),
+            "{body}"
+        );
+        let e = ProxyError::EgressDenied {
+            host: "x.test".into(),
+            rule: EgressRule::SessionNetwork {
+                session: "sesn_a".into(),
+            },
+        };
+        let body = String::from_utf8_lossy(&e.to_http1_bytes()).into_owned();
+        assert!(
+            body.contains("sesn_a") && body.contains("allowed_hosts"),
+            "{body}"
+        );
+        assert!(!body.contains("allow_private_cidrs"), "{body}");
         let e = ProxyError::from(ConnectError::Tls {
             host: "x.test".into(),
             source: std::io::Error::other("bad cert"),

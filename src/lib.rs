@@ -9,6 +9,7 @@ pub mod config;
 pub mod destination;
 pub mod egress;
 pub mod error;
+pub mod files;
 pub mod live;
 pub mod metrics;
 pub mod oauth;

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use ring::digest::{SHA256, digest};
 use time::OffsetDateTime;
 use tokio::sync::Mutex as AsyncMutex;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use zeroize::Zeroizing;
 
 use crate::config::{Config, ConfigErrors};
@@ -52,16 +52,46 @@ pub struct Live {
     /// Held by whoever changes the configuration; holds the digest of the text last applied, so a
     /// file event caused by keyswap's own write (or by no change) does not reload.
     writer: AsyncMutex<Option<[u8; 32]>>,
+    /// What `stat` said about the file when it was last read: the poll reads it only when this
+    /// changed, so an idle keyswap does not re-read its config (SPEC §8).
+    seen: Mutex<Option<Stamp>>,
     status: Mutex<ReloadStatus>,
+}
+
+/// The file's identity and change times, through symlinks (a `..data` swap changes the inode).
+/// `stat` generates no file-system event, unlike a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(path: &Path) -> Option<Stamp> {
+        use std::os::unix::fs::MetadataExt as _;
+        let m = std::fs::metadata(path).ok()?;
+        Some(Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
 }
 
 impl Live {
     /// `path` is the file keyswap reads and writes; it may not exist yet (embedded defaults).
     pub fn new(path: PathBuf, store: Arc<StoreHandle>, text: Option<&str>) -> Self {
+        let seen = text.and_then(|_| Stamp::of(&path));
         Self {
             path,
             store,
             writer: AsyncMutex::new(text.map(fingerprint)),
+            seen: Mutex::new(seen),
             status: Mutex::new(ReloadStatus {
                 ok: true,
                 at: OffsetDateTime::now_utc(),
@@ -99,10 +129,33 @@ impl Live {
         }
     }
 
+    fn set_seen(&self, stamp: Option<Stamp>) {
+        match self.seen.lock() {
+            Ok(mut s) => *s = stamp,
+            Err(e) => *e.into_inner() = stamp,
+        }
+    }
+
+    /// The backstop poll: reloads only when `stat` shows the file changed since it was last read.
+    pub async fn poll(&self) {
+        let now = Stamp::of(&self.path);
+        let seen = self
+            .seen
+            .lock()
+            .map(|s| *s)
+            .unwrap_or_else(|e| *e.into_inner());
+        if now != seen {
+            self.reload("poll", false).await;
+        }
+    }
+
     /// Re-reads the file and, when it changed (or `force`), validates it and swaps in a new store.
     /// An invalid file is refused whole: the store in force stays, the errors are logged and kept.
     pub async fn reload(&self, trigger: &'static str, force: bool) {
         let mut applied = self.writer.lock().await;
+        debug!(trigger, "configuration file read");
+        // Taken before the read: a change racing with it shows as a new stamp at the next poll.
+        self.set_seen(Stamp::of(&self.path));
         let text = match std::fs::read_to_string(&self.path) {
             Ok(text) => Zeroizing::new(text),
             // Running on the embedded defaults and still no file: nothing to do.
@@ -195,6 +248,7 @@ impl Live {
             source,
         })?;
         *applied = Some(fingerprint(&text));
+        self.set_seen(Stamp::of(&self.path));
         let generation = self.store.replace(config)?;
         info!(generation, "configuration written by the admin API");
         crate::metrics::METRICS
@@ -232,23 +286,55 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let temp = dir.join(format!(".{name}.keyswap-{}.tmp", std::process::id()));
+    let (temp, mut file) = create_temporary(&dir, &name)?;
     let result = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temp)?;
         file.write_all(contents)?;
         file.sync_all()?;
         std::fs::rename(&temp, &target)?;
         std::fs::File::open(&dir)?.sync_all()
     })();
     if result.is_err() {
+        // Ours: created just now by `create_temporary`, never someone else's file.
         let _ = std::fs::remove_file(&temp);
     }
     result
+}
+
+/// How many random names to try before giving up (a collision of 128 random bits means someone
+/// is filling the folder on purpose).
+const TEMPORARY_ATTEMPTS: usize = 8;
+
+/// A new, empty file `.{name}.keyswap-{random}.tmp` in `dir`, mode 0600.
+///
+/// SECURITY: the config folder may be writable by others (a shared volume). The file is created
+/// with `O_CREAT|O_EXCL|O_NOFOLLOW` under a name from the system's CSPRNG: a file or symlink
+/// planted at any name is never opened, so secrets are never written through a link to a place
+/// of an attacker's choosing, and the name cannot be guessed in advance.
+fn create_temporary(dir: &Path, name: &str) -> std::io::Result<(PathBuf, std::fs::File)> {
+    use ring::rand::SecureRandom as _;
+    let rng = ring::rand::SystemRandom::new();
+    for _ in 0..TEMPORARY_ATTEMPTS {
+        let mut random = [0u8; 16];
+        rng.fill(&mut random)
+            .map_err(|_| std::io::Error::other("the system's random source failed"))?;
+        let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let temp = dir.join(format!(".{name}.keyswap-{suffix}.tmp"));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(&temp)
+        {
+            Ok(file) => return Ok((temp, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        "no free temporary file name beside the configuration file",
+    ))
 }
 
 #[cfg(test)]
@@ -285,6 +371,70 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(dir.path().join("real.toml")).unwrap(),
             "new"
+        );
+    }
+
+    /// An attacker who can write into the config folder plants symlinks at the names a write
+    /// might use; none may be written through, and the config must still be replaced.
+    #[test]
+    fn atomic_write_never_follows_a_planted_temporary_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.toml");
+        std::fs::write(&path, "old").unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "untouched").unwrap();
+        let pid = std::process::id();
+        let mut planted = Vec::new();
+        for p in [pid, pid + 1, pid.saturating_sub(1), 0, 1] {
+            for name in [
+                format!(".k.toml.keyswap-{p}.tmp"),
+                format!("k.toml.keyswap-{p}.tmp"),
+                format!(".k.toml.tmp.{p}"),
+            ] {
+                let link = dir.path().join(name);
+                std::os::unix::fs::symlink(&victim, &link).unwrap();
+                planted.push(link);
+            }
+        }
+        for _ in 0..3 {
+            write_atomically(&path, b"new").unwrap();
+        }
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        assert!(
+            !std::fs::symlink_metadata(&path)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        for link in planted {
+            assert!(
+                std::fs::symlink_metadata(&link)
+                    .unwrap()
+                    .file_type()
+                    .is_symlink()
+            );
+        }
+    }
+
+    #[test]
+    fn temporary_names_are_fresh_and_unpredictable() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, _fa) = create_temporary(dir.path(), "k.toml").unwrap();
+        let (b, _fb) = create_temporary(dir.path(), "k.toml").unwrap();
+        assert_ne!(a, b);
+        let name = a.file_name().unwrap().to_string_lossy().into_owned();
+        let random = name
+            .strip_prefix(".k.toml.keyswap-")
+            .and_then(|r| r.strip_suffix(".tmp"))
+            .unwrap();
+        assert!(
+            random.len() == 32 && random.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{name}: 128 random bits, not the pid"
+        );
+        assert_eq!(
+            std::fs::metadata(&a).unwrap().permissions().mode() & 0o777,
+            0o600
         );
     }
 

@@ -101,11 +101,38 @@ fn load(arg: &ConfigArg) -> Result<Config, ExitCode> {
     })
 }
 
+/// The secret-bearing files group or others can read, as `file:line:column: message` lines with
+/// the `chmod` to run (SPEC §8). The config file's line points at its first literal secret.
+fn exposed_files(config: &Config) -> Vec<String> {
+    config
+        .exposed_files()
+        .into_iter()
+        .map(|e| match &config.literal_secret {
+            Some(at) if config.source.as_deref() == Some(e.path.as_path()) => format!(
+                "{}:{}:{}: `{}` is given literally here, and {e}; or give secrets with `_env` / `_file` keys",
+                e.path.display(),
+                at.line,
+                at.column,
+                at.key
+            ),
+            _ => format!("{}:1:1: {e}", e.path.display()),
+        })
+        .collect()
+}
+
 fn run(arg: ConfigArg) -> ExitCode {
     let config = match load(&arg) {
         Ok(config) => config,
         Err(code) => return code,
     };
+    // SECURITY: refused before anything binds or reads the CA key.
+    let exposed = exposed_files(&config);
+    if !exposed.is_empty() {
+        for problem in exposed {
+            error!("{problem}");
+        }
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -130,6 +157,14 @@ fn check(arg: ConfigArg) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
+    // `check` reports what `run` would refuse, so an operator finds it before a deploy.
+    let exposed = exposed_files(&config);
+    if !exposed.is_empty() {
+        for problem in exposed {
+            eprintln!("{problem}");
+        }
+        return ExitCode::FAILURE;
+    }
     let source = config
         .source
         .as_deref()

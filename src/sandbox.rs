@@ -21,6 +21,10 @@ pub enum EnvError {
     UnknownSession(String),
     #[error("this configuration has sessions: choose one with --session ID")]
     SessionRequired,
+    #[error(
+        "session `{0}` has no proxy_token_env: it is reached from its source_cidrs, never through HTTP_PROXY, so there is no proxy URL to print"
+    )]
+    NoProxyToken(String),
     #[error("cannot write the CA bundle {path}: {source}")]
     Bundle {
         path: PathBuf,
@@ -47,7 +51,9 @@ pub fn exports(config: &Config, session: Option<&str>, ca_cert: &Path) -> Result
     let userinfo = match session {
         Some(s) => match &s.proxy_token {
             Some(token) => format!("{}:{}@", s.id, percent_encode(token.expose())),
-            None => format!("{}@", s.id),
+            // A proxy URL naming only the id would get 407 on every request: proxy
+            // authentication never selects a session without a token.
+            None => return Err(EnvError::NoProxyToken(s.id.clone())),
         },
         None => String::new(),
     };
@@ -187,5 +193,17 @@ auth = { type = "environment_variable", secret_name = "OLD", secret_value = "old
     #[test]
     fn quotes_for_the_shell() {
         assert_eq!(shell_quote("a'b"), r"'a'\''b'");
+    }
+
+    #[test]
+    fn a_session_without_a_token_gets_no_proxy_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[[vaults]]\nid = \"vlt_a\"\n[[sessions]]\nid = \"sesn_net\"\nsource_cidrs = [\"10.200.0.2/32\"]\n";
+        let config = Config::from_toml(text, "t", dir.path()).unwrap();
+        let e = exports(&config, Some("sesn_net"), &dir.path().join("ca.pem")).unwrap_err();
+        assert!(
+            matches!(e, EnvError::NoProxyToken(ref id) if id == "sesn_net"),
+            "{e}"
+        );
     }
 }

@@ -80,7 +80,8 @@ impl SessionPolicy {
 }
 
 /// Picks the session a `Proxy-Authorization` header proves. With the implicit session no header is
-/// needed (and one sent is ignored); otherwise the header must name a session and carry its token.
+/// needed (and one sent is ignored); otherwise the header must name a session that has a token, and
+/// carry that token.
 pub fn authenticate<'s>(
     sessions: &'s [SessionPolicy],
     header: Option<&HeaderValue>,
@@ -101,10 +102,10 @@ pub fn authenticate<'s>(
     let colon = decoded.iter().position(|&b| b == b':')?;
     let (id, token) = (&decoded[..colon], &decoded[colon + 1..]);
     let session = sessions.iter().find(|s| s.id.as_bytes() == id)?;
-    match &session.token {
-        Some(expected) => expected.matches(token).then_some(session),
-        None => Some(session),
-    }
+    // SECURITY: a session without a token (one reached by `source_cidrs`) is never selected here:
+    // its id is no secret. The token is compared in constant time (`Secret::matches`).
+    let expected = session.token.as_ref()?;
+    expected.matches(token).then_some(session)
 }
 
 /// The hosts a set of credentials is scoped to, compiled for quick "could any apply here?" checks.
@@ -143,5 +144,36 @@ impl Scopes {
         // Walk the parent domains: `a.b.example.com` tries `.b.example.com`, `.example.com`, `.com`.
         host.match_indices('.')
             .any(|(i, _)| i > 0 && self.suffixes.contains(&host[i..]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn basic(user_pass: &str) -> HeaderValue {
+        HeaderValue::try_from(format!("Basic {}", BASE64.encode(user_pass))).unwrap()
+    }
+
+    #[test]
+    fn a_session_without_a_token_is_never_selected_by_proxy_authentication() {
+        // PATH is always set: it stands in for a token variable.
+        let text = "[[vaults]]\nid = \"vlt_a\"\n\
+            [[sessions]]\nid = \"sesn_tok\"\nproxy_token_env = \"PATH\"\n\
+            [[sessions]]\nid = \"sesn_net\"\nsource_cidrs = [\"10.200.0.2/32\"]\n";
+        let config = Config::from_toml(text, "k.toml", Path::new("")).unwrap();
+        let sessions = SessionPolicy::compile(&config, &[]);
+        for offered in ["sesn_net:", "sesn_net:anything", "sesn_net:x:y"] {
+            assert!(
+                authenticate(&sessions, Some(&basic(offered))).is_none(),
+                "{offered} must not select a session without a token"
+            );
+        }
+        let path = std::env::var("PATH").unwrap();
+        let found = authenticate(&sessions, Some(&basic(&format!("sesn_tok:{path}"))));
+        assert_eq!(found.map(|s| s.id.as_str()), Some("sesn_tok"));
+        assert!(authenticate(&sessions, Some(&basic("sesn_tok:wrong"))).is_none());
     }
 }

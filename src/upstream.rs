@@ -128,10 +128,15 @@ impl Dialer {
             }
         }
         match (permitted.is_empty(), refused) {
-            (true, Some(addr)) => Err(ConnectError::Denied {
-                host: host.to_string(),
-                addr,
-            }),
+            (true, Some(addr)) => {
+                // The operator's log keeps the address; the client's answer never does (the
+                // sandbox would learn how internal names resolve).
+                tracing::info!(host, %addr, "egress refused: the host resolves only to non-public addresses");
+                Err(ConnectError::Denied {
+                    host: host.to_string(),
+                    addr,
+                })
+            }
             (true, None) => Err(ConnectError::Dns {
                 host: host.to_string(),
                 source: io::Error::new(io::ErrorKind::NotFound, "no addresses"),

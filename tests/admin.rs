@@ -514,3 +514,49 @@ async fn bad_requests_get_the_documented_error_and_change_nothing() {
         "SECRET_hand_1"
     );
 }
+
+/// SPEC §8: the admin API's 400/409 messages never repeat a secret: not one sent as a JSON
+/// number, not one the operator's broken file holds.
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_errors_never_repeat_a_secret_from_the_request_or_the_file() {
+    let w = World::start().await;
+    let r = w
+        .call(
+            "POST",
+            "/v1/vaults/vlt_hand/credentials",
+            Some(json!({
+                "display_name": "n",
+                "auth": {
+                    "type": "environment_variable",
+                    "secret_name": "N",
+                    "secret_value": 31415926,
+                    "networking": {"type": "unrestricted"}
+                }
+            })),
+        )
+        .await;
+    assert_error(&r, 400, "invalid_request_error");
+    assert!(!r.body.to_string().contains("31415926"), "{}", r.body);
+    // A file broken by hand: the write is refused (409) and the message shows the file's errors.
+    let text = w.file().replace(
+        "auth.secret_value = \"SECRET_hand_1\"",
+        "auth.secret_value = 27182818",
+    );
+    std::fs::write(w.keyswap.config_path(), &text).unwrap();
+    let r = w
+        .call(
+            "POST",
+            "/v1/vaults/vlt_hand",
+            Some(json!({"display_name": "Renamed"})),
+        )
+        .await;
+    assert_error(&r, 409, "conflict_error");
+    let message = r.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("secret_value"), "{message}");
+    assert!(!message.contains("27182818"), "{message}");
+    let log = w.keyswap.log();
+    assert!(
+        !log.contains("27182818") && !log.contains("31415926"),
+        "{log}"
+    );
+}

@@ -97,6 +97,53 @@ mod check {
     }
 
     #[test]
+    fn a_session_without_a_token_or_source_cidrs() {
+        assert_refused(
+            "[[vaults]]\nid = \"vlt_a\"\n\n[[sessions]]\nid = \"sesn_open\"\nvault_ids = [\"vlt_a\"]\n",
+            "4:1",
+            "`proxy_token_env` or `source_cidrs`",
+        );
+    }
+
+    /// SPEC §8: `keyswap check` names the key and position, never the secret.
+    #[test]
+    fn errors_never_repeat_a_secret_or_a_value_put_in_an_env_or_file_key() {
+        let head = "[[vaults]]\nid = \"vlt_a\"\n\n[[vaults.credentials]]\nid = \"vcrd_a\"\nauth.type = \"environment_variable\"\nauth.secret_name = \"TOKEN\"\nauth.networking = { type = \"unrestricted\" }\n";
+        for (line, secret, key) in [
+            ("auth.secret_value = 31415926", "31415926", "secret_value"),
+            (
+                "auth.secret_value = 2.718281828",
+                "2.718281828",
+                "secret_value",
+            ),
+            (
+                "auth.secret_value_env = \"ghp_ZQXenvSECRET\"",
+                "ZQXenvSECRET",
+                "secret_value_env",
+            ),
+            (
+                "auth.secret_value_file = \"ghp_ZQXfileSECRET\"",
+                "ZQXfileSECRET",
+                "secret_value_file",
+            ),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            common::write(dir.path(), "bad.toml", &format!("{head}{line}\n"));
+            for command in ["check", "run"] {
+                let out = keyswap(&[command, "--config", "bad.toml"], dir.path(), &[]);
+                let shown = format!("{}{}", text(&out.stdout), text(&out.stderr));
+                assert_eq!(out.status.code(), Some(1), "{shown}");
+                assert!(shown.contains("bad.toml:9:"), "{shown}");
+                assert!(shown.contains(&format!("`{key}`")), "{shown}");
+                assert!(
+                    !shown.contains(secret),
+                    "{command}: {secret} repeated: {shown}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn every_problem_is_reported_not_just_the_first() {
         let body = format!(
             "{CRED_HEAD}auth.placeholder = \"bad placeholder\"\nauth.networking = {{ type = \"limited\", allowed_hosts = [\"a.test:1\", \"b.test/x\"] }}\n"
@@ -146,16 +193,44 @@ mod check {
         );
     }
 
+    /// The example is copied and made private as the README says (it holds a demo secret, so a
+    /// copy others can read is refused with the chmod to run).
     #[test]
     fn the_shipped_example_config_is_valid() {
-        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/keyswap.toml");
+        let shipped =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/keyswap.example.toml");
+        let example = std::fs::read_to_string(shipped).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let out = keyswap(
-            &["check", "--config", shipped.to_str().unwrap()],
-            dir.path(),
-            &[],
-        );
+        std::fs::create_dir(dir.path().join("config")).unwrap();
+        let copy = common::write(&dir.path().join("config"), "keyswap.toml", &example);
+        let out = keyswap(&["check"], dir.path(), &[]);
         assert!(out.status.success(), "{}", text(&out.stderr));
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let out = keyswap(&["check"], dir.path(), &[]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            text(&out.stderr).contains("chmod 600 config/keyswap.toml"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+
+    /// The repository must not ship a file that `keyswap run` picks up by default (SPEC §9).
+    #[test]
+    fn the_repository_ships_no_default_config() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let tracked = Command::new("git")
+            .args(["ls-files", "--error-unmatch", "config/keyswap.toml"])
+            .current_dir(root)
+            .output();
+        if let Ok(out) = tracked {
+            assert!(!out.status.success(), "config/keyswap.toml is tracked");
+        }
+        let ignore = std::fs::read_to_string(root.join(".gitignore")).unwrap();
+        assert!(
+            ignore.lines().any(|l| l == "/config/keyswap.toml"),
+            "{ignore}"
+        );
     }
 
     #[test]
@@ -346,4 +421,103 @@ async fn json_logs_are_one_object_per_line_joined_by_a_request_id() {
     assert!(id.is_number(), "{summary}");
     let joined = lines.iter().filter(|l| &l["span"]["id"] == id).count();
     assert!(joined >= 2, "the request's lines share its id: {lines:#?}");
+}
+
+/// SPEC §8: a CA key, or a config file holding literal secrets, that group or others can read is
+/// refused at start, with the `chmod` to run; `keyswap check` reports it the same way.
+mod file_modes {
+    use super::*;
+
+    const LISTEN: &str = "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n";
+
+    /// `keyswap run --config k.toml` in `dir`: its exit code (None: still running after 10 s,
+    /// then killed) and its stderr.
+    fn run(dir: &std::path::Path) -> (Option<i32>, String) {
+        let log = dir.join("run.log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_keyswap"))
+            .args(["run", "--config", "k.toml"])
+            .current_dir(dir)
+            .env("KEYSWAP_LOG", "info")
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let code = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status.code();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        (code, std::fs::read_to_string(log).unwrap_or_default())
+    }
+
+    fn chmod(path: &std::path::Path, mode: u32) {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn a_config_with_literal_secrets_readable_by_others_is_refused_with_the_chmod() {
+        let literal = [
+            format!("{CRED_HEAD}auth.networking = {{ type = \"unrestricted\" }}\n"),
+            "[[vaults]]\nid = \"vlt_a\"\n[[vaults.credentials]]\nid = \"vcrd_a\"\nauth = { type = \"static_bearer\", mcp_server_url = \"https://mcp.example.com/\", token = \"SECRET_value\" }\n".to_string(),
+            "[[vaults]]\nid = \"vlt_a\"\n[[vaults.credentials]]\nid = \"vcrd_a\"\nauth = { type = \"mcp_oauth\", mcp_server_url = \"https://mcp.example.com/\", access_token_env = \"PATH\", refresh = { client_id = \"c\", token_endpoint = \"https://a.example.com/t\", refresh_token_env = \"PATH\", token_endpoint_auth = { type = \"client_secret_post\", client_secret = \"SECRET_value\" } } }\n".to_string(),
+        ];
+        for (body, mode) in literal.iter().zip([0o644, 0o640, 0o604]) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = common::write(dir.path(), "k.toml", &format!("{LISTEN}{body}"));
+            chmod(&path, mode);
+            let out = keyswap(&["check", "--config", "k.toml"], dir.path(), &[]);
+            let stderr = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{mode:o}: {stderr}");
+            assert!(stderr.contains("chmod 600 k.toml"), "{mode:o}: {stderr}");
+            assert!(!stderr.contains("SECRET_value"), "{stderr}");
+            let (code, log) = run(dir.path());
+            assert!(code.is_some_and(|c| c != 0), "{mode:o}: {code:?} {log}");
+            assert!(log.contains("chmod 600 k.toml"), "{mode:o}: {log}");
+            // Fixed as told, it is accepted.
+            chmod(&path, 0o600);
+            let out = keyswap(&["check", "--config", "k.toml"], dir.path(), &[]);
+            assert!(out.status.success(), "{}", text(&out.stderr));
+        }
+        // Secrets by reference only: the file holds none, its mode is the operator's business.
+        let dir = tempfile::tempdir().unwrap();
+        let path = common::write(
+            dir.path(),
+            "k.toml",
+            &format!(
+                "{LISTEN}[[vaults]]\nid = \"vlt_a\"\n[[vaults.credentials]]\nid = \"vcrd_a\"\nauth = {{ type = \"environment_variable\", secret_name = \"T\", secret_value_env = \"PATH\", networking = {{ type = \"unrestricted\" }} }}\n"
+            ),
+        );
+        chmod(&path, 0o644);
+        let out = keyswap(&["check", "--config", "k.toml"], dir.path(), &[]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+
+    #[test]
+    fn a_ca_key_readable_by_others_is_refused_with_the_chmod() {
+        let dir = tempfile::tempdir().unwrap();
+        common::write(dir.path(), "k.toml", LISTEN);
+        let out = keyswap(&["ca", "--config", "k.toml"], dir.path(), &[]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let key = dir.path().join("certs/ca-key.pem");
+        chmod(&key, 0o644);
+        let (code, log) = run(dir.path());
+        assert!(code.is_some_and(|c| c != 0), "{code:?} {log}");
+        assert!(log.contains("chmod 600 certs/ca-key.pem"), "{log}");
+        let out = keyswap(&["check", "--config", "k.toml"], dir.path(), &[]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("chmod 600 certs/ca-key.pem"),
+            "{}",
+            text(&out.stderr)
+        );
+        chmod(&key, 0o600);
+        let out = keyswap(&["check", "--config", "k.toml"], dir.path(), &[]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
 }

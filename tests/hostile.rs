@@ -421,6 +421,62 @@ async fn every_spelling_of_this_machine_is_refused_when_private_addresses_are_bl
     );
 }
 
+/// A refusal must not turn keyswap into a DNS oracle for the sandbox: the body names the host and
+/// the rule, never the address the host resolved to (the operator's log keeps it). Nothing is
+/// dialled: the addresses are refused before any connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_denied_bodies_never_name_a_resolved_address() {
+    let ca = TestCa::new();
+    let upstream = Upstream::http().await;
+    // These lines land in the config's [upstream.resolve] table.
+    let rest = "\"ten.example.test\" = \"10.203.40.57\"\n\"lo.example.test\" = \"127.0.0.1\"\n\"v6.example.test\" = \"fd12:3456::789a\"\n";
+    let keyswap = Keyswap::start(
+        &ca,
+        Setup {
+            proxy: "block_private_addresses = true",
+            rest,
+            ..Setup::default()
+        },
+    );
+    let port = upstream.port();
+    for (host, addresses) in [
+        ("ten.example.test", &["10.203.40.57"][..]),
+        ("lo.example.test", &["127.0.0.1"][..]),
+        ("v6.example.test", &["fd12:3456::789a", "fd12"][..]),
+        ("localhost", &["127.0.0.1", "::1"][..]),
+    ] {
+        let authority = format!("{host}:{port}");
+        for request in [
+            format!(
+                "GET http://{authority}/ HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+            ),
+            format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n"),
+        ] {
+            let answer = plain(&keyswap, &request).await;
+            assert_eq!(
+                verdict(&answer),
+                ("403".into(), Some("egress-denied".into())),
+                "{answer}"
+            );
+            let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+            assert!(body.contains(host), "the body names the host: {answer}");
+            assert!(
+                body.contains("block_private_addresses"),
+                "the body names the rule: {answer}"
+            );
+            for address in addresses {
+                assert!(!answer.contains(address), "{address} leaked: {answer}");
+            }
+        }
+    }
+    assert!(upstream.requests().is_empty());
+    let log = keyswap.wait_log("10.203.40.57");
+    assert!(
+        log.contains("10.203.40.57"),
+        "the operator's log keeps the address: {log}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allow_private_cidrs_opens_exactly_its_range() {
     let ca = TestCa::new();

@@ -168,6 +168,113 @@ async fn an_invalid_edit_is_refused_whole_and_reported() {
     assert_eq!(w.healthz().await["status"], "ok");
 }
 
+/// SPEC §8: a refused reload names the key and position, never a secret typed without quotes nor
+/// a token pasted into an `_env` / `_file` key: not in the log, not on the unauthenticated
+/// `/healthz`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_reload_never_repeats_a_secret_in_the_log_or_on_healthz() {
+    let w = World::start(VAULT, false).await;
+    for (from, to, secret) in [
+        (
+            "secret_value = \"SECRET_v1\"",
+            "secret_value = 31415926",
+            "31415926",
+        ),
+        (
+            "secret_value = \"SECRET_v1\"",
+            "secret_value_env = \"ghp_ZQXenvSECRET\"",
+            "ZQXenvSECRET",
+        ),
+        (
+            "secret_value = \"SECRET_v1\"",
+            "secret_value_file = \"ghp_ZQXfileSECRET\"",
+            "ZQXfileSECRET",
+        ),
+    ] {
+        let before = w.healthz().await["last_reload"]["at"].clone();
+        std::fs::write(w.keyswap.config_path(), w.keyswap.edited_config(from, to)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let health = loop {
+            let health = w.healthz().await;
+            if health["last_reload"]["at"] != before || Instant::now() > deadline {
+                break health;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(health["status"], "degraded", "{health}");
+        let shown = health.to_string();
+        assert!(shown.contains("keyswap.toml:"), "{shown}");
+        assert!(!shown.contains(secret), "{secret} on /healthz: {shown}");
+        let error = health["last_reload"]["errors"][0]
+            .as_str()
+            .unwrap_or_default();
+        let position = error.split(": ").next().unwrap_or_default();
+        let log = w.keyswap.wait_log(position);
+        assert!(log.contains(position), "{position} not logged: {log}");
+        assert!(!log.contains(secret), "{secret} in the log: {log}");
+        // Back to the good text before the next variant.
+        std::fs::write(w.keyswap.config_path(), w.keyswap.edited_config(to, from)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while w.healthz().await["status"] != "ok" && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// SPEC §8: the watcher reacts to the config file (and `..data`) only. A log file growing in the
+/// same folder, and reads of the config (keyswap's own, or anyone's), must not make an idle
+/// keyswap read its config again: each read would generate an access event of its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_keyswap_does_not_reread_its_config_for_other_files_or_reads() {
+    for symlinked in [false, true] {
+        let w = World::start(VAULT, symlinked).await;
+        // Let start-up settle (the first poll tick, the watch being set up).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let reads = |log: &str| log.matches("configuration file read").count();
+        let before = reads(&w.keyswap.log());
+        let dir = w.keyswap.dir.path().to_path_buf();
+        let config = w.keyswap.config_path();
+        let busy = std::thread::spawn(move || {
+            use std::io::Write as _;
+            let mut log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("app.log"))
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline {
+                writeln!(log, "a line of someone else's log").unwrap();
+                log.sync_data().unwrap();
+                let _ = std::fs::read_to_string(&config).unwrap();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        busy.join().unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let log = w.keyswap.log();
+        let after = reads(&log);
+        assert_eq!(
+            after - before,
+            0,
+            "symlinked={symlinked}: {} re-reads of an unchanged config in 3 s",
+            after - before
+        );
+        // A real edit is still picked up.
+        let t0 = Instant::now();
+        if symlinked {
+            let target = w.keyswap.dir.path().join("..v1/keyswap.toml");
+            std::fs::write(&target, w.keyswap.edited_config("SECRET_v1", "SECRET_v2")).unwrap();
+        } else {
+            std::fs::write(
+                w.keyswap.config_path(),
+                w.keyswap.edited_config("SECRET_v1", "SECRET_v2"),
+            )
+            .unwrap();
+        }
+        w.expect_within("api.example.test", "SECRET_v2", t0).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_rereads_secret_files() {
     let secrets = tempfile::tempdir().unwrap();

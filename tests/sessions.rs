@@ -130,6 +130,57 @@ async fn wrong_or_missing_credentials_get_407() {
     assert!(w.upstream.requests().is_empty());
 }
 
+/// The advice names the rule that really refused: this session's network policy, not the
+/// private-address rule (`allow_private_cidrs` would not help here).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_policy_refusal_names_the_session_policy_not_allow_private_cidrs() {
+    let w = World::start().await;
+    let url = format!("http://wild.example.test:{}/", w.upstream.port());
+    let out = curl(&["--proxy", &w.proxy("sesn_a:token-a"), &url]).await;
+    assert_eq!(out.status, 403, "{out:?}");
+    assert_eq!(
+        out.headers.get("x-keyswap-error").map(String::as_str),
+        Some("egress-denied")
+    );
+    assert!(out.body.contains("wild.example.test"), "{}", out.body);
+    assert!(out.body.contains("sesn_a"), "{}", out.body);
+    assert!(out.body.contains("network"), "{}", out.body);
+    assert!(out.body.contains("allowed_hosts"), "{}", out.body);
+    assert!(!out.body.contains("allow_private_cidrs"), "{}", out.body);
+    assert!(
+        !out.body.contains("block_private_addresses"),
+        "{}",
+        out.body
+    );
+    assert!(w.upstream.requests().is_empty());
+}
+
+/// A session reached by source address (SPEC §12) has no token: its id alone, which is no secret,
+/// must not select it, whatever password comes with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_without_a_token_is_never_selected_by_any_password() {
+    let ca = TestCa::new();
+    let upstream = Upstream::https(&ca).await;
+    let rest = format!(
+        "{CONFIG}\n[[sessions]]\nid = \"sesn_net\"\nvault_ids = [\"vlt_a\"]\nsource_cidrs = [\"10.200.0.2/32\"]\n"
+    );
+    let keyswap = Keyswap::start(
+        &ca,
+        Setup {
+            rest: &rest,
+            env: &[("PROXY_TOKEN_A", "token-a"), ("PROXY_TOKEN_B", "token-b")],
+            ..Setup::default()
+        },
+    );
+    let url = format!("http://api.example.test:{}/", upstream.port());
+    for userinfo in ["sesn_net:", "sesn_net:anything", "sesn_net:token-a"] {
+        let proxy = format!("http://{userinfo}@{}", keyswap.proxy);
+        let out = curl(&["--proxy", &proxy, "-H", "x: ks-ph-vcrd_a", &url]).await;
+        assert_eq!(out.status, 407, "{userinfo}: {out:?}");
+    }
+    assert!(upstream.requests().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn hosts_outside_the_session_network_are_refused_before_tls() {
     let w = World::start().await;

@@ -399,31 +399,11 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
         ApiError::invalid(format!(
             "invalid request body: {}",
-            redact_strings(&e.to_string())
+            // SECURITY: serde_json quotes the value it could not use, which may be a secret
+            // sent in the wrong field or as a number; `without_values` masks it.
+            crate::config::without_values(&e.to_string())
         ))
     })
-}
-
-/// SECURITY: serde_json quotes the string it could not use (`invalid type: string "…"`), and that
-/// string may be a secret sent in the wrong field. Quoted text is masked; field names, which
-/// serde writes in backticks, stay.
-fn redact_strings(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut quoted = false;
-    for c in message.chars() {
-        match (c, quoted) {
-            ('"', _) => {
-                quoted = !quoted;
-                out.push(c);
-                if quoted {
-                    out.push('…');
-                }
-            }
-            (_, true) => {}
-            _ => out.push(c),
-        }
-    }
-    out
 }
 
 fn now() -> String {

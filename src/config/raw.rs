@@ -272,5 +272,7 @@ pub struct RawSession {
     #[serde(default)]
     pub vault_ids: Vec<Spanned<String>>,
     pub proxy_token_env: Option<Spanned<String>>,
+    /// Client addresses that pick this session on the transparent listener (SPEC §12).
+    pub source_cidrs: Option<Spanned<Vec<Spanned<String>>>>,
     pub network: Option<Spanned<RawNetworking>>,
 }

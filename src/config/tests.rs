@@ -284,3 +284,190 @@ fn oauth_expiry_and_token_endpoint_are_checked() {
         );
     }
 }
+
+mod sessions {
+    use super::*;
+
+    const VAULT: &str = "[[vaults]]\nid = \"vlt_a\"\n";
+
+    #[test]
+    fn a_session_with_neither_token_nor_source_cidrs_is_an_error_naming_both_keys() {
+        let e = errors(&format!(
+            "{VAULT}[[sessions]]\nid = \"sesn_open\"\nvault_ids = [\"vlt_a\"]\n"
+        ));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("k.toml:3:1: "), "{e:?}");
+        assert!(
+            e[0].contains("proxy_token_env") && e[0].contains("source_cidrs"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_session_with_only_source_cidrs_is_read_and_has_no_token() {
+        let c = parse(&format!(
+            "{VAULT}[[sessions]]\nid = \"sesn_t\"\nvault_ids = [\"vlt_a\"]\nsource_cidrs = [\"10.200.0.2/32\", \"fd00::1/128\", \"10.1.2.3/24\"]\n"
+        ))
+        .unwrap();
+        let s = &c.sessions[0];
+        assert!(s.proxy_token.is_none());
+        let cidrs: Vec<_> = s.source_cidrs.iter().map(ToString::to_string).collect();
+        assert_eq!(cidrs, ["10.200.0.2/32", "fd00::1/128", "10.1.2.0/24"]);
+    }
+
+    #[test]
+    fn bad_or_empty_source_cidrs_are_errors() {
+        let e = errors(&format!(
+            "{VAULT}[[sessions]]\nid = \"sesn_t\"\nsource_cidrs = [\"10.0.0.1/40\", \"nope\"]\n"
+        ));
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].starts_with("k.toml:5:17: "), "{e:?}");
+        assert!(e[1].starts_with("k.toml:5:32: "), "{e:?}");
+        let e = errors(&format!(
+            "{VAULT}[[sessions]]\nid = \"sesn_t\"\nsource_cidrs = []\n"
+        ));
+        assert!(
+            e.len() == 1 && e[0].contains("proxy_token_env") && e[0].contains("source_cidrs"),
+            "{e:?}"
+        );
+    }
+}
+
+/// SPEC §8: configuration errors name the key and the position, never the value of a
+/// secret-bearing key, nor a value put in an `_env`/`_file` key (it may be a pasted token).
+mod diagnostics {
+    use super::*;
+
+    const HEAD: &str = "[[vaults]]\nid = \"vlt_a\"\n[[vaults.credentials]]\nid = \"vcrd_a\"\n";
+    const ENV_VAR: &str = "auth.type = \"environment_variable\"\nauth.secret_name = \"T\"\nauth.networking = { type = \"unrestricted\" }\n";
+    const BEARER: &str =
+        "auth.type = \"static_bearer\"\nauth.mcp_server_url = \"https://mcp.example.com/\"\n";
+    const OAUTH: &str = "auth.type = \"mcp_oauth\"\nauth.mcp_server_url = \"https://mcp.example.com/\"\nauth.access_token = \"a\"\n";
+
+    /// (config text, what must never appear, the key the message must name)
+    fn cases() -> Vec<(String, &'static str, &'static str)> {
+        vec![
+            (
+                format!("{HEAD}{ENV_VAR}auth.secret_value = 31415926\n"),
+                "31415926",
+                "secret_value",
+            ),
+            (
+                format!("{HEAD}{ENV_VAR}auth.secret_value = 0x1DF5E76\n"),
+                "31415926",
+                "secret_value",
+            ),
+            (
+                format!("{HEAD}{ENV_VAR}auth.secret_value = 27182.818\n"),
+                "27182.818",
+                "secret_value",
+            ),
+            (
+                format!("{HEAD}{ENV_VAR}auth.secret_value_env = \"ghp_ZQXenvSECRET\"\n"),
+                "ZQXenvSECRET",
+                "secret_value_env",
+            ),
+            (
+                format!("{HEAD}{ENV_VAR}auth.secret_value_file = \"ghp_ZQXfileSECRET\"\n"),
+                "ZQXfileSECRET",
+                "secret_value_file",
+            ),
+            (
+                format!("{HEAD}{ENV_VAR}auth.secret_value_env = 31415926\n"),
+                "31415926",
+                "secret_value_env",
+            ),
+            (
+                format!("{HEAD}{BEARER}auth.token = 31415926\n"),
+                "31415926",
+                "token",
+            ),
+            (
+                format!("{HEAD}{BEARER}auth.token_env = \"ghp_ZQXtokSECRET\"\n"),
+                "ZQXtokSECRET",
+                "token_env",
+            ),
+            (
+                format!(
+                    "{HEAD}auth = {{ type = \"static_bearer\", mcp_server_url = \"https://m.example.com/\", token = 31415926 }}\n"
+                ),
+                "31415926",
+                "token",
+            ),
+            (
+                format!(
+                    "{HEAD}{OAUTH}auth.refresh = {{ client_id = \"c\", token_endpoint = \"https://a.example.com/t\", refresh_token = 31415926 }}\n"
+                ),
+                "31415926",
+                "refresh_token",
+            ),
+            (
+                format!(
+                    "{HEAD}{OAUTH}auth.refresh = {{ client_id = \"c\", token_endpoint = \"https://a.example.com/t\", refresh_token_env = \"ghp_ZQXrefSECRET\" }}\n"
+                ),
+                "ZQXrefSECRET",
+                "refresh_token_env",
+            ),
+            (
+                format!(
+                    "{HEAD}{OAUTH}auth.refresh = {{ client_id = \"c\", token_endpoint = \"https://a.example.com/t\", refresh_token = \"r\", token_endpoint_auth = {{ type = \"client_secret_post\", client_secret_env = \"ghp_ZQXcsSECRET\" }} }}\n"
+                ),
+                "ZQXcsSECRET",
+                "client_secret_env",
+            ),
+            (
+                format!(
+                    "{HEAD}{OAUTH}auth.refresh = {{ client_id = \"c\", token_endpoint = \"https://a.example.com/t\", refresh_token = \"r\", token_endpoint_auth = {{ type = \"client_secret_post\", client_secret = 31415926 }} }}\n"
+                ),
+                "31415926",
+                "client_secret",
+            ),
+            (
+                "[[sessions]]\nid = \"sesn_a\"\nproxy_token_env = \"ghp_ZQXsessSECRET\"\n"
+                    .to_string(),
+                "ZQXsessSECRET",
+                "proxy_token_env",
+            ),
+            (
+                "[admin]\napi_key_env = 31415926\n".to_string(),
+                "31415926",
+                "api_key_env",
+            ),
+        ]
+    }
+
+    #[test]
+    fn errors_name_the_key_but_never_repeat_a_secret_or_env_or_file_value() {
+        for (text, secret, key) in cases() {
+            let e = Config::from_toml(&text, "k.toml", Path::new("/nonexistent")).unwrap_err();
+            let shown = e.to_string();
+            assert!(shown.starts_with("k.toml:"), "{shown}");
+            if !secret.is_empty() {
+                assert!(
+                    !shown.contains(secret),
+                    "{secret} repeated in: {shown}\n{text}"
+                );
+            }
+            assert!(
+                shown.contains(&format!("`{key}`")),
+                "{key} not named in: {shown}\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn serde_values_are_masked_but_field_names_kept() {
+        assert_eq!(
+            without_values("invalid type: integer `31415926`, expected a string"),
+            "invalid type: integer `…`, expected a string"
+        );
+        assert_eq!(
+            without_values("invalid type: string \"ghp_\\\"x\", expected struct R"),
+            "invalid type: string \"…\", expected struct R"
+        );
+        assert_eq!(
+            without_values("unknown field `x`, expected one of `a`, `b`"),
+            "unknown field `x`, expected one of `a`, `b`"
+        );
+    }
+}

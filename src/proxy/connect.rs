@@ -23,7 +23,7 @@ use super::strict::Strict;
 use super::{Shared, forward};
 use crate::config::MitmMode;
 use crate::destination::Destination;
-use crate::error::ProxyError;
+use crate::error::{EgressRule, ProxyError};
 use crate::metrics::{METRICS, ModeLabel};
 use crate::scope::normalize_host;
 use crate::upstream::ProxyBody;
@@ -58,10 +58,11 @@ pub(super) async fn handle(
     // SECURITY: the session's network policy is checked before any TLS or upstream connection.
     if !session.reaches(&dest.host) {
         info!(session = %session.id, host = %dest.host, "CONNECT outside the session's network policy");
-        let reason = "the session's network policy does not include it".to_string();
         return ProxyError::EgressDenied {
             host: dest.host,
-            reason,
+            rule: EgressRule::SessionNetwork {
+                session: session.id.clone(),
+            },
         }
         .to_response();
     }

@@ -15,7 +15,7 @@ use super::slots::Slots;
 use super::{Shared, bodies, oauth, upgrade};
 use crate::config::OutOfScope;
 use crate::destination::Destination;
-use crate::error::ProxyError;
+use crate::error::{EgressRule, ProxyError};
 use crate::metrics::METRICS;
 use crate::session::SessionPolicy;
 use crate::store::Store;
@@ -147,10 +147,11 @@ async fn forward(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     if !session.reaches(&dest.host) {
         info!(session = %session.id, host = %dest.host, "request outside the session's network policy");
-        let reason = "the session's network policy does not include it".to_string();
         return Err(ProxyError::EgressDenied {
             host: dest.host.clone(),
-            reason,
+            rule: EgressRule::SessionNetwork {
+                session: session.id.clone(),
+            },
         });
     }
     let (mut parts, body) = req.into_parts();

@@ -220,9 +220,11 @@ auth = { type = "environment_variable", secret_name = "B", secret_value = "B_REA
 [[sessions]]
 id = "sesn_a"
 vault_ids = ["vlt_a"]
+source_cidrs = ["10.0.0.1/32"]
 [[sessions]]
 id = "sesn_b"
 vault_ids = ["vlt_b"]
+source_cidrs = ["10.0.0.2/32"]
 "#;
 
     #[test]

@@ -311,12 +311,12 @@ impl Keyswap {
         );
         if setup.symlinked {
             std::fs::create_dir(dir.path().join("..v1")).unwrap();
-            std::fs::write(dir.path().join("..v1/keyswap.toml"), config).unwrap();
+            write(&dir.path().join("..v1"), "keyswap.toml", &config);
             std::os::unix::fs::symlink("..v1", dir.path().join("..data")).unwrap();
             std::os::unix::fs::symlink("..data/keyswap.toml", dir.path().join("keyswap.toml"))
                 .unwrap();
         } else {
-            std::fs::write(dir.path().join("keyswap.toml"), config).unwrap();
+            write(dir.path(), "keyswap.toml", &config);
         }
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyswap"));
         cmd.arg("run")
@@ -580,10 +580,13 @@ pub async fn tunnel(
         .unwrap()
 }
 
-/// Path helper for tests that write extra files.
+/// Writes `dir/name` with mode 0600, as an operator must for a config holding literal secrets
+/// (keyswap refuses one that group or others can read).
 pub fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
     let path = dir.join(name);
     std::fs::write(&path, contents).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     path
 }
 

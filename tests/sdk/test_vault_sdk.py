@@ -74,6 +74,7 @@ def keyswap(tmp_path_factory):
     folder = tmp_path_factory.mktemp("keyswap")
     config = folder / "keyswap.toml"
     config.write_text(CONFIG)
+    config.chmod(0o600)  # keyswap refuses a config with literal secrets that others can read
     binary = os.environ.get("KEYSWAP_BIN", str(ROOT / "target" / "debug" / "keyswap"))
     env = dict(os.environ, KEYSWAP_ADMIN_KEY=KEY, KEYSWAP_LOG="info")
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
