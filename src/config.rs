@@ -390,6 +390,9 @@ impl Validator<'_> {
         let mut vault_ids = HashSet::new();
         let mut credential_ids = HashSet::new();
         let mut placeholders: HashMap<String, ()> = HashMap::new();
+        // (credential id, placeholder, its span) and each credential's secret, checked at the end.
+        let mut given: Vec<(String, String, Range<usize>)> = Vec::new();
+        let mut secrets: Vec<Secret> = Vec::new();
         let mut vaults = Vec::new();
         for raw in raws {
             let raw = raw.into_inner();
@@ -427,6 +430,16 @@ impl Validator<'_> {
                     Auth::EnvironmentVariable(env) => env.placeholder.clone(),
                     _ => vault::default_placeholder(&cid),
                 };
+                given.push((
+                    cid.clone(),
+                    placeholder.clone(),
+                    placeholder_span.clone().unwrap_or_else(|| c_span.clone()),
+                ));
+                secrets.push(match &auth {
+                    Auth::EnvironmentVariable(env) => env.secret.clone(),
+                    Auth::StaticBearer(b) => b.token.clone(),
+                    Auth::McpOauth(o) => o.access_token.clone(),
+                });
                 if placeholders.insert(placeholder.clone(), ()).is_some() {
                     let span = placeholder_span.unwrap_or_else(|| c_span.clone());
                     self.error(
@@ -454,7 +467,35 @@ impl Validator<'_> {
                 credentials,
             });
         }
+        self.placeholders_hold_no_secret(&given, &secrets);
         vaults
+    }
+
+    /// SECURITY: a placeholder is handed to the sandbox (`keyswap env`); one that is a secret, or
+    /// holds one, would give the secret away. Only the credential ids are named, never a value.
+    fn placeholders_hold_no_secret(
+        &mut self,
+        given: &[(String, String, Range<usize>)],
+        secrets: &[Secret],
+    ) {
+        for (cid, placeholder, span) in given {
+            let holder = secrets.iter().position(|s| {
+                let s = s.expose();
+                !s.is_empty()
+                    && (s == placeholder.as_bytes()
+                        || (s.len() >= 8
+                            && placeholder.as_bytes().windows(s.len()).any(|w| w == s)))
+            });
+            if let Some(i) = holder {
+                let owner = &given[i].0;
+                self.error(
+                    span.clone(),
+                    format!(
+                        "the placeholder of credential `{cid}` contains the secret of credential `{owner}`; placeholders are given to sandboxes: choose another placeholder"
+                    ),
+                );
+            }
+        }
     }
 
     fn times(

@@ -69,7 +69,16 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("KEYSWAP_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter =
+        EnvFilter::try_from_env("KEYSWAP_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // SECURITY: libraries that log what peers send, whatever KEYSWAP_LOG asks for: h2 prints
+    // frames at debug (an upstream's GOAWAY debug data, which may reflect a secret), and notify
+    // logs every file event at trace (a log file next to the config would feed itself).
+    for cap in ["h2=info", "notify=info"] {
+        if let Ok(directive) = cap.parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     // Colours only for a person at a terminal; log files and collectors get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()

@@ -139,6 +139,9 @@ pub struct Store {
     /// Response scrubbing tables by session (its position in `sessions`) and destination host,
     /// built on first use: most requests of a tunnel share one.
     scrub_cache: Vec<DashMap<Box<str>, Option<Arc<ScrubTable>>>>,
+    /// The same tables by the credentials they mask: hosts with the same credentials in scope
+    /// share one (a table of many credentials takes megabytes).
+    scrub_sets: DashMap<Box<[usize]>, Arc<ScrubTable>>,
     /// Entries that allow body injection, and MCP entries: so a request pays for those searches
     /// only when such credentials exist.
     body_entries: Vec<usize>,
@@ -150,6 +153,8 @@ pub struct Store {
 /// Hosts whose scrubbing table one session keeps (wildcard scopes cover unboundedly many); past
 /// this a table is built for each request.
 const MAX_CACHED_SCRUB_HOSTS: usize = 4096;
+/// Distinct scrubbing tables one store keeps.
+const MAX_SCRUB_SETS: usize = 256;
 
 /// The store failed to compile its searcher (only possible with pathological pattern sets).
 #[derive(Debug, thiserror::Error)]
@@ -228,6 +233,7 @@ impl Store {
             searcher,
             body_table,
             scrub_cache,
+            scrub_sets: DashMap::new(),
             body_entries,
             mcp_entries,
             sessions,
@@ -263,9 +269,19 @@ impl Store {
         if let Some(table) = slot.and_then(|cache| cache.get(host)) {
             return table.clone();
         }
-        let table = self
-            .build_scrub_table(session, host, Vec::new())
-            .map(Arc::new);
+        let order = self.scrub_order(session, host);
+        let table = match self.scrub_sets.get(order.as_slice()) {
+            Some(table) => Some(table.clone()),
+            None => {
+                let table = self.compile_scrub(&order, Vec::new()).map(Arc::new);
+                if let Some(table) = &table
+                    && self.scrub_sets.len() < MAX_SCRUB_SETS
+                {
+                    self.scrub_sets.insert(order.into(), table.clone());
+                }
+                table
+            }
+        };
         if let Some(cache) = slot
             && cache.len() < MAX_CACHED_SCRUB_HOSTS
         {
@@ -282,16 +298,28 @@ impl Store {
         host: &str,
         extra: Vec<Pair>,
     ) -> Option<ScrubTable> {
+        self.compile_scrub(&self.scrub_order(session, host), extra)
+    }
+
+    /// The entries whose secrets are masked in what `session` receives from `host`, its own first.
+    fn scrub_order(&self, session: &SessionPolicy, host: &str) -> Vec<usize> {
         let in_scope = self
             .entries
             .iter()
             .enumerate()
             .filter(|(_, e)| e.networking.allows(host));
         let (own, others): (Vec<_>, Vec<_>) = in_scope.partition(|(_, e)| session.may_use(e));
-        let masked = own.into_iter().chain(others).map(|(entry, e)| Masked {
-            entry,
-            secret: e.secret.expose(),
-            placeholder: e.placeholder.as_bytes(),
+        own.into_iter().chain(others).map(|(i, _)| i).collect()
+    }
+
+    fn compile_scrub(&self, order: &[usize], extra: Vec<Pair>) -> Option<ScrubTable> {
+        let masked = order.iter().map(|&entry| {
+            let e = &self.entries[entry];
+            Masked {
+                entry,
+                secret: e.secret.expose(),
+                placeholder: e.placeholder.as_bytes(),
+            }
         });
         ScrubTable::build(masked, extra)
     }

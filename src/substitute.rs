@@ -57,11 +57,6 @@ impl Scrub {
         let table = store.build_scrub_table(session, host, self.extra)?;
         Some(table.scrubber(&self.entries))
     }
-
-    /// Whether the request received a secret (its answer then gets no `Range` of it).
-    pub fn carried_secret(&self) -> bool {
-        !self.entries.is_empty()
-    }
 }
 
 /// What happened to one credential's placeholder in one request (the log's vocabulary, SPEC §5).
@@ -452,6 +447,7 @@ fn push_percent_encoded(out: &mut Vec<u8>, secret: &[u8]) {
     }
 }
 
+pub mod finder;
 pub mod scrub;
 pub mod spell;
 pub mod stream;

@@ -308,7 +308,12 @@ async fn an_http2_reset_flood_is_cut_off() {
         .expect("the flooding connection was not closed")
         .unwrap();
     let err = ended.expect_err("the flooding connection must end with an error");
-    assert_eq!(err.reason(), Some(h2::Reason::ENHANCE_YOUR_CALM), "{err}");
+    // keyswap sends GOAWAY ENHANCE_YOUR_CALM and closes; a client still writing its flood may
+    // hit the closed socket (broken pipe, reset) before it reads the GOAWAY.
+    assert!(
+        err.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) || err.is_io(),
+        "{err}"
+    );
     // Everyone else is still served.
     let url = format!("http://api.example.test:{}/", Upstream::http().await.port());
     assert_eq!(

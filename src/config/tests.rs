@@ -471,3 +471,45 @@ mod diagnostics {
         );
     }
 }
+
+#[test]
+fn a_placeholder_that_is_or_holds_a_secret_is_an_error_that_names_no_value() {
+    let cred = |id: &str, secret: &str, placeholder: &str| {
+        format!(
+            "[[vaults.credentials]]\nid = \"{id}\"\nauth = {{ type = \"environment_variable\", secret_name = \"T\", secret_value = \"{secret}\", placeholder = \"{placeholder}\", networking = {{ type = \"unrestricted\" }} }}\n"
+        )
+    };
+    for (creds, owner) in [
+        (
+            cred("vcrd_a", "ghp_EQUALS_SECRET", "ghp_EQUALS_SECRET"),
+            "vcrd_a",
+        ),
+        (
+            format!(
+                "{}{}",
+                cred("vcrd_a", "other-secret-1", "ks-ph-a-prefix-sk_live_ABCDEF"),
+                cred("vcrd_b", "sk_live_ABCDEF", "ks-ph-b-placeholder")
+            ),
+            "vcrd_b",
+        ),
+    ] {
+        let e = errors(&format!("[[vaults]]\nid = \"vlt_a\"\n{creds}"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].contains(&format!("the secret of credential `{owner}`")),
+            "{e:?}"
+        );
+        assert!(
+            !e[0].contains("SECRET") && !e[0].contains("sk_live"),
+            "{e:?}"
+        );
+    }
+    // A short secret inside an ordinary placeholder is a coincidence, not a leak.
+    assert!(
+        parse(&format!(
+            "[[vaults]]\nid = \"vlt_a\"\n{}",
+            cred("vcrd_a", "ph", "ks-ph-a-placeholder")
+        ))
+        .is_ok()
+    );
+}

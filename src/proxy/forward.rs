@@ -249,14 +249,13 @@ pub(super) async fn attempt(
     .await?;
     check_report(&report, store, session, dest)?;
     scrub.add_report(&report);
-    if scrub.carried_secret() {
-        // SECURITY: a client could otherwise read a reflected secret back in pieces, none of
-        // which the scrubber would recognise.
-        parts.headers.remove(header::RANGE);
-        parts.headers.remove(header::IF_RANGE);
-    }
     let scrubber = scrub.replacer(store, session, &dest.host);
     if scrubber.is_some() {
+        // SECURITY: a client could otherwise read a reflected or stored secret back in pieces,
+        // none of which the scrubber would recognise. A 200 with the whole body is a valid answer
+        // to a range request (RFC 9110 §14.2), so downloads still work, only without resuming.
+        parts.headers.remove(header::RANGE);
+        parts.headers.remove(header::IF_RANGE);
         bodies::limit_encoding(&mut parts.headers);
         // Compressed WebSocket frames could not be scrubbed.
         parts.headers.remove(header::SEC_WEBSOCKET_EXTENSIONS);

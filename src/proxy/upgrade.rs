@@ -137,6 +137,10 @@ pub(super) fn switch_protocols(
     if let Some(scrubber) = scrubber.as_mut() {
         // An echoed Sec-WebSocket-Protocol token must not come back as the secret.
         bodies::scrub_head(scrubber, &mut parts);
+        // SECURITY: keyswap took the client's extension offer away, so a server that still
+        // agrees to one (permessage-deflate) would send frames the scrubber cannot read; the
+        // client must not be told to expect them (and such frames end the relay, below).
+        parts.headers.remove(header::SEC_WEBSOCKET_EXTENSIONS);
     }
     tokio::spawn(relay(
         client,
@@ -253,6 +257,13 @@ fn next_frame(buf: &[u8]) -> std::io::Result<Option<Frame>> {
     let [first, second, ..] = *buf else {
         return Ok(None);
     };
+    // SECURITY: a reserved bit means an extension transformed the payload (RSV1: compressed);
+    // none was agreed on this relay, and a payload the scrubber cannot read must not pass.
+    if first & 0x70 != 0 {
+        return Err(std::io::Error::other(
+            "WebSocket frame with reserved bits set (an extension keyswap did not agree to)",
+        ));
+    }
     let masked = second & 0x80 != 0;
     let (len, mut header_len) = match second & 0x7f {
         126 if buf.len() >= 4 => (u64::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
@@ -330,6 +341,22 @@ mod tests {
         expected.extend(frame(9, b"ks-ph-vcrd_x"));
         expected.extend(frame(8, b"\x03\xe8bad token ks-ph-vcrd_x"));
         assert_eq!(scrub(input).await, expected);
+    }
+
+    #[tokio::test]
+    async fn a_compressed_frame_ends_the_relay_unread() {
+        let mut input = frame(0x01, b"before");
+        // RSV1 + text: permessage-deflate, which no one agreed to.
+        input.extend_from_slice(&frame(0x41, b"SECRET-compressed"));
+        let scrubber = StreamReplacer::from_pairs(vec![(
+            Zeroizing::new(b"SECRET".to_vec()),
+            Zeroizing::new(b"ks-ph-vcrd_x".to_vec()),
+        )])
+        .unwrap();
+        let mut out = Vec::new();
+        let ended = scrub_frames(&mut &input[..], &mut out, scrubber).await;
+        assert!(ended.is_err());
+        assert_eq!(out, frame(0x01, b"before"));
     }
 
     #[tokio::test]

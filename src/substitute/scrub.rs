@@ -166,6 +166,38 @@ mod tests {
     }
 
     #[test]
+    fn a_match_that_overlaps_another_never_leaves_the_rest_in_clear() {
+        let table = ScrubTable::build(
+            [
+                masked(0, "ghp_R3alS3cretT0ken", "PH_A"),
+                masked(1, "zq9-Other-Secret-Value-g", "PH_C"),
+            ],
+            Vec::new(),
+        )
+        .unwrap();
+        // C ends with the `g` that A starts with.
+        assert_eq!(
+            scrub(
+                &table,
+                &[0],
+                "v=zq9-Other-Secret-Value-ghp_R3alS3cretT0ken;"
+            ),
+            "v=PH_CPH_A;"
+        );
+        // One secret that starts and ends with the same character, written twice overlapping.
+        let table = ScrubTable::build([masked(0, "abcdefgha", "PH")], Vec::new()).unwrap();
+        assert_eq!(scrub(&table, &[0], "abcdefghabcdefgha!"), "PHPH!");
+        // Any chunking gives the same.
+        let mut s = table.scrubber(&[]);
+        let mut out = Vec::new();
+        for piece in ["abcdefgh", "a", "bcdefgh", "a!"] {
+            out.extend_from_slice(&s.push(Bytes::from(piece)));
+        }
+        out.extend_from_slice(&s.finish());
+        assert_eq!(out, b"PHPH!");
+    }
+
+    #[test]
     fn extra_pairs_come_first() {
         let extra = vec![(
             Zeroizing::new(b"dXNlcjp0b2stMTIzNDU2".to_vec()),

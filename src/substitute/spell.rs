@@ -26,53 +26,122 @@ const MIN_BASE64_RUN: usize = 8;
 /// Every spelling of `secret`, each with `placeholder` spelled alike, the raw one first; no two
 /// patterns equal.
 pub fn spellings(secret: &[u8], placeholder: &[u8]) -> Vec<Pair> {
-    let mut out: Vec<Pair> = Vec::new();
-    let mut add = |pattern: Vec<u8>, replacement: Vec<u8>| {
-        let pattern = Zeroizing::new(pattern);
-        let replacement = Zeroizing::new(replacement);
-        if !pattern.is_empty() && !out.iter().any(|(p, _)| *p == pattern) {
-            out.push((pattern, replacement));
-        }
-    };
-    add(secret.to_vec(), placeholder.to_vec());
+    let mut out = Spellings::default();
+    out.add(secret.to_vec(), placeholder.to_vec());
     // hyper writes header names in lower case: a secret reflected into a name comes back so.
-    add(
+    out.add(
         secret.to_ascii_lowercase(),
         placeholder.to_ascii_lowercase(),
     );
     for profile in PERCENT {
         for upper in [true, false] {
-            let spell = |s: &[u8]| percent(s, profile, upper);
-            add(spell(secret), spell(placeholder));
+            out.spell(secret, placeholder, |s| percent(s, profile, upper));
         }
     }
-    if let Ok(text) = std::str::from_utf8(secret) {
-        let placeholder = String::from_utf8_lossy(placeholder);
+    // Twice percent-encoded: a URL carried in another URL's parameter (a redirect target).
+    for upper in [true, false] {
+        let twice = |s: &[u8]| percent(&percent(s, &PERCENT[0], upper), &PERCENT[0], upper);
+        out.spell(secret, placeholder, twice);
+    }
+    // JSON, then JSON inside an HTML attribute and JSON inside base64 (a JWT-like token).
+    let mut json_spellings = Vec::new();
+    if let (Ok(text), Ok(ph)) = (
+        std::str::from_utf8(secret),
+        std::str::from_utf8(placeholder),
+    ) {
         for profile in JSON {
             for upper in [true, false] {
-                let spell = |s: &str| json(s, profile, upper);
-                add(spell(text), spell(&placeholder));
+                let pair = (json(text, profile, upper), json(ph, profile, upper));
+                if pair.0 != secret && !json_spellings.contains(&pair) {
+                    json_spellings.push(pair);
+                }
             }
         }
     }
-    for profile in HTML {
-        let spell = |s: &[u8]| html(s, profile);
-        add(spell(secret), spell(placeholder));
+    for (pattern, replacement) in &json_spellings {
+        out.add(pattern.clone(), replacement.clone());
+        for profile in &HTML[..4] {
+            out.spell(pattern, replacement, |s| html(s, profile));
+        }
+        out.base64(pattern, replacement);
     }
-    for skip in 0..3 {
-        for url_safe in [false, true] {
-            let (Some(pattern), Some(replacement)) = (
-                base64_run(secret, skip, url_safe),
-                base64_run(placeholder, skip, url_safe),
-            ) else {
-                continue;
-            };
-            if pattern.len() >= MIN_BASE64_RUN {
-                add(pattern, replacement);
+    for profile in HTML {
+        out.spell(secret, placeholder, |s| html(s, profile));
+    }
+    out.spell(secret, placeholder, quoted_printable);
+    // A body in UTF-16 (declared by its charset), little- and big-endian.
+    if let (Ok(text), Ok(ph)) = (
+        std::str::from_utf8(secret),
+        std::str::from_utf8(placeholder),
+    ) {
+        for big in [false, true] {
+            out.add(utf16(text, big), utf16(ph, big));
+        }
+    }
+    out.base64(secret, placeholder);
+    out.0
+}
+
+/// The distinct spellings collected so far.
+#[derive(Default)]
+struct Spellings(Vec<Pair>);
+
+impl Spellings {
+    fn add(&mut self, pattern: Vec<u8>, replacement: Vec<u8>) {
+        let pattern = Zeroizing::new(pattern);
+        if !pattern.is_empty() && !self.0.iter().any(|(p, _)| *p == pattern) {
+            self.0.push((pattern, Zeroizing::new(replacement)));
+        }
+    }
+
+    /// The secret and the placeholder spelled by one encoder.
+    fn spell(&mut self, secret: &[u8], placeholder: &[u8], encode: impl Fn(&[u8]) -> Vec<u8>) {
+        self.add(encode(secret), encode(placeholder));
+    }
+
+    /// The base64 runs (standard and URL-safe, three alignments) of `secret`.
+    fn base64(&mut self, secret: &[u8], placeholder: &[u8]) {
+        for skip in 0..3 {
+            for url_safe in [false, true] {
+                let (Some(pattern), Some(replacement)) = (
+                    base64_run(secret, skip, url_safe),
+                    base64_run(placeholder, skip, url_safe),
+                ) else {
+                    continue;
+                };
+                if pattern.len() >= MIN_BASE64_RUN {
+                    self.add(pattern, replacement);
+                }
             }
+        }
+    }
+}
+
+/// Quoted-printable (RFC 2045, as mail and some multipart bodies carry text): `=` and anything
+/// outside printable ASCII as `=XX`.
+fn quoted_printable(s: &[u8]) -> Vec<u8> {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = Vec::with_capacity(s.len() + 8);
+    for &b in s {
+        if b == b'=' || !(b == b' ' || b.is_ascii_graphic()) {
+            out.extend_from_slice(&[b'=', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+        } else {
+            out.push(b);
         }
     }
     out
+}
+
+fn utf16(s: &str, big_endian: bool) -> Vec<u8> {
+    s.encode_utf16()
+        .flat_map(|u| {
+            if big_endian {
+                u.to_be_bytes()
+            } else {
+                u.to_le_bytes()
+            }
+        })
+        .collect()
 }
 
 /// A URL encoder: the bytes it leaves alone besides ASCII letters and digits, and how it writes
@@ -199,6 +268,23 @@ const JSON: &[Json] = &[
     Json {
         slash: true,
         html: "<>&'\"",
+        non_ascii: true,
+    },
+    // PHP with JSON_HEX_TAG, and with JSON_HEX_TAG | JSON_HEX_AMP.
+    Json {
+        slash: true,
+        html: "<>",
+        non_ascii: true,
+    },
+    Json {
+        slash: true,
+        html: "<>&",
+        non_ascii: true,
+    },
+    // .NET System.Text.Json's default encoder.
+    Json {
+        slash: false,
+        html: "<>&'\"+`",
         non_ascii: true,
     },
 ];
@@ -385,7 +471,7 @@ mod tests {
     fn patterns(secret: &str) -> Vec<String> {
         spellings(secret.as_bytes(), b"ks-ph-x")
             .into_iter()
-            .map(|(p, _)| String::from_utf8(p.to_vec()).unwrap())
+            .map(|(p, _)| String::from_utf8_lossy(&p).into_owned())
             .collect()
     }
 
@@ -434,6 +520,45 @@ mod tests {
         }
         assert!(has("a\u{1F600}b", r#"a\ud83d\ude00b"#), "surrogate pairs");
         assert!(has("a\nb\u{1}", r#"a\nb\u0001"#));
+    }
+
+    #[test]
+    fn composed_and_other_encoders_are_covered() {
+        let aws = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+        for spelled in [
+            r#"wJalrXUtnFEMI/K7MDENG\u002BbPxRfiCYEXAMPLEKEY"#, // .NET
+            r#"wJalrXUtnFEMI/K7MDENG\u002bbPxRfiCYEXAMPLEKEY"#,
+            "wJalrXUtnFEMI%252FK7MDENG%252BbPxRfiCYEXAMPLEKEY", // twice percent-encoded
+        ] {
+            assert!(has(aws, spelled), "{spelled}");
+        }
+        let b = r#"tok/R3al+sec=&<>"'~!*x"#;
+        for spelled in [
+            r#"tok\/R3al+sec=\u0026\u003C\u003E\"'~!*x"#, // PHP HEX_TAG|HEX_AMP
+            r#"tok/R3al\u002Bsec=\u0026\u003C\u003E\u0022\u0027~!*x"#, // .NET
+            "tok/R3al+sec=&amp;&lt;&gt;\\&quot;&#x27;~!*x", // html.escape(json.dumps)
+            "tok/R3al+sec=3D&<>\"'~!*x",                  // quoted-printable
+        ] {
+            assert!(has(b, spelled), "{spelled}");
+        }
+        // base64 of PHP's JSON of the secret (a JWT-like token).
+        let php = r#"{"k": "wJalrXUtnFEMI\/K7MDENG+bPxRfiCYEXAMPLEKEY"}"#;
+        assert!(has(aws, &STANDARD.encode(php)));
+        // UTF-16, both byte orders.
+        let le: Vec<u8> = "xx ghp_token_1234 yy"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        let be: Vec<u8> = "ghp_token_1234"
+            .encode_utf16()
+            .flat_map(u16::to_be_bytes)
+            .collect();
+        let found = |hay: &[u8]| {
+            spellings(b"ghp_token_1234", b"ph")
+                .iter()
+                .any(|(p, _)| hay.windows(p.len()).any(|w| w == p.as_slice()))
+        };
+        assert!(found(&le) && found(&be));
     }
 
     #[test]

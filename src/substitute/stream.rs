@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use super::finder::{Finder, Found};
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Body, Frame};
@@ -70,7 +70,7 @@ impl Prefixes {
 /// A compiled replacement table, built once and shared: the searcher, what replaces each pattern,
 /// and the prefixes that may be held back.
 pub struct Table {
-    pub searcher: AhoCorasick,
+    pub searcher: Finder,
     pub replacements: Vec<Zeroizing<Vec<u8>>>,
     pub prefixes: Prefixes,
 }
@@ -90,10 +90,8 @@ impl Table {
         if pairs.is_empty() {
             return None;
         }
-        let searcher = AhoCorasick::builder()
-            .match_kind(MatchKind::LeftmostLongest)
-            .build(pairs.iter().map(|(p, _)| p.as_slice()))
-            .ok()?;
+        let patterns: Vec<&[u8]> = pairs.iter().map(|(p, _)| p.as_slice()).collect();
+        let searcher = Finder::new(&patterns)?;
         let prefixes = Prefixes::of(pairs.iter().map(|(p, _)| p.as_slice()));
         let replacements = pairs.into_iter().map(|(_, r)| r).collect();
         Some(Table {
@@ -190,36 +188,65 @@ impl StreamReplacer {
 
     /// Replaces matches that start before `settled_until`; returns the output and how much of
     /// `data` it covers.
+    ///
+    /// SECURITY: matches may overlap (one secret ending with the characters another starts
+    /// with). Every overlapping group is replaced as a whole — each match in it not contained in
+    /// a longer one gives its replacement — so no match hides part of another and leaves the
+    /// rest of it in clear. A group that reaches past `settled_until` waits for more data.
     fn replace(&mut self, data: &[u8], settled_until: usize) -> (Bytes, usize) {
+        let matches = self.table.searcher.overlapping(data);
         let mut out = BytesMut::with_capacity(data.len());
         let mut copied = 0;
-        for m in self.table.searcher.find_iter(data) {
-            if m.start() >= settled_until {
+        let mut limit = settled_until;
+        let mut i = 0;
+        while let Some(first) = matches.get(i) {
+            if first.start >= limit {
                 break;
             }
-            out.extend_from_slice(&data[copied..m.start()]);
-            let pattern = m.pattern().as_usize();
-            let enabled = self.enabled.get(pattern).is_none_or(|&on| on);
-            let replacement = self
-                .overrides
-                .iter()
-                .find(|(p, _)| *p == pattern)
-                .map_or(&self.table.replacements[pattern], |(_, r)| r);
-            match enabled.then_some(replacement) {
-                Some(r) => {
-                    out.extend_from_slice(r);
-                    self.replaced += 1;
-                    if !self.hits.contains(&m.pattern().as_usize()) {
-                        self.hits.push(m.pattern().as_usize());
-                    }
-                }
-                None => out.extend_from_slice(&data[m.start()..m.end()]),
+            let mut end = first.end;
+            let mut j = i + 1;
+            while let Some(m) = matches.get(j).filter(|m| m.start < end) {
+                end = end.max(m.end);
+                j += 1;
             }
-            copied = m.end();
+            if end > settled_until {
+                limit = first.start;
+                break;
+            }
+            out.extend_from_slice(&data[copied..first.start]);
+            let mut covered = first.start;
+            for m in &matches[i..j] {
+                if m.end <= covered {
+                    continue; // inside a longer match of the group
+                }
+                self.emit(&mut out, m, &data[covered.max(m.start)..m.end]);
+                covered = m.end;
+            }
+            copied = end;
+            i = j;
         }
-        let end = settled_until.max(copied);
+        let end = limit.max(copied);
         out.extend_from_slice(&data[copied..end]);
         (out.freeze(), end)
+    }
+
+    /// Writes what stands for match `m` (`rest`: its text not already covered by the group).
+    fn emit(&mut self, out: &mut BytesMut, m: &Found, rest: &[u8]) {
+        let pattern = m.pattern;
+        if !self.enabled.get(pattern).is_none_or(|&on| on) {
+            out.extend_from_slice(rest);
+            return;
+        }
+        let replacement = self
+            .overrides
+            .iter()
+            .find(|(p, _)| *p == pattern)
+            .map_or(&self.table.replacements[pattern], |(_, r)| r);
+        out.extend_from_slice(replacement);
+        self.replaced += 1;
+        if !self.hits.contains(&pattern) {
+            self.hits.push(pattern);
+        }
     }
 }
 
@@ -234,7 +261,10 @@ pub fn scrub_headers(replacer: &mut StreamReplacer, headers: &mut HeaderMap) {
         }
     }
     let searcher = &replacer.table.searcher;
-    if !headers.keys().any(|name| searcher.is_match(name.as_str())) {
+    if !headers
+        .keys()
+        .any(|name| searcher.is_match(name.as_str().as_bytes()))
+    {
         return;
     }
     let mut name: Option<HeaderName> = None;

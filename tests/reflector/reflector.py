@@ -15,6 +15,7 @@ import base64
 import gzip
 import html
 import json
+import quopri
 import re
 import ssl
 import sys
@@ -49,6 +50,27 @@ def php_json(v):
     return json.dumps(v).replace("/", "\\/")
 
 
+def dotnet_json(v):
+    # System.Text.Json's default JavaScriptEncoder: HTML-sensitive characters, + and ` and
+    # non-ASCII as upper-case \uXXXX.
+    out = []
+    for c in v:
+        if c in "<>&'\"+`" or ord(c) > 126:
+            out.append("\\u%04X" % ord(c))
+        elif c == "\\":
+            out.append("\\\\")
+        else:
+            out.append(c)
+    return '"' + "".join(out) + '"'
+
+
+def php_json_hex_tag_amp(v):
+    s = php_json(v)
+    for c, e in (("<", "\\u003C"), (">", "\\u003E"), ("&", "\\u0026")):
+        s = s.replace(c, e)
+    return s
+
+
 def java_urlencoder(v):
     return urllib.parse.quote_plus(v, safe="*").replace("~", "%7E")
 
@@ -69,6 +91,12 @@ def encodings(v):
         "json_go": go_json(v),
         "json_gson": gson_json(v),
         "json_document": json.dumps({"received": {"token": v}}),
+        "json_dotnet": dotnet_json(v),
+        "json_php_hex_tag_amp": php_json_hex_tag_amp(v),
+        "quote_twice": urllib.parse.quote(urllib.parse.quote(v, safe=""), safe=""),
+        "jwt_php_json": base64.urlsafe_b64encode(('{"k":' + php_json(v) + "}").encode()).decode().rstrip("="),
+        "html_of_json": html.escape(json.dumps(v)),
+        "quoted_printable": quopri.encodestring(v.encode()).decode().strip(),
         "quote": urllib.parse.quote(v, safe=""),
         "quote_path": urllib.parse.quote(v),
         "quote_plus": urllib.parse.quote_plus(v),
@@ -139,6 +167,8 @@ class Handler(BaseHTTPRequestHandler):
             body = gzip.compress(("token=" + STORED.get("token", v)).encode())
             return self.answer(200, "OK", [("Content-Encoding", "gzip")], body, {"gzip": v})
         if path == "/range":
+            if "stored" in self.path:
+                v = STORED.get("token", "")
             whole = ("token=" + v).encode()
             rng = self.headers.get("Range")
             if rng and rng.startswith("bytes="):
