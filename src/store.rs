@@ -142,6 +142,9 @@ pub struct Store {
     /// The same tables by the credentials they mask: hosts with the same credentials in scope
     /// share one (a table of many credentials takes megabytes).
     scrub_sets: DashMap<Box<[usize]>, Arc<ScrubTable>>,
+    /// Secrets that earlier generations had and this one does not (rotated, or their credential
+    /// deleted): still masked where they were in scope, as an upstream may have kept them.
+    retired: Vec<Retired>,
     /// Entries that allow body injection, and MCP entries: so a request pays for those searches
     /// only when such credentials exist.
     body_entries: Vec<usize>,
@@ -153,6 +156,17 @@ pub struct Store {
 /// Hosts whose scrubbing table one session keeps (wildcard scopes cover unboundedly many); past
 /// this a table is built for each request.
 const MAX_CACHED_SCRUB_HOSTS: usize = 4096;
+/// Retired secrets kept masked (see [`Store::retire_from`]).
+const MAX_RETIRED: usize = 256;
+
+/// A secret no credential has any more, masked where it was in scope until keyswap restarts.
+#[derive(Debug, Clone)]
+struct Retired {
+    secret: Secret,
+    placeholder: String,
+    networking: Networking,
+}
+
 /// Distinct scrubbing tables one store keeps.
 const MAX_SCRUB_SETS: usize = 256;
 
@@ -234,6 +248,7 @@ impl Store {
             body_table,
             scrub_cache,
             scrub_sets: DashMap::new(),
+            retired: Vec::new(),
             body_entries,
             mcp_entries,
             sessions,
@@ -301,7 +316,8 @@ impl Store {
         self.compile_scrub(&self.scrub_order(session, host), extra)
     }
 
-    /// The entries whose secrets are masked in what `session` receives from `host`, its own first.
+    /// The entries whose secrets are masked in what `session` receives from `host`, its own first,
+    /// then retired secrets (numbered after the entries).
     fn scrub_order(&self, session: &SessionPolicy, host: &str) -> Vec<usize> {
         let in_scope = self
             .entries
@@ -309,19 +325,61 @@ impl Store {
             .enumerate()
             .filter(|(_, e)| e.networking.allows(host));
         let (own, others): (Vec<_>, Vec<_>) = in_scope.partition(|(_, e)| session.may_use(e));
-        own.into_iter().chain(others).map(|(i, _)| i).collect()
+        let retired = self
+            .retired
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.networking.allows(host))
+            .map(|(i, _)| self.entries.len() + i);
+        own.into_iter()
+            .chain(others)
+            .map(|(i, _)| i)
+            .chain(retired)
+            .collect()
     }
 
     fn compile_scrub(&self, order: &[usize], extra: Vec<Pair>) -> Option<ScrubTable> {
-        let masked = order.iter().map(|&entry| {
-            let e = &self.entries[entry];
-            Masked {
+        let masked = order.iter().filter_map(|&entry| {
+            let (secret, placeholder) = match self.entries.get(entry) {
+                Some(e) => (&e.secret, &e.placeholder),
+                None => {
+                    let r = self.retired.get(entry - self.entries.len())?;
+                    (&r.secret, &r.placeholder)
+                }
+            };
+            Some(Masked {
                 entry,
-                secret: e.secret.expose(),
-                placeholder: e.placeholder.as_bytes(),
-            }
+                secret: secret.expose(),
+                placeholder: placeholder.as_bytes(),
+            })
         });
         ScrubTable::build(masked, extra)
+    }
+
+    /// Keeps masking what `old` could mask and this store cannot: the secrets of rotated or
+    /// deleted credentials (the newest [`MAX_RETIRED`]).
+    fn retire_from(&mut self, old: &Store) {
+        let gone = old.entries.iter().filter(|o| {
+            !self.entries.iter().any(|e| {
+                e.credential_id == o.credential_id && e.secret.expose() == o.secret.expose()
+            })
+        });
+        let mut retired: Vec<Retired> = gone
+            .map(|o| Retired {
+                secret: o.secret.clone(),
+                placeholder: o.placeholder.clone(),
+                networking: o.networking.clone(),
+            })
+            .chain(old.retired.iter().cloned())
+            .filter(|r| {
+                !self
+                    .entries
+                    .iter()
+                    .any(|e| e.secret.expose() == r.secret.expose())
+            })
+            .collect();
+        retired.truncate(MAX_RETIRED);
+        self.retired = retired;
     }
 
     pub fn config(&self) -> &Arc<Config> {
@@ -413,6 +471,7 @@ impl StoreHandle {
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let mut store = Store::build(config, generation)?;
         let old = self.current.load();
+        store.retire_from(&old);
         store.egress_epoch = if same_egress(old.config(), store.config()) {
             old.egress_epoch
         } else {

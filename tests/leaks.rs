@@ -563,3 +563,33 @@ async fn library_frame_logs_are_capped_even_at_trace() {
     assert!(log.contains("TRACE"), "the fixture logs at trace");
     assert!(!log.contains("h2::"), "h2 frame logs reached the log");
 }
+
+/// A rotated secret may still be valid upstream (a grace period) and stored there: it stays masked
+/// on the hosts it was in scope for.
+#[tokio::test]
+async fn a_rotated_secret_is_still_masked_where_it_was_in_scope() {
+    let w = World::one_credential();
+    let header = format!("x-token: {PLACEHOLDER}");
+    w.get("/store", &["-H", &header, "-X", "POST"]).await;
+    let text = w.keyswap.edited_config("tok_R3al", "tok_ROTATED");
+    std::fs::write(w.keyswap.config_path(), text).unwrap();
+    let started = Instant::now();
+    loop {
+        let out = curl(&[&format!("http://{}/healthz", w.keyswap.admin)]).await;
+        let health: serde_json::Value = serde_json::from_str(&out.body).unwrap();
+        if health["store_generation"] == 2 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{health}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = w.get("/stored", &[]).await;
+    assert_eq!(out.status, 200, "{out:?}");
+    let (sent, _) = w.reflector.last_sent();
+    let raw = sent
+        .iter()
+        .find(|(name, _)| name == "raw")
+        .map(|(_, v)| v.as_str());
+    assert_eq!(raw, Some(SECRET), "the upstream still holds the old secret");
+    assert_no_reflection(&out, &sent);
+}
