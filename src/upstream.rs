@@ -444,13 +444,14 @@ impl UpstreamPool {
     }
 }
 
-/// A pooled client over `dialer`; idle upstream connections are kept for `idle_timeout`.
+/// A pooled client over `dialer`; idle upstream connections are kept for `idle_timeout`. It
+/// writes `Host` from the request URI on HTTP/1.1 only (`set_host`): HTTP/2 has `:authority`.
 fn client(dialer: Dialer, idle_timeout: Duration) -> UpstreamClient {
     Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(idle_timeout)
-        .set_host(false)
+        .set_host(true)
         .build(Connector(dialer))
 }
 

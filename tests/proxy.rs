@@ -372,7 +372,7 @@ mod consistency {
         .await;
         let seen = w.upstream.only();
         assert_eq!(
-            seen.header("host"),
+            seen.authority(),
             Some(format!("api.example.test:{}", w.upstream.port()).as_str())
         );
         assert_eq!(seen.header("proxy-authorization"), None);
@@ -461,7 +461,7 @@ mod plain_http {
         let seen = upstream.only();
         assert_eq!(seen.header("x"), Some("SECRET_exact_1"));
         assert_eq!(
-            seen.header("host"),
+            seen.authority(),
             Some(format!("api.example.test:{}", upstream.port()).as_str()),
             "Host is pinned to the URI"
         );
@@ -585,4 +585,44 @@ mod mitm_auto {
         .await;
         assert_eq!(out.status, 0, "{out:?}");
     }
+}
+
+/// SPEC §9: over HTTP/2 the authority travels as `:authority` only (nginx answers 400 "client sent
+/// duplicate host header" otherwise); over HTTP/1.1 there is exactly one `Host`.
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_requests_carry_the_authority_once_per_protocol() {
+    let w = World::default().await;
+    let url = w.url("api.example.test", "/");
+    let authority = format!("api.example.test:{}", w.upstream.port());
+    // The client's own Host (even a differing one) never reaches the upstream.
+    for client in [&["--http2"][..], &["--http1.1"][..]] {
+        let mut args = client.to_vec();
+        args.extend(["-H", "x-probe: 1"]);
+        let out = w.curl(&url, &args).await;
+        assert_eq!(out.status, 200, "{out:?}");
+    }
+    for seen in w.upstream.requests() {
+        assert_eq!(seen.version, "HTTP/2.0", "the test upstream speaks h2");
+        assert_eq!(
+            seen.headers_named("host"),
+            Vec::<&str>::new(),
+            "no host field on h2"
+        );
+        assert_eq!(seen.header(":authority"), Some(authority.as_str()));
+    }
+    let http1 = Upstream::http().await;
+    let out = curl(&[
+        "--proxy",
+        &w.keyswap.proxy_url(),
+        "-H",
+        "Host: evil.example",
+        &format!("http://api.example.test:{}/", http1.port()),
+    ])
+    .await;
+    assert_eq!(out.status, 200, "{out:?}");
+    let seen = http1.only();
+    assert_eq!(
+        seen.headers_named("host"),
+        [format!("api.example.test:{}", http1.port())]
+    );
 }

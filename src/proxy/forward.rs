@@ -265,13 +265,14 @@ pub(super) async fn attempt(
         .unwrap_or(&parts.uri)
         .path_and_query()
         .cloned();
-    pin_host(&mut parts, dest, scheme);
     // The pooled client picks HTTP/2 by ALPN; the request itself is version-neutral.
     parts.version = Version::HTTP_11;
     let method = parts.method.clone();
     let response = match upgrade {
         Some((protocol, client)) => {
             parts.uri = path.map_or_else(|| Uri::from_static("/"), Uri::from);
+            // An upgrade's own HTTP/1.1 connection: exactly one Host, the destination's.
+            pin_host(&mut parts, dest, scheme);
             upgrade::set_upgrade(&mut parts.headers, protocol.clone());
             let request = Request::from_parts(parts, body);
             let response = upgrade::exchange_upgrade(request, dest, scheme, shared).await?;
@@ -283,6 +284,11 @@ pub(super) async fn attempt(
             response
         }
         None => {
+            // SECURITY: the client's Host never reaches the upstream. The pooled client writes
+            // `Host` from this URI (the destination) on HTTP/1.1; HTTP/2 carries the authority as
+            // `:authority` only — a `host` field beside it is refused by nginx and others
+            // (RFC 9113 §8.3.1: "client sent duplicate host header").
+            parts.headers.remove(header::HOST);
             parts.uri = upstream_uri(dest, scheme, path)
                 .ok_or(ProxyError::BadRequest("cannot build the upstream URI"))?;
             exchange(Request::from_parts(parts, body), dest, store, shared).await?

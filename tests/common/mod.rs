@@ -111,6 +111,11 @@ impl Seen {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The authority the request named: `Host` on HTTP/1.1, `:authority` on HTTP/2.
+    pub fn authority(&self) -> Option<&str> {
+        self.header("host").or_else(|| self.header(":authority"))
+    }
+
     pub fn headers_named(&self, name: &str) -> Vec<&str> {
         self.headers
             .iter()
