@@ -180,16 +180,27 @@ pub(super) async fn read_to_limit<B>(mut body: B, limit: usize) -> Option<bytes:
 where
     B: http_body::Body<Data = bytes::Bytes> + Unpin,
 {
+    // Most short bodies arrive in one frame: kept as they are, not copied.
+    let mut first: Option<bytes::Bytes> = None;
     let mut out = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
         if let Ok(data) = frame.ok()?.into_data() {
-            if out.len() + data.len() > limit {
+            let held = first.as_ref().map_or(0, bytes::Bytes::len) + out.len();
+            if held + data.len() > limit {
                 return None;
             }
-            out.extend_from_slice(&data);
+            match first.take() {
+                None if out.is_empty() => first = Some(data),
+                earlier => {
+                    if let Some(earlier) = earlier {
+                        out.extend_from_slice(&earlier);
+                    }
+                    out.extend_from_slice(&data);
+                }
+            }
         }
     }
-    Some(out.freeze())
+    Some(first.unwrap_or_else(|| out.freeze()))
 }
 
 /// Masks secrets in a response head: the reason phrase hyper keeps from the upstream's HTTP/1
@@ -275,12 +286,18 @@ pub async fn scrub_response(
                 .ok_or_else(|| ProxyError::UpstreamConnect {
                     host: host.to_string(),
                 })?;
-        let mut out = scrubber.push(bytes).to_vec();
-        out.extend_from_slice(&scrubber.finish());
+        let settled = scrubber.push(bytes);
+        let tail = scrubber.finish();
+        // Usually nothing matched: the body goes on as it came, uncopied.
+        let out = if tail.is_empty() {
+            settled
+        } else {
+            bytes::Bytes::from([settled.as_ref(), tail.as_ref()].concat())
+        };
         parts
             .headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
-        let body = Reserved::new(full(bytes::Bytes::from(out)), reservation);
+        let body = Reserved::new(full(out), reservation);
         return Ok(Response::from_parts(parts, body.boxed()));
     }
     parts.headers.remove(header::CONTENT_LENGTH);
