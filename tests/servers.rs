@@ -1,0 +1,273 @@
+//! Real upstream servers (SPEC §9): nginx from Debian's package, started by the test on
+//! 127.0.0.1 with a leaf from the test CA, serving HTTP/2 and HTTP/1.1 on one port (by ALPN) and
+//! HTTP/1.1 only on another. Its access log records what it received (the `x-token` header and the
+//! protocol), so assertions read what a real server got; its answer reflects the token, so the
+//! client side checks scrubbing against a real server too.
+//!
+//! `.ci/run` installs nginx and sets `KEYSWAP_EXTERNAL_TOOLS=required`; elsewhere a missing nginx
+//! skips these tests with a note.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Keyswap, Setup, TestCa, curl};
+
+const NGINX: &str = "/usr/sbin/nginx";
+
+/// An nginx on 127.0.0.1 (two ports: `h2` offers HTTP/2 and HTTP/1.1, `h1` HTTP/1.1 only); killed
+/// on drop.
+struct Nginx {
+    child: Child,
+    dir: tempfile::TempDir,
+    h2: u16,
+    h1: u16,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Nginx {
+    fn start(ca: &TestCa) -> Option<Nginx> {
+        if !Path::new(NGINX).exists() {
+            assert!(
+                std::env::var("KEYSWAP_EXTERNAL_TOOLS").as_deref() != Ok("required"),
+                "nginx is required here but not installed (apt-get install nginx)"
+            );
+            eprintln!("skipped: nginx is not installed");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        let (cert, key) = ca.leaf_pem(common::NAMES);
+        std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
+        std::fs::write(dir.path().join("key.pem"), key).unwrap();
+        let (h2, h1) = (free_port(), free_port());
+        let conf = format!(
+            r#"daemon off;
+master_process off;
+user root;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 256; }}
+http {{
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    log_format seen '$server_port $server_protocol $request_method $request_uri token=[$http_x_token] auth=[$http_authorization] length=$request_length';
+    access_log {d}/access.log seen;
+    ssl_certificate {d}/cert.pem;
+    ssl_certificate_key {d}/key.pem;
+    client_max_body_size 0;
+    server {{
+        listen 127.0.0.1:{h2} ssl http2;
+        location / {{ return 200 "token=$http_x_token protocol=$server_protocol\n"; }}
+        location /upload {{ client_body_buffer_size 1m; proxy_pass http://127.0.0.1:{h1plain}/sink; }}
+    }}
+    server {{
+        listen 127.0.0.1:{h1} ssl;
+        location / {{ return 200 "token=$http_x_token protocol=$server_protocol\n"; }}
+    }}
+    server {{
+        listen 127.0.0.1:{h1plain};
+        location /sink {{ return 200 "received\n"; }}
+    }}
+}}
+"#,
+            h1plain = free_port(),
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = Command::new(NGINX)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let nginx = Nginx { child, dir, h2, h1 };
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", h1)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "nginx did not start: {}",
+                nginx.error_log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(nginx)
+    }
+
+    fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+    }
+
+    fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+
+    /// The access-log lines for requests to `port`.
+    fn seen_on(&self, port: u16) -> Vec<String> {
+        self.access_log()
+            .lines()
+            .filter(|l| l.starts_with(&format!("{port} ")))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+const VAULT: &str = r#"
+[[vaults]]
+id = "vlt_real"
+[[vaults.credentials]]
+id = "vcrd_real"
+auth = { type = "environment_variable", secret_name = "T", secret_value = "SECRET_for_nginx_42", networking = { type = "limited", allowed_hosts = ["api.example.test"] }, injection_location = { header = true, body = true } }
+"#;
+
+fn keyswap(ca: &TestCa) -> Keyswap {
+    Keyswap::start(
+        ca,
+        Setup {
+            proxy: "block_private_addresses = false",
+            rest: VAULT,
+            ..Setup::default()
+        },
+    )
+}
+
+fn bundle(keyswap: &Keyswap, ca: &TestCa) -> PathBuf {
+    keyswap.client_bundle(ca)
+}
+
+/// Every client protocol against nginx's HTTP/2 and HTTP/1.1 ports: each request is accepted (no
+/// 400 for a duplicate Host), nginx received the secret over the protocol expected, and the
+/// reflected secret comes back to the client as the placeholder.
+#[tokio::test(flavor = "multi_thread")]
+async fn nginx_over_http2_and_http1_receives_the_secret_and_the_client_never_sees_it() {
+    let ca = TestCa::new();
+    let Some(nginx) = Nginx::start(&ca) else {
+        return;
+    };
+    let keyswap = keyswap(&ca);
+    let bundle = bundle(&keyswap, &ca);
+    let proxy = keyswap.proxy_url();
+    for (port, upstream_protocol) in [(nginx.h2, "HTTP/2.0"), (nginx.h1, "HTTP/1.1")] {
+        for client in ["--http2", "--http1.1"] {
+            let url = format!("https://api.example.test:{port}/hello");
+            let out = curl(&[
+                client,
+                "--proxy",
+                &proxy,
+                "--cacert",
+                bundle.to_str().unwrap(),
+                "-H",
+                "x-token: ks-ph-vcrd_real",
+                &url,
+            ])
+            .await;
+            assert_eq!(
+                out.status,
+                200,
+                "{client} to {upstream_protocol}: {out:?}\n{}",
+                nginx.error_log()
+            );
+            assert_eq!(
+                out.body,
+                format!("token=ks-ph-vcrd_real protocol={upstream_protocol}\n"),
+                "{client} to {upstream_protocol}: the reflection is scrubbed"
+            );
+            let seen = nginx.seen_on(port);
+            let last = seen.last().expect("nginx logged the request");
+            assert!(
+                last.contains(&format!(
+                    "{upstream_protocol} GET /hello token=[SECRET_for_nginx_42]"
+                )),
+                "{last}"
+            );
+        }
+    }
+    assert!(
+        !nginx.error_log().contains("duplicate host"),
+        "{}",
+        nginx.error_log()
+    );
+}
+
+/// A POST with a body (substituted whole) and many multiplexed HTTP/2 streams at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn nginx_takes_bodies_and_many_multiplexed_streams() {
+    let ca = TestCa::new();
+    let Some(nginx) = Nginx::start(&ca) else {
+        return;
+    };
+    let keyswap = keyswap(&ca);
+    let bundle = bundle(&keyswap, &ca);
+    let proxy = keyswap.proxy_url();
+    let url = format!("https://api.example.test:{}/upload", nginx.h2);
+    let out = curl(&[
+        "--http2",
+        "--proxy",
+        &proxy,
+        "--cacert",
+        bundle.to_str().unwrap(),
+        "--data-binary",
+        "{\"token\":\"ks-ph-vcrd_real\"}",
+        &url,
+    ])
+    .await;
+    assert_eq!(out.status, 200, "{out:?}\n{}", nginx.error_log());
+    assert_eq!(out.body, "received\n");
+    // 50 streams at once on one connection (curl multiplexes --parallel transfers over HTTP/2).
+    let mut command = tokio::process::Command::new("curl");
+    command.args([
+        "-sS",
+        "--http2",
+        "--parallel",
+        "--parallel-max",
+        "50",
+        "--proxy",
+        &proxy,
+    ]);
+    command.args([
+        "--cacert",
+        bundle.to_str().unwrap(),
+        "-H",
+        "x-token: ks-ph-vcrd_real",
+    ]);
+    command.args(["-w", "%{http_code} %{http_version} %{num_connects}\n"]);
+    for i in 0..50 {
+        command.args(["-o", "/dev/null"]);
+        command.arg(format!("https://api.example.test:{}/s{i}", nginx.h2));
+    }
+    let out = command.output().await.unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(report.lines().count(), 50, "{report}");
+    assert!(report.lines().all(|l| l.starts_with("200 2")), "{report}");
+    let seen = nginx.seen_on(nginx.h2);
+    for i in 0..50 {
+        assert!(
+            seen.iter()
+                .any(|l| l.contains(&format!("HTTP/2.0 GET /s{i} token=[SECRET_for_nginx_42]"))),
+            "/s{i} missing: {seen:?}"
+        );
+    }
+}
