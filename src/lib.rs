@@ -21,6 +21,7 @@ pub mod server;
 pub mod session;
 pub mod store;
 pub mod substitute;
+pub mod truststore;
 pub mod upstream;
 pub mod vault;
 pub mod watch;

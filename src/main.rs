@@ -40,13 +40,22 @@ enum Command {
     Check(ConfigArg),
     /// Create the CA if missing and print its certificate's path.
     Ca(ConfigArg),
-    /// Print the environment a sandbox needs, as POSIX shell `export` lines.
+    /// Print the environment a sandbox needs (placeholders, proxy and CA variables; never a
+    /// secret). An operator command: it reads the config, which a sandbox must never see.
     Env {
         #[command(flatten)]
         config: ConfigArg,
         /// The session to print for (default: the implicit session).
         #[arg(long)]
         session: Option<String>,
+        /// How the sandbox reaches keyswap [default: from [proxy] listen]
+        #[arg(long, value_name = "URL")]
+        proxy_url: Option<String>,
+        /// Where the sandbox finds ca-bundle.pem (ca-bundle.p12 beside it) [default: its path here]
+        #[arg(long, value_name = "PATH")]
+        ca_path: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = keyswap::sandbox::Format::Sh)]
+        format: keyswap::sandbox::Format,
     },
 }
 
@@ -64,7 +73,16 @@ fn main() -> ExitCode {
         Command::Run(arg) => run(arg),
         Command::Check(arg) => check(arg),
         Command::Ca(arg) => ca(arg),
-        Command::Env { config, session } => env(config, session.as_deref()),
+        Command::Env {
+            config,
+            session,
+            proxy_url,
+            ca_path,
+            format,
+        } => {
+            let reach = keyswap::sandbox::Reach { proxy_url, ca_path };
+            env(config, session.as_deref(), &reach, format)
+        }
     }
 }
 
@@ -212,27 +230,35 @@ fn ca(arg: ConfigArg) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    match ca_for(&config) {
-        Ok(ca) => {
-            println!("{}", absolute(ca.cert_path()).display());
-            ExitCode::SUCCESS
-        }
-        Err(code) => code,
-    }
-}
-
-fn env(arg: ConfigArg, session: Option<&str>) -> ExitCode {
-    let config = match load(&arg) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
     let ca = match ca_for(&config) {
         Ok(ca) => ca,
         Err(code) => return code,
     };
-    match keyswap::sandbox::exports(&config, session, &absolute(ca.cert_path())) {
-        Ok(lines) => {
-            print!("{lines}");
+    // The bundle a sandbox trusts is written beside the CA.
+    if let Err(e) = keyswap::sandbox::write_bundle(&config, ca.cert_path()) {
+        eprintln!("keyswap: {e}");
+        return ExitCode::FAILURE;
+    }
+    println!("{}", absolute(ca.cert_path()).display());
+    ExitCode::SUCCESS
+}
+
+fn env(
+    arg: ConfigArg,
+    session: Option<&str>,
+    reach: &keyswap::sandbox::Reach,
+    format: keyswap::sandbox::Format,
+) -> ExitCode {
+    let config = match load(&arg) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    // Never creates a CA: a sandbox configured for a CA that `run` would create differently
+    // would trust nothing.
+    let ca_cert = absolute(&config.tls.ca_cert);
+    match keyswap::sandbox::variables(&config, session, &ca_cert, reach) {
+        Ok(vars) => {
+            print!("{}", keyswap::sandbox::render(&vars, format));
             ExitCode::SUCCESS
         }
         Err(e) => {

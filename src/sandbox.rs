@@ -1,7 +1,6 @@
 //! `keyswap env`: the shell lines that point a sandbox at keyswap. Placeholders only, never a secret.
 
-use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
@@ -25,6 +24,16 @@ pub enum EnvError {
         "session `{0}` has no proxy_token_env: it is reached from its source_cidrs, never through HTTP_PROXY, so there is no proxy URL to print"
     )]
     NoProxyToken(String),
+    #[error(
+        "[proxy] listen is {0}, which a sandbox cannot dial: say how the sandbox reaches keyswap with --proxy-url http://HOST:PORT"
+    )]
+    WildcardListen(SocketAddr),
+    #[error(
+        "--proxy-url {0} is not an http:// URL with a host and port (e.g. http://keyswap.internal:8080)"
+    )]
+    BadProxyUrl(String),
+    #[error("no CA yet at {0}: run `keyswap ca` first (keyswap env never creates one)")]
+    NoCa(PathBuf),
     #[error("cannot write the CA bundle {path}: {source}")]
     Bundle {
         path: PathBuf,
@@ -32,10 +41,35 @@ pub enum EnvError {
     },
 }
 
-/// The `export` lines for a sandbox of `session` (or of the implicit session).
-/// `ca_cert` is keyswap's CA certificate file; a bundle with the system roots is written beside it,
-/// because with `mitm = "auto"` some tunnels are not intercepted and show the real certificates.
-pub fn exports(config: &Config, session: Option<&str>, ca_cert: &Path) -> Result<String, EnvError> {
+/// How `keyswap env` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    /// `export NAME='value'` lines for a POSIX shell.
+    #[default]
+    Sh,
+    /// `NAME=value` lines, unquoted (`docker run --env-file`).
+    Dotenv,
+    /// One JSON object of strings.
+    Json,
+}
+
+/// Where the sandbox finds keyswap and its CA (they may differ from this host's view).
+#[derive(Debug, Clone, Default)]
+pub struct Reach {
+    /// How the sandbox dials keyswap; default: `[proxy] listen`.
+    pub proxy_url: Option<String>,
+    /// Where the sandbox finds `ca-bundle.pem`; default: its path on this host.
+    pub ca_path: Option<PathBuf>,
+}
+
+/// The variables for a sandbox of `session` (or of the implicit session), in order.
+/// `ca_cert` is keyswap's CA certificate on this host; it must exist (run `keyswap ca` first).
+pub fn variables(
+    config: &Config,
+    session: Option<&str>,
+    ca_cert: &Path,
+    reach: &Reach,
+) -> Result<Vec<(String, String)>, EnvError> {
     let session = match session {
         Some(id) => Some(
             config
@@ -57,48 +91,138 @@ pub fn exports(config: &Config, session: Option<&str>, ca_cert: &Path) -> Result
         },
         None => String::new(),
     };
-    let proxy_url = format!("http://{userinfo}{}", reachable(config.proxy.listen));
-    let bundle = write_bundle(config, ca_cert)?;
-    let mut out = String::new();
-    let mut export = |name: &str, value: &str| {
-        let _ = writeln!(out, "export {name}={}", shell_quote(value));
+    let (host, port) = match &reach.proxy_url {
+        Some(url) => proxy_host_port(url)?,
+        None if config.proxy.listen.ip().is_unspecified() => {
+            return Err(EnvError::WildcardListen(config.proxy.listen));
+        }
+        None => {
+            let listen = config.proxy.listen;
+            let host = match listen.ip() {
+                IpAddr::V6(ip) => format!("[{ip}]"),
+                IpAddr::V4(ip) => ip.to_string(),
+            };
+            (host, listen.port())
+        }
     };
-    for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
-        export(name, &proxy_url);
+    if !ca_cert.exists() {
+        return Err(EnvError::NoCa(ca_cert.to_path_buf()));
     }
-    export("NO_PROXY", "localhost,127.0.0.1,::1");
-    export("no_proxy", "localhost,127.0.0.1,::1");
+    let here = bundle_path(ca_cert);
+    if !here.exists() {
+        write_bundle(config, ca_cert)?;
+    }
+    let bundle = reach.ca_path.clone().unwrap_or(here);
+    let store = bundle.with_extension("p12").display().to_string();
     let bundle = bundle.display().to_string();
+    let proxy_url = format!("http://{userinfo}{host}:{port}");
+    let no_proxy = "localhost,127.0.0.1,::1";
+
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut set = |name: &str, value: &str| out.push((name.to_string(), value.to_string()));
+    for name in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
+        set(name, &proxy_url);
+    }
+    set("NO_PROXY", no_proxy);
+    set("no_proxy", no_proxy);
+    // Node 20+ reads the proxy variables only when asked to (undici's EnvHttpProxyAgent).
+    set("NODE_USE_ENV_PROXY", "1");
+    set("NPM_CONFIG_PROXY", &proxy_url);
+    set("NPM_CONFIG_HTTPS_PROXY", &proxy_url);
+    // Every CA variable points at the bundle: keyswap's CA, upstream_ca_files and the system
+    // roots (with mitm = "auto", tunnels no credential covers show the real certificates).
     for name in [
         "SSL_CERT_FILE",
         "REQUESTS_CA_BUNDLE",
         "CURL_CA_BUNDLE",
+        "NODE_EXTRA_CA_CERTS",
         "GIT_SSL_CAINFO",
+        "NPM_CONFIG_CAFILE",
+        "PIP_CERT",
+        "AWS_CA_BUNDLE",
+        "CARGO_HTTP_CAINFO",
+        "DENO_CERT",
+        "NIX_SSL_CERT_FILE",
+        "HTTPLIB2_CA_CERTS",
+        "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
     ] {
-        export(name, &bundle);
+        set(name, &bundle);
     }
-    export("NODE_EXTRA_CA_CERTS", &ca_cert.display().to_string());
+    let java_host = host.trim_start_matches('[').trim_end_matches(']');
+    set(
+        "JAVA_TOOL_OPTIONS",
+        &format!(
+            "-Dhttp.proxyHost={java_host} -Dhttp.proxyPort={port} -Dhttps.proxyHost={java_host} -Dhttps.proxyPort={port} -Dhttp.nonProxyHosts=localhost|127.0.0.1|[::1] -Djavax.net.ssl.trustStore={store} -Djavax.net.ssl.trustStoreType=PKCS12 -Djavax.net.ssl.trustStorePassword=changeit"
+        ),
+    );
     for credential in config.credentials().filter(|c| !c.archived) {
         let in_session = session.is_none_or(|s| s.vault_ids.contains(&credential.vault_id));
         if let (true, Auth::EnvironmentVariable(env)) = (in_session, &credential.auth) {
-            export(&env.secret_name, &env.placeholder);
+            set(&env.secret_name, &env.placeholder);
         }
     }
     Ok(out)
 }
 
-/// A listen address as a client reaches it: an unspecified address means this host.
-fn reachable(addr: SocketAddr) -> SocketAddr {
-    if addr.ip().is_unspecified() {
-        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
-    } else {
-        addr
+/// The variables printed in `format`.
+pub fn render(variables: &[(String, String)], format: Format) -> String {
+    match format {
+        Format::Sh => variables
+            .iter()
+            .map(|(k, v)| format!("export {k}={}\n", shell_quote(v)))
+            .collect(),
+        Format::Dotenv => variables
+            .iter()
+            .map(|(k, v)| format!("{k}={v}\n"))
+            .collect(),
+        Format::Json => {
+            let object: serde_json::Map<String, serde_json::Value> = variables
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect();
+            format!("{}\n", serde_json::Value::Object(object))
+        }
     }
 }
 
-/// Writes `ca-bundle.pem` beside the CA: keyswap's CA, the operator's upstream CAs, the system roots.
-fn write_bundle(config: &Config, ca_cert: &Path) -> Result<PathBuf, EnvError> {
-    let path = ca_cert.with_file_name("ca-bundle.pem");
+/// The `export` lines for a sandbox (this host's paths and listen address).
+pub fn exports(config: &Config, session: Option<&str>, ca_cert: &Path) -> Result<String, EnvError> {
+    let vars = variables(config, session, ca_cert, &Reach::default())?;
+    Ok(render(&vars, Format::Sh))
+}
+
+/// Host and port of an `http://` proxy URL (userinfo, if any, is replaced by the session's).
+fn proxy_host_port(url: &str) -> Result<(String, u16), EnvError> {
+    let bad = || EnvError::BadProxyUrl(url.to_string());
+    let uri: http::Uri = url.parse().map_err(|_| bad())?;
+    if uri.scheme_str() != Some("http") {
+        return Err(bad());
+    }
+    let authority = uri.authority().ok_or_else(bad)?;
+    let host = authority.host().to_string();
+    if host.is_empty() {
+        return Err(bad());
+    }
+    Ok((host, authority.port_u16().unwrap_or(80)))
+}
+
+/// `ca-bundle.pem` beside the CA certificate.
+pub fn bundle_path(ca_cert: &Path) -> PathBuf {
+    ca_cert.with_file_name("ca-bundle.pem")
+}
+
+/// Writes `ca-bundle.pem` beside the CA: keyswap's CA, the operator's upstream CAs, the system
+/// roots; and `ca-bundle.p12`, the same as a PKCS#12 trust store (password `changeit`) for Java.
+/// Called when the CA is created or loaded (`keyswap ca`, `keyswap run`).
+pub fn write_bundle(config: &Config, ca_cert: &Path) -> Result<PathBuf, EnvError> {
+    let path = bundle_path(ca_cert);
     let err = |source| EnvError::Bundle {
         path: path.clone(),
         source,
@@ -114,7 +238,20 @@ fn write_bundle(config: &Config, ca_cert: &Path) -> Result<PathBuf, EnvError> {
             pem.push_str(&text);
         }
     }
-    std::fs::write(&path, pem).map_err(err)?;
+    std::fs::write(&path, &pem).map_err(err)?;
+    // The same certificates as a PKCS#12 trust store, for Java.
+    let p12 = path.with_extension("p12");
+    let store =
+        crate::truststore::pkcs12(&crate::truststore::pem_certificates(&pem)).map_err(|_| {
+            EnvError::Bundle {
+                path: p12.clone(),
+                source: std::io::Error::other("cannot draw a random salt"),
+            }
+        })?;
+    std::fs::write(&p12, store).map_err(|source| EnvError::Bundle {
+        path: p12.clone(),
+        source,
+    })?;
     Ok(path)
 }
 
@@ -141,16 +278,7 @@ fn shell_quote(value: &str) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn exports_proxy_ca_and_placeholders_but_no_secret() {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = dir.path().join("ca.pem");
-        std::fs::write(
-            &ca,
-            "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n",
-        )
-        .unwrap();
-        let text = r#"
+    const TEXT: &str = r#"
 [proxy]
 listen = "0.0.0.0:9999"
 [[vaults]]
@@ -163,23 +291,118 @@ id = "vcrd_b"
 archived_at = "2026-01-01T00:00:00Z"
 auth = { type = "environment_variable", secret_name = "OLD", secret_value = "old_REAL", networking = { type = "unrestricted" } }
 "#;
-        let config = Config::from_toml(text, "t", dir.path()).unwrap();
-        let out = exports(&config, None, &ca).unwrap();
+
+    fn setup() -> (tempfile::TempDir, Config, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let config = Config::from_toml(TEXT, "t", dir.path()).unwrap();
+        (dir, config, ca)
+    }
+
+    fn get<'a>(vars: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        vars.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn a_sandbox_gets_proxy_ca_and_placeholders_but_no_secret_and_no_host_path() {
+        let (_dir, config, ca) = setup();
+        let reach = Reach {
+            proxy_url: Some("http://keyswap.internal:3128".into()),
+            ca_path: Some("/certs/ca-bundle.pem".into()),
+        };
+        let vars = variables(&config, None, &ca, &reach).unwrap();
+        for name in [
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "ALL_PROXY",
+            "https_proxy",
+            "NPM_CONFIG_PROXY",
+        ] {
+            assert_eq!(
+                get(&vars, name),
+                Some("http://keyswap.internal:3128"),
+                "{name}"
+            );
+        }
+        for name in [
+            "SSL_CERT_FILE",
+            "NODE_EXTRA_CA_CERTS",
+            "PIP_CERT",
+            "AWS_CA_BUNDLE",
+            "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
+        ] {
+            assert_eq!(get(&vars, name), Some("/certs/ca-bundle.pem"), "{name}");
+        }
+        assert_eq!(get(&vars, "NODE_USE_ENV_PROXY"), Some("1"));
+        let java = get(&vars, "JAVA_TOOL_OPTIONS").unwrap();
         assert!(
-            out.contains("export HTTPS_PROXY='http://127.0.0.1:9999'\n"),
-            "{out}"
+            java.contains("-Dhttps.proxyHost=keyswap.internal -Dhttps.proxyPort=3128"),
+            "{java}"
         );
-        assert!(out.contains("export https_proxy='http://127.0.0.1:9999'\n"));
-        assert!(out.contains("export GITHUB_TOKEN='ks-ph-vcrd_a'\n"));
-        assert!(out.contains(&format!("export NODE_EXTRA_CA_CERTS='{}'\n", ca.display())));
-        assert!(out.contains("SSL_CERT_FILE='") && out.contains("ca-bundle.pem'"));
-        assert!(!out.contains("REAL"), "{out}");
         assert!(
-            !out.contains("OLD="),
+            java.contains("-Djavax.net.ssl.trustStore=/certs/ca-bundle.p12"),
+            "{java}"
+        );
+        assert_eq!(get(&vars, "GITHUB_TOKEN"), Some("ks-ph-vcrd_a"));
+        assert_eq!(
+            get(&vars, "OLD"),
+            None,
             "archived credentials are not exported"
         );
+        let all = render(&vars, Format::Sh);
+        assert!(!all.contains("REAL"), "{all}");
+        assert!(
+            !all.contains(&ca.parent().unwrap().display().to_string()),
+            "no host path: {all}"
+        );
+        assert!(!all.contains("9999"), "no host port: {all}");
+    }
+
+    #[test]
+    fn formats_are_shell_dotenv_and_json() {
+        let vars = vec![
+            ("A".to_string(), "it's".to_string()),
+            ("B".to_string(), "x y".to_string()),
+        ];
+        assert_eq!(
+            render(&vars, Format::Sh),
+            "export A='it'\\''s'\nexport B='x y'\n"
+        );
+        assert_eq!(render(&vars, Format::Dotenv), "A=it's\nB=x y\n");
+        let json: serde_json::Value = serde_json::from_str(&render(&vars, Format::Json)).unwrap();
+        assert_eq!(json, serde_json::json!({"A": "it's", "B": "x y"}));
+    }
+
+    #[test]
+    fn bad_input_says_what_to_do() {
+        let (dir, config, ca) = setup();
+        let err = variables(&config, None, &ca, &Reach::default()).unwrap_err();
+        assert!(err.to_string().contains("--proxy-url"), "{err}");
+        let reach = Reach {
+            proxy_url: Some("https://x:1".into()),
+            ca_path: None,
+        };
         assert!(matches!(
-            exports(&config, Some("nope"), &ca),
+            variables(&config, None, &ca, &reach),
+            Err(EnvError::BadProxyUrl(_))
+        ));
+        let reach = Reach {
+            proxy_url: Some("http://x:1".into()),
+            ca_path: None,
+        };
+        let missing = dir.path().join("none.pem");
+        let err = variables(&config, None, &missing, &reach).unwrap_err();
+        assert!(err.to_string().contains("keyswap ca"), "{err}");
+        assert!(!missing.exists(), "no CA was created");
+        assert!(matches!(
+            variables(&config, Some("nope"), &ca, &reach),
             Err(EnvError::UnknownSession(_))
         ));
     }

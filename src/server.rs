@@ -59,6 +59,10 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         &config.tls.ca_cert,
         &config.tls.ca_key,
     )?);
+    // The bundle sandboxes trust (`keyswap env` points at it), kept beside the CA.
+    if let Err(e) = crate::sandbox::write_bundle(&config, ca.cert_path()) {
+        tracing::warn!(error = %e, "cannot write the CA bundle");
+    }
     let path = config
         .source
         .clone()

@@ -270,6 +270,73 @@ fn ca_creates_the_ca_once_with_a_private_key() {
 }
 
 #[test]
+fn env_for_another_host_names_no_path_or_port_of_this_one_in_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write(
+        dir.path(),
+        "k.toml",
+        &format!(
+            "[proxy]\nlisten = \"0.0.0.0:18080\"\n{CRED_HEAD}auth.networking = {{ type = \"unrestricted\" }}\n"
+        ),
+    );
+    assert!(
+        keyswap(&["ca", "--config", "k.toml"], dir.path(), &[])
+            .status
+            .success()
+    );
+    // A wildcard listen address is no address for a sandbox: --proxy-url is required.
+    let out = keyswap(&["env", "--config", "k.toml"], dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("--proxy-url"),
+        "{}",
+        text(&out.stderr)
+    );
+    let reach = [
+        "--proxy-url",
+        "http://keyswap.internal:3128",
+        "--ca-path",
+        "/certs/ca-bundle.pem",
+    ];
+    let here = dir.path().display().to_string();
+    for format in ["sh", "dotenv", "json"] {
+        let mut args = vec!["env", "--config", "k.toml", "--format", format];
+        args.extend(reach);
+        let out = keyswap(&args, dir.path(), &[]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        assert!(
+            !stdout.contains(&here) && !stdout.contains("18080"),
+            "{format}: {stdout}"
+        );
+        assert!(!stdout.contains("SECRET"), "{stdout}");
+        match format {
+            "dotenv" => {
+                assert!(
+                    stdout.contains("\nHTTPS_PROXY=http://keyswap.internal:3128\n"),
+                    "{stdout}"
+                );
+                assert!(stdout.contains("\nTOKEN=ks-ph-vcrd_a\n"), "{stdout}");
+            }
+            "json" => {
+                let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+                assert_eq!(v["NODE_EXTRA_CA_CERTS"], "/certs/ca-bundle.pem");
+                assert!(
+                    v["JAVA_TOOL_OPTIONS"]
+                        .as_str()
+                        .unwrap()
+                        .contains("trustStore=/certs/ca-bundle.p12")
+                );
+            }
+            _ => assert!(
+                stdout.contains("export SSL_CERT_FILE='/certs/ca-bundle.pem'"),
+                "{stdout}"
+            ),
+        }
+    }
+}
+
+#[test]
 fn env_prints_what_a_sandbox_needs_and_no_secret() {
     let dir = tempfile::tempdir().unwrap();
     common::write(
@@ -279,10 +346,35 @@ fn env_prints_what_a_sandbox_needs_and_no_secret() {
             "[proxy]\nlisten = \"127.0.0.1:18080\"\n{CRED_HEAD}auth.networking = {{ type = \"unrestricted\" }}\n"
         ),
     );
+    // env never creates a CA: it says to run `keyswap ca` first.
+    let out = keyswap(&["env", "--config", "k.toml"], dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("run `keyswap ca` first"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!dir.path().join("certs").exists(), "env wrote nothing");
+    assert!(
+        keyswap(&["ca", "--config", "k.toml"], dir.path(), &[])
+            .status
+            .success()
+    );
     let out = keyswap(&["env", "--config", "k.toml"], dir.path(), &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     for name in [
+        "ALL_PROXY",
+        "NODE_USE_ENV_PROXY",
+        "NPM_CONFIG_CAFILE",
+        "PIP_CERT",
+        "AWS_CA_BUNDLE",
+        "CARGO_HTTP_CAINFO",
+        "DENO_CERT",
+        "NIX_SSL_CERT_FILE",
+        "HTTPLIB2_CA_CERTS",
+        "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
+        "JAVA_TOOL_OPTIONS",
         "HTTP_PROXY",
         "HTTPS_PROXY",
         "http_proxy",
@@ -520,4 +612,104 @@ mod file_modes {
         let out = keyswap(&["check", "--config", "k.toml"], dir.path(), &[]);
         assert!(out.status.success(), "{}", text(&out.stderr));
     }
+}
+
+/// Java ignores every CA variable but its trust store: `keyswap ca` writes `ca-bundle.p12`, which the
+/// real `keytool` lists as trusted certificates (and refuses with a wrong password: the MAC holds),
+/// and a Java 17 `HttpClient` configured only by `keyswap env`'s JAVA_TOOL_OPTIONS reaches an
+/// upstream through keyswap with the secret substituted.
+#[tokio::test(flavor = "multi_thread")]
+async fn java_trusts_the_pkcs12_store_and_goes_through_keyswap_by_java_tool_options() {
+    use std::path::Path;
+    if !Path::new("/usr/bin/keytool").exists() || !Path::new("/usr/bin/java").exists() {
+        assert!(
+            std::env::var("KEYSWAP_EXTERNAL_TOOLS").as_deref() != Ok("required"),
+            "Java 17 is required here but not installed"
+        );
+        eprintln!("skipped: java is not installed");
+        return;
+    }
+    let ca = common::TestCa::new();
+    let upstream = common::Upstream::https(&ca).await;
+    let proxy_process = common::Keyswap::start(
+        &ca,
+        common::Setup {
+            proxy: "block_private_addresses = false",
+            rest: &format!(
+                "{CRED_HEAD}auth.networking = {{ type = \"limited\", allowed_hosts = [\"api.example.test\"] }}\n"
+            ),
+            ..common::Setup::default()
+        },
+    );
+    let dir = proxy_process.dir.path();
+    let config = proxy_process.config_path();
+    let config = config.to_str().unwrap();
+    let store = proxy_process.ca_path().with_file_name("ca-bundle.p12");
+    let list = Command::new("keytool")
+        .args([
+            "-list",
+            "-storetype",
+            "PKCS12",
+            "-storepass",
+            "changeit",
+            "-keystore",
+        ])
+        .arg(&store)
+        .output()
+        .unwrap();
+    let listing = text(&list.stdout);
+    assert!(list.status.success(), "{listing}{}", text(&list.stderr));
+    assert!(
+        listing.contains("keyswap-ca,") && listing.contains("trustedCertEntry"),
+        "{listing}"
+    );
+    let wrong = Command::new("keytool")
+        .args([
+            "-list",
+            "-storetype",
+            "PKCS12",
+            "-storepass",
+            "wrong-pw",
+            "-keystore",
+        ])
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+
+    // The config listens on port 0; the operator says where keyswap really is.
+    let proxy = proxy_process.proxy_url();
+    let out = keyswap(
+        &[
+            "env",
+            "--config",
+            config,
+            "--format",
+            "json",
+            "--proxy-url",
+            &proxy,
+        ],
+        dir,
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let vars: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let options = vars["JAVA_TOOL_OPTIONS"].as_str().unwrap().to_string();
+    let url = format!("https://api.example.test:{}/java", upstream.port());
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/Fetch.java");
+    let java = tokio::process::Command::new("java")
+        .env("JAVA_TOOL_OPTIONS", &options)
+        .arg(&source)
+        .args([url.as_str(), "x-token", "ks-ph-vcrd_a"])
+        .output()
+        .await
+        .unwrap();
+    let stdout = text(&java.stdout);
+    assert!(java.status.success(), "{stdout}{}", text(&java.stderr));
+    assert!(stdout.starts_with("200 HTTP_2"), "{stdout}");
+    assert_eq!(upstream.only().header("x-token"), Some("SECRET_value"));
+    assert!(
+        stdout.contains("ks-ph-vcrd_a") && !stdout.contains("SECRET"),
+        "{stdout}"
+    );
 }

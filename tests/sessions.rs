@@ -207,6 +207,19 @@ fn env_prints_the_session_proxy_url_and_only_its_placeholders() {
         "k.toml",
         &format!("[proxy]\nlisten = \"127.0.0.1:18999\"\n{CONFIG}"),
     );
+    // keyswap env never creates the CA.
+    let ca = std::process::Command::new(env!("CARGO_BIN_EXE_keyswap"))
+        .args(["ca", "--config", "k.toml"])
+        .current_dir(dir.path())
+        .env("PROXY_TOKEN_A", "token-a")
+        .env("PROXY_TOKEN_B", "token-b")
+        .output()
+        .unwrap();
+    assert!(
+        ca.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ca.stderr)
+    );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyswap"))
         .args(["env", "--config", "k.toml", "--session", "sesn_a"])
         .current_dir(dir.path())
