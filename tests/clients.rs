@@ -1,0 +1,182 @@
+//! Real clients (SPEC §9), each configured only by what `keyswap env` prints, as a sandbox would be:
+//! Python's requests, httpx (HTTP/2), aiohttp and urllib. Each reaches an HTTPS upstream through
+//! keyswap with the secret substituted, and sees the reflected secret as its placeholder.
+//!
+//! `.ci/run` installs the Python libraries in `target/clients-venv` (tests/clients/requirements.txt)
+//! and sets `KEYSWAP_EXTERNAL_TOOLS=required`; elsewhere a missing venv skips these tests.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{Keyswap, Setup, TestCa, Upstream};
+
+const VAULT: &str = r#"
+[[vaults]]
+id = "vlt_clients"
+[[vaults.credentials]]
+id = "vcrd_client"
+auth = { type = "environment_variable", secret_name = "API_TOKEN", secret_value = "SECRET_client_7", networking = { type = "limited", allowed_hosts = ["api.example.test"] } }
+"#;
+
+fn python() -> Option<PathBuf> {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/clients-venv/bin/python");
+    if venv.exists() {
+        return Some(venv);
+    }
+    assert!(
+        std::env::var("KEYSWAP_EXTERNAL_TOOLS").as_deref() != Ok("required"),
+        "target/clients-venv is required here (pip install -r tests/clients/requirements.txt)"
+    );
+    eprintln!("skipped: no target/clients-venv");
+    None
+}
+
+/// The environment `keyswap env --format json` gives a sandbox of the implicit session.
+fn sandbox_env(keyswap: &Keyswap) -> Vec<(String, String)> {
+    let config = keyswap.config_path();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyswap"))
+        .args([
+            "env",
+            "--format",
+            "json",
+            "--proxy-url",
+            &keyswap.proxy_url(),
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let vars: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&out.stdout).unwrap();
+    vars.into_iter()
+        .map(|(k, v)| (k, v.as_str().unwrap().to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_clients_configured_by_keyswap_env_go_through_with_the_secret_substituted() {
+    let Some(python) = python() else { return };
+    let ca = TestCa::new();
+    let upstream = Upstream::https(&ca).await;
+    let keyswap = Keyswap::start(
+        &ca,
+        Setup {
+            proxy: "block_private_addresses = false",
+            rest: VAULT,
+            ..Setup::default()
+        },
+    );
+    let env = sandbox_env(&keyswap);
+    let placeholder = env
+        .iter()
+        .find(|(k, _)| k == "API_TOKEN")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/fetch.py");
+    for (library, version) in [
+        ("requests", "HTTP/1.1"),
+        ("httpx", "HTTP/2"),
+        ("aiohttp", "HTTP/1.1"),
+        ("urllib", "HTTP/1.1"),
+    ] {
+        let before = upstream.requests().len();
+        let url = format!("https://api.example.test:{}/{library}", upstream.port());
+        let out = tokio::process::Command::new(&python)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .arg(&script)
+            .args([
+                library,
+                url.as_str(),
+                "authorization",
+                &format!("Bearer {placeholder}"),
+            ])
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{library}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.starts_with(&format!("200 {version}")),
+            "{library}: {stdout}"
+        );
+        let seen = &upstream.requests()[before];
+        assert_eq!(
+            seen.header("authorization"),
+            Some("Bearer SECRET_client_7"),
+            "{library}"
+        );
+        assert!(
+            !stdout.contains("SECRET"),
+            "{library} saw the secret: {stdout}"
+        );
+        assert!(
+            stdout.contains(&placeholder),
+            "{library}: the echo comes back as the placeholder"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_fetch_with_undici_env_proxy_agent_goes_through_keyswap() {
+    let modules = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/node-clients/node_modules");
+    if !modules.join("undici").exists() {
+        assert!(
+            std::env::var("KEYSWAP_EXTERNAL_TOOLS").as_deref() != Ok("required"),
+            "target/node-clients is required here (npm install undici@6)"
+        );
+        eprintln!("skipped: no target/node-clients");
+        return;
+    }
+    let ca = TestCa::new();
+    let upstream = Upstream::https(&ca).await;
+    let keyswap = Keyswap::start(
+        &ca,
+        Setup {
+            proxy: "block_private_addresses = false",
+            rest: VAULT,
+            ..Setup::default()
+        },
+    );
+    let env = sandbox_env(&keyswap);
+    // The script runs from a copy beside node_modules, so `import "undici"` resolves.
+    let script = modules.parent().unwrap().join("fetch.mjs");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/fetch.mjs"),
+        &script,
+    )
+    .unwrap();
+    let url = format!("https://api.example.test:{}/node", upstream.port());
+    let out = tokio::process::Command::new("node")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .arg(&script)
+        .args([url.as_str(), "x-token", "ks-ph-vcrd_client"])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("200"), "{stdout}");
+    assert_eq!(upstream.only().header("x-token"), Some("SECRET_client_7"));
+    assert!(
+        !stdout.contains("SECRET") && stdout.contains("ks-ph-vcrd_client"),
+        "{stdout}"
+    );
+}
