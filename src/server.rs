@@ -113,6 +113,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         ca: ca.clone(),
         shutdown: shutdown_rx,
         api_key,
+        api_key_env: config.admin.api_key_env.clone(),
     });
     info!(ca = %ca.cert_path().display(), credentials = shared.store.load().entries().len(), "keyswap ready");
     info!("proxy listening on {proxy_addr}");

@@ -156,6 +156,14 @@ async fn without_a_key_the_vault_api_answers_401() {
     ])
     .await;
     assert_eq!(out.status, 401);
+    // The answer says what to do: export the variable api_key_env names, before `run`.
+    assert!(
+        out.body.contains("export KEYSWAP_ADMIN_KEY=<key>"),
+        "{}",
+        out.body
+    );
+    assert!(out.body.contains("before `keyswap run`"), "{}", out.body);
+    keyswap.wait_log("export KEYSWAP_ADMIN_KEY=<key> before `keyswap run`");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -626,3 +626,50 @@ async fn upstream_requests_carry_the_authority_once_per_protocol() {
         [format!("api.example.test:{}", http1.port())]
     );
 }
+
+/// A client told `https://` for the proxy URL sends a TLS handshake to the plain proxy port: the
+/// log says what to change (it cannot read an HTTP answer).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tls_handshake_on_the_proxy_port_is_logged_as_a_wrong_proxy_url() {
+    let w = World::default().await;
+    let out = curl(&[
+        "--proxy",
+        &format!("https://{}", w.keyswap.proxy),
+        "--proxy-insecure",
+        &w.url("api.example.test", "/"),
+    ])
+    .await;
+    assert_ne!(out.status, 200);
+    assert!(w.upstream.requests().is_empty());
+    w.keyswap.wait_log(
+        "a TLS handshake arrived on the proxy port: point the client at an http:// proxy URL",
+    );
+}
+
+/// A client without keyswap's CA refuses the certificate: one warn line per host and minute says
+/// to install the CA bundle (a sandbox retrying in a loop does not flood the log).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_refuses_the_certificate_gets_one_warning_naming_the_ca_bundle() {
+    let w = World::default().await;
+    let upstream_ca = w.keyswap.dir.path().join("upstream-ca.pem");
+    for _ in 0..3 {
+        let out = curl(&[
+            "--proxy",
+            &w.keyswap.proxy_url(),
+            "--cacert",
+            upstream_ca.to_str().unwrap(),
+            &w.url("api.example.test", "/"),
+        ])
+        .await;
+        assert_eq!(out.status, 0, "curl refused keyswap's certificate: {out:?}");
+    }
+    let log = w
+        .keyswap
+        .wait_log("the client refused keyswap's certificate: give the sandbox keyswap's CA bundle");
+    assert_eq!(
+        log.matches("give the sandbox keyswap's CA bundle").count(),
+        1,
+        "{log}"
+    );
+    assert!(w.upstream.requests().is_empty());
+}

@@ -40,12 +40,17 @@ pub struct AdminState {
     pub shutdown: watch::Receiver<bool>,
     /// The API key, from `[admin] api_key_env`; without it the vault API answers 401.
     pub api_key: Option<Secret>,
+    /// The name of that variable, for the advice in a 401.
+    pub api_key_env: String,
 }
 
 /// Serves admin connections until shutdown.
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
     if state.api_key.is_none() {
-        info!("the vault API answers 401 until its API key variable is set");
+        info!(
+            "the vault API answers 401: export {}=<key> before `keyswap run` to enable it",
+            state.api_key_env
+        );
     }
     let api = Arc::new(Api {
         live: state.live.clone(),
@@ -111,7 +116,7 @@ async fn vault_api(
     state: &AdminState,
     api: &Api,
 ) -> Result<(StatusCode, serde_json::Value), ApiError> {
-    authenticate(&req, state.api_key.as_ref())?;
+    authenticate(&req, state.api_key.as_ref(), &state.api_key_env)?;
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -128,11 +133,15 @@ async fn vault_api(
 }
 
 /// `x-api-key: <key>` or `Authorization: Bearer <key>`, compared in constant time.
-fn authenticate(req: &Request<Incoming>, key: Option<&Secret>) -> Result<(), ApiError> {
+fn authenticate(
+    req: &Request<Incoming>,
+    key: Option<&Secret>,
+    variable: &str,
+) -> Result<(), ApiError> {
     let Some(key) = key else {
-        return Err(ApiError::unauthorized(
-            "the admin API key is not configured: set the [admin] api_key_env variable",
-        ));
+        return Err(ApiError::unauthorized(&format!(
+            "keyswap has no admin API key: export {variable}=<key> (the variable [admin] api_key_env names) before `keyswap run`, then send it as x-api-key"
+        )));
     };
     let headers = req.headers();
     let offered = headers

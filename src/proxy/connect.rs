@@ -210,6 +210,7 @@ async fn intercept_tls(
     };
     let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, start.into_stream(config)).await {
         Ok(Ok(tls)) => tls,
+        Ok(Err(e)) if refused_our_certificate(&e) => return warn_untrusted(&dest.host),
         Ok(Err(e)) => return debug!(host = %dest.host, error = %e, "client TLS handshake failed"),
         Err(_) => return debug!(host = %dest.host, "client TLS handshake timed out"),
     };
@@ -227,6 +228,44 @@ async fn intercept_tls(
         shared,
     )
     .await;
+}
+
+/// Whether the client ended the handshake because it does not trust keyswap's certificate.
+fn refused_our_certificate(e: &std::io::Error) -> bool {
+    use rustls::AlertDescription as A;
+    let alert = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .and_then(|tls| match tls {
+            rustls::Error::AlertReceived(alert) => Some(*alert),
+            _ => None,
+        });
+    matches!(
+        alert,
+        Some(A::UnknownCA | A::BadCertificate | A::CertificateUnknown | A::CertificateExpired)
+    )
+}
+
+/// A client that refuses keyswap's certificate has not installed the CA bundle: said at warn,
+/// at most once a minute per host (a misconfigured sandbox retries in a loop).
+fn warn_untrusted(host: &str) {
+    static LAST: std::sync::LazyLock<dashmap::DashMap<String, std::time::Instant>> =
+        std::sync::LazyLock::new(dashmap::DashMap::new);
+    let now = std::time::Instant::now();
+    if LAST
+        .get(host)
+        .is_some_and(|at| now.duration_since(*at) < Duration::from_secs(60))
+    {
+        return debug!(host, "the client refused keyswap's certificate");
+    }
+    if LAST.len() > 10_000 {
+        LAST.clear();
+    }
+    LAST.insert(host.to_string(), now);
+    warn!(
+        host,
+        "the client refused keyswap's certificate: give the sandbox keyswap's CA bundle (keyswap env sets SSL_CERT_FILE, NODE_EXTRA_CA_CERTS, JAVA_TOOL_OPTIONS… to ca-bundle.pem / ca-bundle.p12)"
+    );
 }
 
 /// What every request inside one tunnel is bound to.

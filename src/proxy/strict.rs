@@ -36,6 +36,8 @@ pub struct Strict<I> {
     /// Runs from the first byte of a request head to its end.
     head_deadline: Option<Pin<Box<Sleep>>>,
     pace: Pace,
+    /// Whether any byte has arrived yet (the first one tells a misdirected TLS client).
+    seen_any: bool,
 }
 
 /// An error answer waiting to be written at shutdown.
@@ -55,6 +57,7 @@ impl<I> Strict<I> {
             header_timeout: limits.header_read_timeout,
             head_deadline: None,
             pace: Pace::default(),
+            seen_any: false,
         }
     }
 
@@ -75,6 +78,18 @@ impl<I> Strict<I> {
 
     /// Checks newly buffered bytes and moves the released mark.
     fn check(&mut self) {
+        // A TLS record as the connection's first byte: a client that was told `https://` for
+        // the proxy URL. It cannot read an HTTP answer, so the log says what to change.
+        if self.released == 0 && !self.seen_any && self.buffer.first() == Some(&0x16) {
+            tracing::warn!(
+                "a TLS handshake arrived on the proxy port: point the client at an http:// proxy URL (HTTPS_PROXY=http://HOST:PORT); keyswap speaks TLS only inside CONNECT"
+            );
+            self.refuse(ProxyError::BadRequest(
+                "this is keyswap's plain-HTTP proxy port: use an http:// proxy URL",
+            ));
+            return;
+        }
+        self.seen_any |= !self.buffer.is_empty();
         self.pace_next_body();
         let (n, refusal) = self.framing.scan(&self.buffer[self.released..]);
         self.released += n;
