@@ -32,6 +32,21 @@ fn python() -> Option<PathBuf> {
     None
 }
 
+/// An HTTPS upstream and keyswap with one credential scoped to it.
+async fn start() -> (TestCa, Upstream, Keyswap) {
+    let ca = TestCa::new();
+    let upstream = Upstream::https(&ca).await;
+    let keyswap = Keyswap::start(
+        &ca,
+        Setup {
+            proxy: "block_private_addresses = false",
+            rest: VAULT,
+            ..Setup::default()
+        },
+    );
+    (ca, upstream, keyswap)
+}
+
 /// The environment `keyswap env --format json` gives a sandbox of the implicit session.
 fn sandbox_env(keyswap: &Keyswap) -> Vec<(String, String)> {
     let config = keyswap.config_path();
@@ -62,16 +77,7 @@ fn sandbox_env(keyswap: &Keyswap) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn python_clients_configured_by_keyswap_env_go_through_with_the_secret_substituted() {
     let Some(python) = python() else { return };
-    let ca = TestCa::new();
-    let upstream = Upstream::https(&ca).await;
-    let keyswap = Keyswap::start(
-        &ca,
-        Setup {
-            proxy: "block_private_addresses = false",
-            rest: VAULT,
-            ..Setup::default()
-        },
-    );
+    let (_ca, upstream, keyswap) = start().await;
     let env = sandbox_env(&keyswap);
     let placeholder = env
         .iter()
@@ -139,16 +145,7 @@ async fn node_fetch_with_undici_env_proxy_agent_goes_through_keyswap() {
         eprintln!("skipped: no target/node-clients");
         return;
     }
-    let ca = TestCa::new();
-    let upstream = Upstream::https(&ca).await;
-    let keyswap = Keyswap::start(
-        &ca,
-        Setup {
-            proxy: "block_private_addresses = false",
-            rest: VAULT,
-            ..Setup::default()
-        },
-    );
+    let (_ca, upstream, keyswap) = start().await;
     let env = sandbox_env(&keyswap);
     // The script runs from a copy beside node_modules, so `import "undici"` resolves.
     let script = modules.parent().unwrap().join("fetch.mjs");

@@ -673,3 +673,38 @@ async fn a_client_that_refuses_the_certificate_gets_one_warning_naming_the_ca_bu
     );
     assert!(w.upstream.requests().is_empty());
 }
+
+/// SPEC §9: one access line per tunnel (mode and why) and per forwarded request at info.
+#[tokio::test(flavor = "multi_thread")]
+async fn tunnels_and_requests_leave_one_access_line_each_at_info() {
+    let w = World::default().await;
+    let out = w
+        .curl(
+            &w.url("api.example.test", "/seen?token=ks-ph-vcrd_exact"),
+            &[],
+        )
+        .await;
+    assert_eq!(out.status, 200, "{out:?}");
+    let log = w.keyswap.wait_log("status=200");
+    let tunnel = log
+        .lines()
+        .find(|l| l.contains(" tunnel") && l.contains("host=api.example.test"))
+        .unwrap_or_else(|| panic!("no tunnel line:\n{log}"));
+    assert!(
+        tunnel.contains("mode=\"intercepted\"") || tunnel.contains("mode=intercepted"),
+        "{tunnel}"
+    );
+    assert!(
+        tunnel.contains("a credential of the session is in scope"),
+        "{tunnel}"
+    );
+    let forwarded = log
+        .lines()
+        .find(|l| l.contains("INFO") && l.contains("forwarded") && l.contains("status=200"))
+        .unwrap();
+    assert!(
+        forwarded.contains("path=/seen") && !forwarded.contains("token="),
+        "{forwarded}"
+    );
+    assert!(!log.contains("SECRET"), "{log}");
+}

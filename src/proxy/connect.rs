@@ -50,6 +50,7 @@ pub(super) async fn handle(
     };
     let store = shared.store.load();
     let Some(session) = store.authenticate(req.headers().get(PROXY_AUTHORIZATION)) else {
+        info!(host = %dest.host, "407: no valid Proxy-Authorization for any session");
         return ProxyError::ProxyAuthRequired.to_response();
     };
     if let Err(e) = permit.admit(&session.id, &shared.session_slots) {
@@ -67,8 +68,16 @@ pub(super) async fn handle(
         .to_response();
     }
     let session_id: Arc<str> = Arc::from(session.id.as_str());
-    let intercept =
-        store.config().proxy.mitm == MitmMode::Always || session.could_apply_to(&dest.host);
+    let (intercept, why) = if store.config().proxy.mitm == MitmMode::Always {
+        (true, "mitm = \"always\"")
+    } else if session.could_apply_to(&dest.host) {
+        (true, "a credential of the session is in scope")
+    } else {
+        (
+            false,
+            "no credential of the session is in scope (mitm = \"auto\")",
+        )
+    };
     drop(store);
     // Check (and for a raw relay, dial) before saying 200, so a refusal is a clear HTTP answer.
     let upstream = if intercept {
@@ -93,6 +102,7 @@ pub(super) async fn handle(
                     mode: mode.to_string(),
                 })
                 .inc();
+            info!(session = %session_id, host = %dest.host, port = dest.port, mode, why, "tunnel");
             upstream
         }
         Err(e) => {

@@ -8,7 +8,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
-use tracing::{Instrument as _, debug, info};
+use tracing::{Instrument as _, info};
 
 use super::pace::PacedBody;
 use super::slots::Slots;
@@ -59,6 +59,7 @@ pub(super) async fn plain(
     }
     let store = shared.store.load();
     let Some(session) = store.authenticate(req.headers().get(header::PROXY_AUTHORIZATION)) else {
+        info!(host = %dest.host, "407: no valid Proxy-Authorization for any session");
         return ProxyError::ProxyAuthRequired.to_response();
     };
     if let Err(e) = slots.admit(&session.id, &shared.session_slots) {
@@ -109,6 +110,7 @@ pub(super) async fn in_tunnel(
     let store = shared.store.load();
     // The session authenticated at CONNECT; a reload that removed it ends its access.
     let Some(session) = store.session(session_id) else {
+        info!(host = %dest.host, "407: no valid Proxy-Authorization for any session");
         return ProxyError::ProxyAuthRequired.to_response();
     };
     send(req, dest, scheme, &store, session, shared).await
@@ -125,15 +127,22 @@ async fn send(
 ) -> Response<ProxyBody> {
     // One id joins every log line of this request (the span is on each line, text and JSON).
     let span = tracing::info_span!("request", id = next_request_id(), method = %req.method());
+    // The access line (SPEC §9: nothing fails silently at info): path without its query, which
+    // may carry a placeholder or a secret.
+    let path = req.uri().path().to_string();
     match forward(req, dest, scheme, store, session, shared)
-        .instrument(span)
+        .instrument(span.clone())
         .await
     {
         Ok(response) => {
             METRICS.request("forwarded");
+            info!(parent: &span, session = %session.id, host = %dest.host, path = %printable(&path), status = response.status().as_u16(), "forwarded");
             response
         }
-        Err(e) => e.to_response(),
+        Err(e) => {
+            info!(parent: &span, session = %session.id, host = %dest.host, path = %printable(&path), error = e.code(), "refused");
+            e.to_response()
+        }
     }
 }
 
@@ -294,7 +303,6 @@ pub(super) async fn attempt(
             exchange(Request::from_parts(parts, body), dest, store, shared).await?
         }
     };
-    debug!(%method, host = %dest.host, status = response.status().as_u16(), "forwarded");
     let response =
         bodies::scrub_response(response, scrubber, &method, &dest.host, &shared.buffered).await?;
     let (mut parts, body) = response.into_parts();
