@@ -271,3 +271,254 @@ async fn nginx_takes_bodies_and_many_multiplexed_streams() {
         );
     }
 }
+
+const APACHE: &str = "/usr/sbin/apache2";
+const MODULES: &str = "/usr/lib/apache2/modules";
+
+/// Apache httpd (Debian's package) on 127.0.0.1 with mod_ssl and mod_http2 (`Protocols h2
+/// http/1.1`), serving `git http-backend` under `/git/` behind Basic authentication: user
+/// `x-access-token`, password the real token — as GitHub does. Killed on drop.
+struct Apache {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Drop for Apache {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(command: &mut Command) {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{command:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Apache {
+    fn start(ca: &TestCa, password: &str) -> Option<Apache> {
+        if !Path::new(APACHE).exists() {
+            assert!(
+                std::env::var("KEYSWAP_EXTERNAL_TOOLS").as_deref() != Ok("required"),
+                "apache2 is required here but not installed (apt-get install apache2)"
+            );
+            eprintln!("skipped: apache2 is not installed");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        // Apache's children run as www-data: they read the tree and write the repository.
+        run(Command::new("chmod").args(["755", &d]));
+        let (cert, key) = ca.leaf_pem(common::NAMES);
+        std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
+        std::fs::write(dir.path().join("key.pem"), key).unwrap();
+        run(Command::new("htpasswd").args([
+            "-cbB",
+            &format!("{d}/htpasswd"),
+            "x-access-token",
+            password,
+        ]));
+        // A bare repository with one commit, pushable over HTTP.
+        let seed = dir.path().join("seed");
+        run(Command::new("git").args([
+            "init",
+            "-q",
+            "--bare",
+            "-b",
+            "main",
+            &format!("{d}/repos/project.git"),
+        ]));
+        run(Command::new("git").args([
+            "-C",
+            &format!("{d}/repos/project.git"),
+            "config",
+            "http.receivepack",
+            "true",
+        ]));
+        run(Command::new("git")
+            .args(["init", "-q", "-b", "main"])
+            .arg(&seed));
+        std::fs::write(seed.join("README"), "hello\n").unwrap();
+        run(Command::new("git")
+            .arg("-C")
+            .arg(&seed)
+            .args(["add", "README"]));
+        run(Command::new("git").arg("-C").arg(&seed).args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qm",
+            "first",
+        ]));
+        run(Command::new("git").arg("-C").arg(&seed).args([
+            "push",
+            "-q",
+            &format!("{d}/repos/project.git"),
+            "main",
+        ]));
+        run(Command::new("chown").args(["-R", "www-data:www-data", &format!("{d}/repos")]));
+        let exec_path = Command::new("git").arg("--exec-path").output().unwrap();
+        let backend = format!(
+            "{}/git-http-backend",
+            String::from_utf8_lossy(&exec_path.stdout).trim()
+        );
+        let port = free_port();
+        let modules = [
+            ("mpm_event_module", "mod_mpm_event.so"),
+            ("authz_core_module", "mod_authz_core.so"),
+            ("authn_core_module", "mod_authn_core.so"),
+            ("authn_file_module", "mod_authn_file.so"),
+            ("auth_basic_module", "mod_auth_basic.so"),
+            ("authz_user_module", "mod_authz_user.so"),
+            ("ssl_module", "mod_ssl.so"),
+            ("http2_module", "mod_http2.so"),
+            ("cgid_module", "mod_cgid.so"),
+            ("alias_module", "mod_alias.so"),
+            ("env_module", "mod_env.so"),
+        ]
+        .iter()
+        .map(|(name, file)| format!("LoadModule {name} {MODULES}/{file}\n"))
+        .collect::<String>();
+        let conf = format!(
+            r#"ServerRoot "{d}"
+ServerName api.example.test
+PidFile {d}/httpd.pid
+Listen 127.0.0.1:{port}
+{modules}
+User www-data
+Group www-data
+ErrorLog {d}/error.log
+LogLevel warn
+LogFormat "%{{local}}p %H %m %U token=[%{{x-token}}i] user=[%u] status=%>s" seen
+CustomLog {d}/access.log seen
+ScriptSock {d}/cgisock
+DocumentRoot {d}
+<VirtualHost 127.0.0.1:{port}>
+    SSLEngine on
+    SSLCertificateFile {d}/cert.pem
+    SSLCertificateKeyFile {d}/key.pem
+    Protocols h2 http/1.1
+    SetEnv GIT_PROJECT_ROOT {d}/repos
+    SetEnv GIT_HTTP_EXPORT_ALL 1
+    ScriptAlias /git/ {backend}/
+    <Location /git/>
+        AuthType Basic
+        AuthName "git"
+        AuthUserFile {d}/htpasswd
+        Require valid-user
+    </Location>
+    <Directory "{exec_dir}">
+        Require all granted
+    </Directory>
+</VirtualHost>
+"#,
+            exec_dir = Path::new(&backend).parent().unwrap().display(),
+        );
+        let conf_path = dir.path().join("httpd.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = Command::new(APACHE)
+            .arg("-f")
+            .arg(&conf_path)
+            .arg("-DFOREGROUND")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let apache = Apache { child, dir, port };
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "apache did not start: {}",
+                apache.log("error.log")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(apache)
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+}
+
+/// git clones and pushes through keyswap with a placeholder as the password in the URL (git sends
+/// it as `Authorization: Basic` after Apache's 401): Apache lets git in only with the real token,
+/// so a clone and a push that succeed prove the substitution inside Basic; and Apache serves h2.
+#[tokio::test(flavor = "multi_thread")]
+async fn git_clones_and_pushes_through_keyswap_to_apache_with_a_placeholder_password() {
+    let ca = TestCa::new();
+    let Some(apache) = Apache::start(&ca, "SECRET_for_nginx_42") else {
+        return;
+    };
+    let keyswap = keyswap(&ca);
+    let bundle = bundle(&keyswap, &ca);
+    let work = tempfile::tempdir().unwrap();
+    let url = format!(
+        "https://x-access-token:ks-ph-vcrd_real@api.example.test:{}/git/project.git",
+        apache.port
+    );
+    let git = |args: &[&str]| {
+        let mut c = Command::new("git");
+        c.current_dir(work.path())
+            .env("HTTPS_PROXY", keyswap.proxy_url())
+            .env("GIT_SSL_CAINFO", &bundle)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args);
+        c
+    };
+    run(&mut git(&["clone", "-q", &url, "clone"]));
+    assert_eq!(
+        std::fs::read_to_string(work.path().join("clone/README")).unwrap(),
+        "hello\n"
+    );
+    std::fs::write(work.path().join("clone/NEW"), "pushed\n").unwrap();
+    run(&mut git(&["-C", "clone", "add", "NEW"]));
+    run(&mut git(&["-C", "clone", "commit", "-qm", "second"]));
+    run(&mut git(&["-C", "clone", "push", "-q", "origin", "main"]));
+    let access = apache.log("access.log");
+    assert!(
+        access.contains(
+            "POST /git/project.git/git-receive-pack token=[-] user=[x-access-token] status=200"
+        ),
+        "{access}"
+    );
+    // The remote URL the clone keeps holds the placeholder, never the token.
+    let config = std::fs::read_to_string(work.path().join("clone/.git/config")).unwrap();
+    assert!(
+        config.contains("ks-ph-vcrd_real") && !config.contains("SECRET"),
+        "{config}"
+    );
+    // Apache speaks HTTP/2 through keyswap too.
+    let out = curl(&[
+        "--http2",
+        "--proxy",
+        &keyswap.proxy_url(),
+        "--cacert",
+        bundle.to_str().unwrap(),
+        "-u",
+        "x-access-token:ks-ph-vcrd_real",
+        &format!(
+            "https://api.example.test:{}/git/project.git/info/refs?service=git-upload-pack",
+            apache.port
+        ),
+    ])
+    .await;
+    assert_eq!(out.status, 200, "{out:?}\n{}", apache.log("error.log"));
+    assert!(
+        apache
+            .log("access.log")
+            .contains("HTTP/2.0 GET /git/project.git/info/refs"),
+        "{}",
+        apache.log("access.log")
+    );
+}
