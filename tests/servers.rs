@@ -80,6 +80,8 @@ http {{
         listen 127.0.0.1:{h2} ssl http2;
         location / {{ return 200 "token=$http_x_token protocol=$server_protocol\n"; }}
         location /upload {{ client_body_buffer_size 1m; proxy_pass http://127.0.0.1:{h1plain}/sink; }}
+        location /simple/ {{ root {d}/index; auth_basic "index"; auth_basic_user_file {d}/users; }}
+        location /packages/ {{ root {d}/index; auth_basic "index"; auth_basic_user_file {d}/users; }}
     }}
     server {{
         listen 127.0.0.1:{h1} ssl;
@@ -93,6 +95,13 @@ http {{
 "#,
             h1plain = free_port(),
         );
+        // A package index (PEP 503) behind Basic authentication with the real token.
+        std::fs::write(
+            dir.path().join("users"),
+            "__token__:{PLAIN}SECRET_for_nginx_42\n",
+        )
+        .unwrap();
+        make_index(&dir.path().join("index"));
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf).unwrap();
         let child = Command::new(NGINX)
@@ -133,6 +142,36 @@ http {{
             .map(str::to_string)
             .collect()
     }
+}
+
+/// `simple/ksdemo/index.html` and the wheel it links to: a one-module package built here.
+fn make_index(root: &Path) {
+    std::fs::create_dir_all(root.join("simple/ksdemo")).unwrap();
+    std::fs::create_dir_all(root.join("packages")).unwrap();
+    let wheel = root.join("packages/ksdemo-0.1-py3-none-any.whl");
+    let script = r#"
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1], "w") as z:
+    z.writestr("ksdemo/__init__.py", "VALUE = 'installed through keyswap'\n")
+    z.writestr("ksdemo-0.1.dist-info/METADATA", "Metadata-Version: 2.1\nName: ksdemo\nVersion: 0.1\n")
+    z.writestr("ksdemo-0.1.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: keyswap-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+    z.writestr("ksdemo-0.1.dist-info/RECORD", "")
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(&wheel)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(
+        root.join("simple/ksdemo/index.html"),
+        "<html><body><a href=\"../../packages/ksdemo-0.1-py3-none-any.whl\">ksdemo-0.1-py3-none-any.whl</a></body></html>\n",
+    )
+    .unwrap();
 }
 
 const VAULT: &str = r#"
@@ -520,5 +559,79 @@ async fn git_clones_and_pushes_through_keyswap_to_apache_with_a_placeholder_pass
             .contains("HTTP/2.0 GET /git/project.git/info/refs"),
         "{}",
         apache.log("access.log")
+    );
+}
+
+/// pip installs from a private index behind Basic authentication, through keyswap, configured
+/// only by `keyswap env` (HTTPS_PROXY, PIP_CERT) with the placeholder in the index URL.
+#[tokio::test(flavor = "multi_thread")]
+async fn pip_installs_from_a_private_index_through_keyswap_with_a_placeholder_password() {
+    let pip = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/clients-venv/bin/pip");
+    let ca = TestCa::new();
+    let Some(nginx) = Nginx::start(&ca) else {
+        return;
+    };
+    if !pip.exists() {
+        assert!(
+            std::env::var("KEYSWAP_EXTERNAL_TOOLS").as_deref() != Ok("required"),
+            "target/clients-venv is required here"
+        );
+        return;
+    }
+    let keyswap = keyswap(&ca);
+    let out = Command::new(env!("CARGO_BIN_EXE_keyswap"))
+        .args([
+            "env",
+            "--format",
+            "json",
+            "--proxy-url",
+            &keyswap.proxy_url(),
+            "--config",
+        ])
+        .arg(keyswap.config_path())
+        .output()
+        .unwrap();
+    let vars: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&out.stdout).unwrap();
+    let target = tempfile::tempdir().unwrap();
+    let index = format!(
+        "https://__token__:ks-ph-vcrd_real@api.example.test:{}/simple/",
+        nginx.h2
+    );
+    let out = tokio::process::Command::new(&pip)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str().unwrap())))
+        .env("PIP_NO_CACHE_DIR", "1")
+        .args([
+            "install",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--index-url",
+            &index,
+            "--target",
+        ])
+        .arg(target.path())
+        .arg("ksdemo")
+        .output()
+        .await
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{report}\n{}", nginx.error_log());
+    assert!(
+        std::fs::read_to_string(target.path().join("ksdemo/__init__.py"))
+            .unwrap()
+            .contains("installed through keyswap")
+    );
+    assert!(!report.contains("SECRET"), "{report}");
+    assert!(
+        nginx
+            .seen_on(nginx.h2)
+            .iter()
+            .any(|l| l.contains("/packages/ksdemo-0.1-py3-none-any.whl"))
     );
 }
