@@ -80,12 +80,15 @@ http {{
         listen 127.0.0.1:{h2} ssl http2;
         location / {{ return 200 "token=$http_x_token protocol=$server_protocol\n"; }}
         location /upload {{ client_body_buffer_size 1m; proxy_pass http://127.0.0.1:{h1plain}/sink; }}
+        location /static/ {{ root {d}; }}
         location /simple/ {{ root {d}/index; auth_basic "index"; auth_basic_user_file {d}/users; }}
         location /packages/ {{ root {d}/index; auth_basic "index"; auth_basic_user_file {d}/users; }}
     }}
     server {{
         listen 127.0.0.1:{h1} ssl;
         location / {{ return 200 "token=$http_x_token protocol=$server_protocol\n"; }}
+        location /static/ {{ root {d}; }}
+        location /upload {{ client_body_buffer_size 1m; proxy_pass http://127.0.0.1:{h1plain}/sink; }}
     }}
     server {{
         listen 127.0.0.1:{h1plain};
@@ -95,6 +98,8 @@ http {{
 "#,
             h1plain = free_port(),
         );
+        std::fs::create_dir_all(dir.path().join("static")).unwrap();
+        std::fs::write(dir.path().join("static/file.txt"), "static content\n").unwrap();
         // A package index (PEP 503) behind Basic authentication with the real token.
         std::fs::write(
             dir.path().join("users"),
@@ -634,4 +639,88 @@ async fn pip_installs_from_a_private_index_through_keyswap_with_a_placeholder_pa
             .iter()
             .any(|l| l.contains("/packages/ksdemo-0.1-py3-none-any.whl"))
     );
+}
+
+/// What differs between lenient test servers and real ones, against nginx over HTTP/2 and
+/// HTTP/1.1: HEAD (no body, the length kept), a conditional GET answered 304, a large POST with
+/// `Expect: 100-continue`, and `TE: trailers`.
+#[tokio::test(flavor = "multi_thread")]
+async fn nginx_head_304_expect_continue_and_te_trailers_behave_as_they_would_directly() {
+    let ca = TestCa::new();
+    let Some(nginx) = Nginx::start(&ca) else {
+        return;
+    };
+    let keyswap = keyswap(&ca);
+    let bundle = bundle(&keyswap, &ca);
+    let proxy = keyswap.proxy_url();
+    let body_dir = tempfile::tempdir().unwrap();
+    let big = body_dir.path().join("big");
+    std::fs::write(&big, "x".repeat(2 << 20)).unwrap();
+    let big = format!("@{}", big.display());
+    for (port, client) in [(nginx.h2, "--http2"), (nginx.h1, "--http1.1")] {
+        let base = |path: &str| format!("https://api.example.test:{port}{path}");
+        let common = [
+            "--proxy",
+            proxy.as_str(),
+            "--cacert",
+            bundle.to_str().unwrap(),
+            client,
+        ];
+        let head = curl(&[&common[..], &["-I", &base("/static/file.txt")]].concat()).await;
+        assert_eq!(head.status, 200, "{port}: {head:?}");
+        // HEAD keeps the length of the body it does not carry (curl -I writes the head as its output).
+        assert_eq!(
+            head.headers.get("content-length").map(String::as_str),
+            Some("15"),
+            "{port}"
+        );
+        let etag = head.headers["etag"].clone();
+        let cond = curl(
+            &[
+                &common[..],
+                &[
+                    "-H",
+                    &format!("If-None-Match: {etag}"),
+                    &base("/static/file.txt"),
+                ],
+            ]
+            .concat(),
+        )
+        .await;
+        assert_eq!(cond.status, 304, "{port}: {cond:?}");
+        assert_eq!(cond.body, "");
+        let get = curl(
+            &[
+                &common[..],
+                &["-H", "TE: trailers", &base("/static/file.txt")],
+            ]
+            .concat(),
+        )
+        .await;
+        assert_eq!(
+            (get.status, get.body.as_str()),
+            (200, "static content\n"),
+            "{port}"
+        );
+        let post = curl(
+            &[
+                &common[..],
+                &[
+                    "-H",
+                    "Expect: 100-continue",
+                    "--data-binary",
+                    big.as_str(),
+                    &base("/upload"),
+                ],
+            ]
+            .concat(),
+        )
+        .await;
+        assert_eq!(
+            (post.status, post.body.as_str()),
+            (200, "received\n"),
+            "{port}: {}",
+            nginx.error_log()
+        );
+    }
 }
