@@ -39,6 +39,8 @@ struct Options {
     soak: u64,
     /// `--only b` or `--only c`: run (a) and that scenario, then stop (for profiling keyswap).
     only: Option<String>,
+    /// `--nginx`: a real nginx (Debian's package) as the upstream, over HTTP/1.1 and HTTP/2.
+    nginx: bool,
 }
 
 fn options() -> Options {
@@ -49,6 +51,7 @@ fn options() -> Options {
         mitmdump: None,
         soak: 0,
         only: None,
+        nginx: false,
     };
     let args: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -57,6 +60,11 @@ fn options() -> Options {
         if args[i] == "--compare" && args.get(i + 1).map(String::as_str) == Some("mitmproxy") {
             o.mitmdump.get_or_insert_with(|| "mitmdump".to_string());
             i += 2;
+            continue;
+        }
+        if args[i] == "--nginx" {
+            o.nginx = true;
+            i += 1;
             continue;
         }
         if args[i] == "--only" && i + 1 < args.len() {
@@ -531,7 +539,60 @@ fn report(name: &str, f: &Figures, direct: &Figures) {
     );
 }
 
+/// `--nginx`: (a) direct to nginx over HTTP/1.1, then (b) and (c) through keyswap with nginx on its
+/// HTTP/1.1-only port and on its HTTP/2 port, with keyswap's CPU per request and how many upstream
+/// connections nginx saw for each.
+async fn run_nginx(o: &Options) {
+    let ca = common::TestCa::new();
+    let nginx = common::nginx::Nginx::start(&ca)
+        .expect("--nginx needs /usr/sbin/nginx (apt-get install nginx)");
+    let keyswap = start_keyswap(&ca.pem);
+    let direct = Route::Direct(client_tls(&ca.pem));
+    let proxied = Route::Proxy(keyswap.proxy, client_tls(&keyswap.ca_pem), HOST);
+    let (c, t) = (o.connections, o.seconds);
+    println!(
+        "keyswap load benchmark, nginx upstream: {c} keep-alive client connections, {t} s per scenario"
+    );
+    for port in [nginx.h1, nginx.h2] {
+        drive(&proxied, port, c, 1, None, false).await;
+    }
+    let a = drive(&direct, nginx.h1, c, t, None, false).await;
+    report("(a) direct to nginx, HTTP/1.1", &a, &a);
+    let pid = keyswap.child.id();
+    for (upstream, port) in [("HTTP/1.1", nginx.h1), ("HTTP/2", nginx.h2)] {
+        let before = nginx.seen_on(port).len();
+        let cpu = Cpu::sample(pid);
+        let b = drive(&proxied, port, c, t, None, false).await;
+        let ks = cpu.since(pid).1 / b.requests as f64 * 1e6;
+        report(&format!("(b) keyswap -> nginx {upstream}"), &b, &a);
+        let cc = drive(&proxied, port, c, t, Some("Bearer ks-ph-vcrd_bench"), false).await;
+        report(
+            &format!("(c) keyswap -> nginx {upstream}, substitution"),
+            &cc,
+            &a,
+        );
+        println!(
+            "    keyswap CPU per request (b) {ks:.1} µs; upstream connections used: {}",
+            connections_seen(&nginx, port, before)
+        );
+    }
+}
+
+/// The distinct connections nginx logged requests on, for `port`, after its first `skip` lines.
+fn connections_seen(nginx: &common::nginx::Nginx, port: u16, skip: usize) -> usize {
+    let seen: std::collections::HashSet<String> = nginx
+        .seen_on(port)
+        .iter()
+        .skip(skip)
+        .filter_map(|l| l.rsplit("conn=").next().map(str::to_string))
+        .collect();
+    seen.len()
+}
+
 async fn run(o: Options) {
+    if o.nginx {
+        return run_nginx(&o).await;
+    }
     let (server_config, upstream_ca) = upstream_tls();
     let port = upstream(server_config).await;
     let keyswap = start_keyswap(&upstream_ca);

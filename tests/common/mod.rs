@@ -2,6 +2,8 @@
 //! 127.0.0.1, the real `keyswap` binary started on a written config, and a curl runner.
 #![allow(dead_code)]
 
+pub mod nginx;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io::{BufRead as _, BufReader};

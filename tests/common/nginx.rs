@@ -1,0 +1,178 @@
+//! nginx from Debian's package as a real upstream, started on 127.0.0.1 with a leaf from the test
+//! CA: one port offering HTTP/2 and HTTP/1.1 (by ALPN), one HTTP/1.1 only. Its access log records
+//! what it received (port, protocol, method, path, `x-token`), so assertions read what a real server
+//! got; `/` reflects the token, `/upload` takes a body, `/static/` serves a file, `/simple/` and
+//! `/packages/` a private package index behind Basic authentication. Used by the tests and by the
+//! load benchmark (`--nginx`).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::TestCa;
+
+pub const NGINX: &str = "/usr/sbin/nginx";
+
+/// An nginx on 127.0.0.1 (two ports: `h2` offers HTTP/2 and HTTP/1.1, `h1` HTTP/1.1 only); killed
+/// on drop.
+pub struct Nginx {
+    child: Child,
+    dir: tempfile::TempDir,
+    pub h2: u16,
+    pub h1: u16,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Nginx {
+    pub fn start(ca: &TestCa) -> Option<Nginx> {
+        if !Path::new(NGINX).exists() {
+            assert!(
+                std::env::var("KEYSWAP_EXTERNAL_TOOLS").as_deref() != Ok("required"),
+                "nginx is required here but not installed (apt-get install nginx)"
+            );
+            eprintln!("skipped: nginx is not installed");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        let (cert, key) = ca.leaf_pem(super::NAMES);
+        std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
+        std::fs::write(dir.path().join("key.pem"), key).unwrap();
+        let (h2, h1) = (free_port(), free_port());
+        let conf = format!(
+            r#"daemon off;
+master_process off;
+user root;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 256; }}
+http {{
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    log_format seen '$server_port $server_protocol $request_method $request_uri token=[$http_x_token] auth=[$http_authorization] length=$request_length conn=$connection';
+    access_log {d}/access.log seen;
+    ssl_certificate {d}/cert.pem;
+    ssl_certificate_key {d}/key.pem;
+    client_max_body_size 0;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+    server {{
+        listen 127.0.0.1:{h2} ssl http2;
+        location / {{ return 200 "token=$http_x_token protocol=$server_protocol\n"; }}
+        location /upload {{ client_body_buffer_size 1m; proxy_pass http://127.0.0.1:{h1plain}/sink; }}
+        location /static/ {{ root {d}; }}
+        location /simple/ {{ root {d}/index; auth_basic "index"; auth_basic_user_file {d}/users; }}
+        location /packages/ {{ root {d}/index; auth_basic "index"; auth_basic_user_file {d}/users; }}
+    }}
+    server {{
+        listen 127.0.0.1:{h1} ssl;
+        location / {{ return 200 "token=$http_x_token protocol=$server_protocol\n"; }}
+        location /static/ {{ root {d}; }}
+        location /upload {{ client_body_buffer_size 1m; proxy_pass http://127.0.0.1:{h1plain}/sink; }}
+    }}
+    server {{
+        listen 127.0.0.1:{h1plain};
+        location /sink {{ return 200 "received\n"; }}
+    }}
+}}
+"#,
+            h1plain = free_port(),
+        );
+        std::fs::create_dir_all(dir.path().join("static")).unwrap();
+        std::fs::write(dir.path().join("static/file.txt"), "static content\n").unwrap();
+        // A package index (PEP 503) behind Basic authentication with the real token.
+        std::fs::write(
+            dir.path().join("users"),
+            "__token__:{PLAIN}SECRET_for_nginx_42\n",
+        )
+        .unwrap();
+        make_index(&dir.path().join("index"));
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = Command::new(NGINX)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let nginx = Nginx { child, dir, h2, h1 };
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", h1)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "nginx did not start: {}",
+                nginx.error_log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(nginx)
+    }
+
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+    }
+
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+
+    /// The access-log lines for requests to `port`.
+    pub fn seen_on(&self, port: u16) -> Vec<String> {
+        self.access_log()
+            .lines()
+            .filter(|l| l.starts_with(&format!("{port} ")))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// `simple/ksdemo/index.html` and the wheel it links to: a one-module package built here.
+fn make_index(root: &Path) {
+    std::fs::create_dir_all(root.join("simple/ksdemo")).unwrap();
+    std::fs::create_dir_all(root.join("packages")).unwrap();
+    let wheel = root.join("packages/ksdemo-0.1-py3-none-any.whl");
+    let script = r#"
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1], "w") as z:
+    z.writestr("ksdemo/__init__.py", "VALUE = 'installed through keyswap'\n")
+    z.writestr("ksdemo-0.1.dist-info/METADATA", "Metadata-Version: 2.1\nName: ksdemo\nVersion: 0.1\n")
+    z.writestr("ksdemo-0.1.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: keyswap-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+    z.writestr("ksdemo-0.1.dist-info/RECORD", "")
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(&wheel)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(
+        root.join("simple/ksdemo/index.html"),
+        "<html><body><a href=\"../../packages/ksdemo-0.1-py3-none-any.whl\">ksdemo-0.1-py3-none-any.whl</a></body></html>\n",
+    )
+    .unwrap();
+}
