@@ -561,3 +561,47 @@ async fn nginx_head_304_expect_continue_and_te_trailers_behave_as_they_would_dir
         );
     }
 }
+
+/// nginx ends each connection after 5 requests (GOAWAY on HTTP/2, `Connection: close` on
+/// HTTP/1.1): keyswap's pooled upstream connections are replaced without a client seeing an error.
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_goaway_and_connection_close_never_reach_the_client() {
+    let ca = TestCa::new();
+    let Some(nginx) = Nginx::start(&ca) else {
+        return;
+    };
+    let keyswap = keyswap(&ca);
+    let bundle = bundle(&keyswap, &ca);
+    // In parallel on HTTP/2, so requests race the GOAWAY on the shared upstream connection.
+    for client in [
+        &["--http2", "--parallel", "--parallel-max", "10"][..],
+        &["--http1.1"][..],
+    ] {
+        let mut command = tokio::process::Command::new("curl");
+        command
+            .arg("-sS")
+            .args(client)
+            .args(["--proxy", &keyswap.proxy_url()]);
+        command.args(["--cacert", bundle.to_str().unwrap()]);
+        command.args(["-w", "%{http_code}\n", "-o", "/dev/null"]);
+        for i in 0..40 {
+            command.arg(format!("https://api.example.test:{}/r{i}", nginx.short));
+            command.args(["-o", "/dev/null"]);
+        }
+        let out = command.output().await.unwrap();
+        let codes = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            codes.lines().filter(|l| *l == "200").count(),
+            40,
+            "{client:?}: {codes}{}\n{}",
+            keyswap
+                .log()
+                .lines()
+                .filter(|l| l.contains("upstream request failed") || l.contains("sent again"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(nginx.seen_on(nginx.short).len() >= 80);
+}

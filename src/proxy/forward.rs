@@ -360,7 +360,25 @@ async fn exchange(
     let timeout = shared.limits.upstream_response_timeout;
     let started = std::time::Instant::now();
     let client = shared.client.client(store);
-    match tokio::time::timeout(timeout, client.request(request)).await {
+    // A bodiless request can be sent again as it was: kept for a refusal of the kind below.
+    let replayable = http_body::Body::is_end_stream(request.body());
+    let again = replayable.then(|| head_of(&request));
+    let mut result = tokio::time::timeout(timeout, client.request(request)).await;
+    // An HTTP/2 server that closes a pooled connection (nginx after keepalive_requests) refuses
+    // the streams it had not started: RFC 9113 §8.7, safe to send again — a few times, as the
+    // next pooled connection may be closing too.
+    for _ in 0..MAX_RESENDS {
+        let (Ok(Err(e)), Some(again)) = (&result, again.as_ref()) else {
+            break;
+        };
+        if !not_processed(e) {
+            break;
+        }
+        tracing::debug!(host = %dest.host, "the upstream closed the connection before the request: sent again");
+        let left = timeout.saturating_sub(started.elapsed());
+        result = tokio::time::timeout(left, client.request(head_of(again))).await;
+    }
+    match result {
         Ok(Ok(response)) => {
             METRICS
                 .upstream_latency
@@ -376,6 +394,33 @@ async fn exchange(
             host: dest.host.clone(),
         }),
     }
+}
+
+/// How often a request the upstream refused unprocessed is sent again.
+const MAX_RESENDS: usize = 4;
+
+/// The head of `request` again, with an empty body.
+fn head_of(request: &Request<ProxyBody>) -> Request<ProxyBody> {
+    let mut again = Request::new(bodies::full(bytes::Bytes::new()));
+    *again.method_mut() = request.method().clone();
+    *again.uri_mut() = request.uri().clone();
+    *again.version_mut() = request.version();
+    *again.headers_mut() = request.headers().clone();
+    again
+}
+
+/// Whether the upstream refused the request without processing it: an HTTP/2 stream above the
+/// last one a graceful GOAWAY accepted, or refused with REFUSED_STREAM.
+fn not_processed(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return (h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR))
+                || h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        cause = err.source();
+    }
+    false
 }
 
 fn out_of_scope_ids(report: &Report, store: &crate::store::Store) -> String {

@@ -20,6 +20,8 @@ pub struct Nginx {
     dir: tempfile::TempDir,
     pub h2: u16,
     pub h1: u16,
+    /// HTTP/2 and HTTP/1.1, closing each connection (GOAWAY on HTTP/2) after 5 requests.
+    pub short: u16,
 }
 
 impl Drop for Nginx {
@@ -52,7 +54,7 @@ impl Nginx {
         let (cert, key) = ca.leaf_pem(super::NAMES);
         std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
         std::fs::write(dir.path().join("key.pem"), key).unwrap();
-        let (h2, h1) = (free_port(), free_port());
+        let (h2, h1, short) = (free_port(), free_port(), free_port());
         let conf = format!(
             r#"daemon off;
 master_process off;
@@ -81,6 +83,11 @@ http {{
         location /static/ {{ root {d}; }}
         location /simple/ {{ root {d}/index; auth_basic "index"; auth_basic_user_file {d}/users; }}
         location /packages/ {{ root {d}/index; auth_basic "index"; auth_basic_user_file {d}/users; }}
+    }}
+    server {{
+        listen 127.0.0.1:{short} ssl http2;
+        keepalive_requests 5;
+        location / {{ return 200 "short $connection_requests\n"; }}
     }}
     server {{
         listen 127.0.0.1:{h1} ssl;
@@ -116,7 +123,13 @@ http {{
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let nginx = Nginx { child, dir, h2, h1 };
+        let nginx = Nginx {
+            child,
+            dir,
+            h2,
+            h1,
+            short,
+        };
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", h1)).is_err() {
             assert!(
