@@ -177,3 +177,100 @@ async fn node_fetch_with_undici_env_proxy_agent_goes_through_keyswap() {
         "{stdout}"
     );
 }
+
+/// npm configured by `keyswap env` — even with a `cafile` in the project's `.npmrc` that does not
+/// know keyswap's CA (NPM_CONFIG_CAFILE wins) — reads a registry behind keyswap (a real nginx); and
+/// Node trusts a host keyswap relays raw (no credential in
+/// scope, `mitm = "auto"`) whose certificate comes from `upstream_ca_files`, because
+/// NODE_EXTRA_CA_CERTS is the whole bundle.
+#[tokio::test(flavor = "multi_thread")]
+async fn npm_with_its_own_cafile_and_node_to_a_relayed_host_trust_what_keyswap_env_says() {
+    if std::process::Command::new("npm")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var("KEYSWAP_EXTERNAL_TOOLS").as_deref() != Ok("required"),
+            "npm is required here"
+        );
+        return;
+    }
+    let ca = TestCa::new();
+    let Some(nginx) = common::nginx::Nginx::start(&ca) else {
+        return;
+    };
+    let upstream = Upstream::https(&ca).await;
+    let keyswap = Keyswap::start(
+        &ca,
+        Setup {
+            proxy: "block_private_addresses = false",
+            rest: VAULT,
+            ..Setup::default()
+        },
+    );
+    let env = sandbox_env(&keyswap);
+    let project = tempfile::tempdir().unwrap();
+    // A CA file that knows nothing of keyswap, as a project's .npmrc might name.
+    std::fs::write(project.path().join("other-ca.pem"), TestCa::new().pem).unwrap();
+    std::fs::write(
+        project.path().join(".npmrc"),
+        format!("cafile={}/other-ca.pem\n", project.path().display()),
+    )
+    .unwrap();
+    let registry = format!("https://api.example.test:{}/static/", nginx.h2);
+    let out = tokio::process::Command::new("npm")
+        .current_dir(project.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", project.path())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .args(["view", "ksdemo", "description", "--registry", &registry])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim(), "served through keyswap");
+    assert!(
+        nginx
+            .seen_on(nginx.h2)
+            .iter()
+            .any(|l| l.contains("GET /static/ksdemo"))
+    );
+
+    // other.example.test: no credential in scope, so keyswap relays the tunnel raw and Node sees
+    // the upstream's own certificate (signed by the tests' CA, one of upstream_ca_files).
+    let modules = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/node-clients/node_modules");
+    if !modules.join("undici").exists() {
+        return;
+    }
+    let script = modules.parent().unwrap().join("fetch-raw.mjs");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/fetch.mjs"),
+        &script,
+    )
+    .unwrap();
+    let url = format!("https://other.example.test:{}/relayed", upstream.port());
+    let out = tokio::process::Command::new("node")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .arg(&script)
+        .args([url.as_str(), "x-token", "plain"])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("200"), "{stdout}");
+    keyswap.wait_log("no credential of the session is in scope");
+}

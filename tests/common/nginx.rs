@@ -105,6 +105,12 @@ http {{
         );
         std::fs::create_dir_all(dir.path().join("static")).unwrap();
         std::fs::write(dir.path().join("static/file.txt"), "static content\n").unwrap();
+        // An npm registry's packument for `ksdemo` (what `npm view ksdemo` reads).
+        std::fs::write(
+            dir.path().join("static/ksdemo"),
+            r#"{"name":"ksdemo","dist-tags":{"latest":"1.0.0"},"versions":{"1.0.0":{"name":"ksdemo","version":"1.0.0","description":"served through keyswap"}}}"#,
+        )
+        .unwrap();
         // A package index (PEP 503) behind Basic authentication with the real token.
         std::fs::write(
             dir.path().join("users"),
