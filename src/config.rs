@@ -264,6 +264,30 @@ impl Validator<'_> {
         self.base.join(p)
     }
 
+    /// An `upstream_ca_files` entry, opened now (SPEC §9): a missing or certificate-less file is
+    /// an error at its position, not a failure when keyswap starts or a reload half-applies.
+    fn ca_file(&mut self, p: &Spanned<String>) -> PathBuf {
+        let path = self.path(p.get_ref());
+        match std::fs::read_to_string(&path) {
+            Ok(text) if text.contains("-----BEGIN CERTIFICATE-----") => {}
+            Ok(_) => self.error(
+                p.span(),
+                format!(
+                    "upstream_ca_files: {} holds no PEM certificate; give the CA's certificate (-----BEGIN CERTIFICATE-----)",
+                    path.display()
+                ),
+            ),
+            Err(e) => self.error(
+                p.span(),
+                format!(
+                    "upstream_ca_files: cannot read {} ({e}); fix the path (relative paths start at the config file's folder)",
+                    path.display()
+                ),
+            ),
+        }
+        path
+    }
+
     fn socket_addr(&mut self, s: &Spanned<String>) -> Option<SocketAddr> {
         match s.get_ref().parse() {
             Ok(addr) => Some(addr),
@@ -290,7 +314,7 @@ impl Validator<'_> {
                 .tls
                 .upstream_ca_files
                 .iter()
-                .map(|p| self.path(p))
+                .map(|p| self.ca_file(p))
                 .collect(),
         };
         let upstream = self.upstream(raw.upstream);

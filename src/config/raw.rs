@@ -97,7 +97,7 @@ impl Default for RawAdmin {
 pub struct RawTls {
     pub ca_cert: String,
     pub ca_key: String,
-    pub upstream_ca_files: Vec<String>,
+    pub upstream_ca_files: Vec<Spanned<String>>,
 }
 
 impl Default for RawTls {

@@ -513,3 +513,34 @@ fn a_placeholder_that_is_or_holds_a_secret_is_an_error_that_names_no_value() {
         .is_ok()
     );
 }
+
+#[test]
+fn upstream_ca_files_are_opened_and_a_bad_one_is_reported_at_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ok.pem"),
+        "-----BEGIN CERTIFICATE-----\nAQID\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("empty.pem"), "not a certificate\n").unwrap();
+    let text = "[tls]\nupstream_ca_files = [\"ok.pem\", \"missing.pem\", \"empty.pem\"]\n";
+    let e: Vec<String> = Config::from_toml(text, "k.toml", dir.path())
+        .unwrap_err()
+        .0
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e[0].starts_with("k.toml:2:32: ")
+            && e[0].contains("cannot read")
+            && e[0].contains("missing.pem"),
+        "{e:?}"
+    );
+    assert!(
+        e[1].starts_with("k.toml:2:47: ") && e[1].contains("no PEM certificate"),
+        "{e:?}"
+    );
+    let good = "[tls]\nupstream_ca_files = [\"ok.pem\"]\n";
+    assert!(Config::from_toml(good, "k.toml", dir.path()).is_ok());
+}
