@@ -496,3 +496,46 @@ async fn a_slow_http2_request_body_is_cut_off_and_the_connection_lives_on() {
         .unwrap();
     assert_eq!(response.status(), 200);
 }
+
+/// An upstream's own `429` (rate limiting, as APIs do) passes through and the client's keep-alive
+/// connection stays open: only keyswap's `429 too-many-connections` closes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstreams_429_keeps_the_client_connection() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                while let Ok(n) = tcp.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    let answer = b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 1\r\ncontent-length: 0\r\n\r\n";
+                    if tcp.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let ca = TestCa::new();
+    let keyswap = Keyswap::start(&ca, Setup::default());
+    let mut tcp = TcpStream::connect(keyswap.proxy).await.unwrap();
+    let request = format!(
+        "GET http://api.example.test:{port}/limited HTTP/1.1\r\nHost: api.example.test:{port}\r\n\r\n"
+    );
+    for _ in 0..2 {
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            assert_eq!(tcp.read(&mut byte).await.unwrap(), 1, "the connection was closed");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 429"), "{head}");
+        assert!(!head.contains("connection: close"), "{head}");
+        assert!(!head.contains("x-keyswap-error"), "{head}");
+    }
+}

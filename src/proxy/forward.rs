@@ -63,7 +63,13 @@ pub(super) async fn plain(
         return ProxyError::ProxyAuthRequired.to_response();
     };
     if let Err(e) = slots.admit(&session.id, &shared.session_slots) {
-        return e.to_response();
+        // Not admitted: the connection closes and gives its process-wide slot back at once (an
+        // upstream's own 429 passes through, the connection kept).
+        let mut response = e.to_response();
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return response;
     }
     // The URI decides; a differing Host header is overwritten with the URI's authority in `send`.
     send(req, &dest, scheme, &store, session, shared).await
@@ -129,18 +135,19 @@ async fn send(
     let span = tracing::info_span!("request", id = next_request_id(), method = %req.method());
     // The access line (SPEC §9: nothing fails silently at info): path without its query, which
     // may carry a placeholder or a secret.
-    let path = req.uri().path().to_string();
+    // A cheap clone (shared bytes): the access line prints its path, never its query.
+    let uri = req.uri().clone();
     match forward(req, dest, scheme, store, session, shared)
         .instrument(span.clone())
         .await
     {
         Ok(response) => {
             METRICS.request("forwarded");
-            info!(parent: &span, session = %session.id, host = %dest.host, path = %printable(&path), status = response.status().as_u16(), "forwarded");
+            info!(parent: &span, session = %session.id, host = %dest.host, path = %printable(uri.path()), status = response.status().as_u16(), "forwarded");
             response
         }
         Err(e) => {
-            info!(parent: &span, session = %session.id, host = %dest.host, path = %printable(&path), error = e.code(), "refused");
+            info!(parent: &span, session = %session.id, host = %dest.host, path = %printable(uri.path()), error = e.code(), "refused");
             e.to_response()
         }
     }

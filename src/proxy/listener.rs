@@ -102,13 +102,6 @@ async fn serve_client(stream: TcpStream, shared: Arc<Shared>, permit: Connection
                     forward::plain(req, &shared, &permit).await
                 };
                 close_unless_switched(switch, &mut response);
-                if response.status() == http::StatusCode::TOO_MANY_REQUESTS {
-                    // Not admitted: the connection gives its slot back at once.
-                    response.headers_mut().insert(
-                        http::header::CONNECTION,
-                        http::HeaderValue::from_static("close"),
-                    );
-                }
                 Ok::<_, Infallible>(response)
             }
         })
