@@ -52,8 +52,9 @@ pub enum ProxyError {
     },
 }
 
-/// A request body cut off for arriving too slowly (see `proxy::pace`); found again in the
-/// upstream client's error when it happened while the body was being sent.
+/// A request body cut off for arriving too slowly (see `proxy::pace`). The upstream client that was
+/// sending it reports only a failed exchange (over HTTP/2 the cause is lost), so the request path
+/// learns it from the body's own flag, not from this error's place in a cause chain.
 #[derive(Debug, thiserror::Error)]
 #[error("the request body arrived slower than 500 bytes/s")]
 pub struct BodyTooSlow;
@@ -226,14 +227,6 @@ impl ProxyError {
 
     /// Classifies an upstream client failure by walking its `source()` chain.
     pub fn from_upstream(host: &str, err: &(dyn std::error::Error + 'static)) -> ProxyError {
-        // The request body the upstream client was sending was cut off on the client's side.
-        let mut cause = Some(err);
-        while let Some(e) = cause {
-            if e.is::<BodyTooSlow>() {
-                return ProxyError::BodyTooSlow;
-            }
-            cause = e.source();
-        }
         let host = host.to_string();
         match crate::upstream::connect_error(err) {
             Some(ConnectError::Dns { .. } | ConnectError::NoHost) => {

@@ -8,8 +8,9 @@
 //! keyed by the PKCS#12 key derivation (RFC 7292 Appendix B), as Java checks it when a password is
 //! given. The DER is written here: a few dozen lines, against a dependency tree of ASN.1 crates.
 
-use base64::Engine as _;
 use ring::{digest, hmac, rand::SecureRandom as _};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject as _;
 
 /// The password Java's tooling assumes for trust stores.
 pub const PASSWORD: &str = "changeit";
@@ -29,22 +30,13 @@ const OID_ORACLE_TRUSTED_USAGE: &[u8] = &[
 const OID_ANY_EXTENDED_KEY_USAGE: &[u8] = &[0x55, 0x1d, 0x25, 0x00];
 const OID_SHA256: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01];
 
-/// The certificates of a PEM text, as DER.
+/// The certificates of a PEM text, as DER (other blocks and unreadable ones are skipped: a system
+/// bundle may hold comments and the odd malformed entry).
 pub fn pem_certificates(pem: &str) -> Vec<Vec<u8>> {
-    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-    const END: &str = "-----END CERTIFICATE-----";
-    let mut out = Vec::new();
-    let mut rest = pem;
-    while let Some(start) = rest.find(BEGIN) {
-        let body = &rest[start + BEGIN.len()..];
-        let Some(end) = body.find(END) else { break };
-        let b64: String = body[..end].chars().filter(|c| !c.is_whitespace()).collect();
-        if let Ok(der) = base64::engine::general_purpose::STANDARD.decode(b64) {
-            out.push(der);
-        }
-        rest = &body[end + END.len()..];
-    }
-    out
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .filter_map(Result::ok)
+        .map(|der| der.to_vec())
+        .collect()
 }
 
 /// A PKCS#12 trust store holding `certificates` (DER), the first named `keyswap-ca`.
