@@ -32,6 +32,56 @@ fn python() -> Option<PathBuf> {
     None
 }
 
+/// Whether `target/node-clients` has undici (installed by `.ci/run`, required there).
+fn node_available() -> bool {
+    let found = node_modules().join("undici").exists();
+    if !found {
+        assert!(
+            std::env::var("KEYSWAP_EXTERNAL_TOOLS").as_deref() != Ok("required"),
+            "target/node-clients is required here (npm install undici@6)"
+        );
+        eprintln!("skipped: no target/node-clients");
+    }
+    found
+}
+
+fn node_modules() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/node-clients/node_modules")
+}
+
+/// `node tests/clients/fetch.mjs URL NAME VALUE` with only the sandbox's environment; its output.
+async fn node_fetch(env: &[(String, String)], url: &str, name: &str, value: &str) -> String {
+    // The script runs from a copy beside node_modules, so `import "undici"` resolves; one copy per
+    // call, as tests run at once.
+    let dir = node_modules().parent().unwrap().to_path_buf();
+    let script = tempfile::Builder::new()
+        .suffix(".mjs")
+        .tempfile_in(&dir)
+        .unwrap()
+        .into_temp_path();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/fetch.mjs"),
+        &script,
+    )
+    .unwrap();
+    let out = tokio::process::Command::new("node")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .arg(&*script)
+        .args([url, name, value])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// An HTTPS upstream and keyswap with one credential scoped to it.
 async fn start() -> (TestCa, Upstream, Keyswap) {
     let ca = TestCa::new();
@@ -136,40 +186,13 @@ async fn python_clients_configured_by_keyswap_env_go_through_with_the_secret_sub
 
 #[tokio::test(flavor = "multi_thread")]
 async fn node_fetch_with_undici_env_proxy_agent_goes_through_keyswap() {
-    let modules = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/node-clients/node_modules");
-    if !modules.join("undici").exists() {
-        assert!(
-            std::env::var("KEYSWAP_EXTERNAL_TOOLS").as_deref() != Ok("required"),
-            "target/node-clients is required here (npm install undici@6)"
-        );
-        eprintln!("skipped: no target/node-clients");
+    if !node_available() {
         return;
     }
     let (_ca, upstream, keyswap) = start().await;
     let env = sandbox_env(&keyswap);
-    // The script runs from a copy beside node_modules, so `import "undici"` resolves.
-    let script = modules.parent().unwrap().join("fetch.mjs");
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/fetch.mjs"),
-        &script,
-    )
-    .unwrap();
     let url = format!("https://api.example.test:{}/node", upstream.port());
-    let out = tokio::process::Command::new("node")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .arg(&script)
-        .args([url.as_str(), "x-token", "ks-ph-vcrd_client"])
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = node_fetch(&env, &url, "x-token", "ks-ph-vcrd_client").await;
     assert!(stdout.starts_with("200"), "{stdout}");
     assert_eq!(upstream.only().header("x-token"), Some("SECRET_client_7"));
     assert!(
@@ -245,32 +268,11 @@ async fn npm_with_its_own_cafile_and_node_to_a_relayed_host_trust_what_keyswap_e
 
     // other.example.test: no credential in scope, so keyswap relays the tunnel raw and Node sees
     // the upstream's own certificate (signed by the tests' CA, one of upstream_ca_files).
-    let modules = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/node-clients/node_modules");
-    if !modules.join("undici").exists() {
+    if !node_available() {
         return;
     }
-    let script = modules.parent().unwrap().join("fetch-raw.mjs");
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/fetch.mjs"),
-        &script,
-    )
-    .unwrap();
     let url = format!("https://other.example.test:{}/relayed", upstream.port());
-    let out = tokio::process::Command::new("node")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .arg(&script)
-        .args([url.as_str(), "x-token", "plain"])
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = node_fetch(&env, &url, "x-token", "plain").await;
     assert!(stdout.starts_with("200"), "{stdout}");
     keyswap.wait_log("no credential of the session is in scope");
 }

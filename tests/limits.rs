@@ -530,7 +530,11 @@ async fn an_upstreams_429_keeps_the_client_connection() {
         let mut head = Vec::new();
         while !head.ends_with(b"\r\n\r\n") {
             let mut byte = [0u8; 1];
-            assert_eq!(tcp.read(&mut byte).await.unwrap(), 1, "the connection was closed");
+            assert_eq!(
+                tcp.read(&mut byte).await.unwrap(),
+                1,
+                "the connection was closed"
+            );
             head.push(byte[0]);
         }
         let head = String::from_utf8_lossy(&head).to_ascii_lowercase();

@@ -35,8 +35,49 @@ fn keyswap(ca: &TestCa) -> Keyswap {
     )
 }
 
-fn bundle(keyswap: &Keyswap, ca: &TestCa) -> PathBuf {
-    keyswap.client_bundle(ca)
+/// nginx, and keyswap with the credential scoped to `api.example.test` (nginx's name).
+struct World {
+    nginx: Nginx,
+    keyswap: Keyswap,
+    /// What curl trusts: keyswap's CA and the test CA.
+    bundle: PathBuf,
+}
+
+impl World {
+    fn start() -> Option<World> {
+        let ca = TestCa::new();
+        let nginx = Nginx::start(&ca)?;
+        let keyswap = keyswap(&ca);
+        let bundle = keyswap.client_bundle(&ca);
+        Some(World {
+            nginx,
+            keyswap,
+            bundle,
+        })
+    }
+}
+
+/// One curl through keyswap for every URL (`args` first: protocol, --parallel…); each
+/// transfer's `status version`, one a line, and curl's stderr.
+async fn curl_each(
+    keyswap: &Keyswap,
+    bundle: &Path,
+    args: &[&str],
+    urls: &[String],
+) -> (String, String) {
+    let mut command = tokio::process::Command::new("curl");
+    command.arg("-sS").args(args);
+    command.args(["--proxy", &keyswap.proxy_url()]);
+    command.args(["--cacert", bundle.to_str().unwrap()]);
+    command.args(["-w", "%{http_code} %{http_version}\n"]);
+    for url in urls {
+        command.args(["-o", "/dev/null", url]);
+    }
+    let out = command.output().await.unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Every client protocol against nginx's HTTP/2 and HTTP/1.1 ports: each request is accepted (no
@@ -44,12 +85,14 @@ fn bundle(keyswap: &Keyswap, ca: &TestCa) -> PathBuf {
 /// reflected secret comes back to the client as the placeholder.
 #[tokio::test(flavor = "multi_thread")]
 async fn nginx_over_http2_and_http1_receives_the_secret_and_the_client_never_sees_it() {
-    let ca = TestCa::new();
-    let Some(nginx) = Nginx::start(&ca) else {
+    let Some(World {
+        nginx,
+        keyswap,
+        bundle,
+    }) = World::start()
+    else {
         return;
     };
-    let keyswap = keyswap(&ca);
-    let bundle = bundle(&keyswap, &ca);
     let proxy = keyswap.proxy_url();
     for (port, upstream_protocol) in [(nginx.h2, "HTTP/2.0"), (nginx.h1, "HTTP/1.1")] {
         for client in ["--http2", "--http1.1"] {
@@ -96,12 +139,14 @@ async fn nginx_over_http2_and_http1_receives_the_secret_and_the_client_never_see
 /// A POST with a body (substituted whole) and many multiplexed HTTP/2 streams at once.
 #[tokio::test(flavor = "multi_thread")]
 async fn nginx_takes_bodies_and_many_multiplexed_streams() {
-    let ca = TestCa::new();
-    let Some(nginx) = Nginx::start(&ca) else {
+    let Some(World {
+        nginx,
+        keyswap,
+        bundle,
+    }) = World::start()
+    else {
         return;
     };
-    let keyswap = keyswap(&ca);
-    let bundle = bundle(&keyswap, &ca);
     let proxy = keyswap.proxy_url();
     let url = format!("https://api.example.test:{}/upload", nginx.h2);
     let out = curl(&[
@@ -118,29 +163,18 @@ async fn nginx_takes_bodies_and_many_multiplexed_streams() {
     assert_eq!(out.status, 200, "{out:?}\n{}", nginx.error_log());
     assert_eq!(out.body, "received\n");
     // 50 streams at once on one connection (curl multiplexes --parallel transfers over HTTP/2).
-    let mut command = tokio::process::Command::new("curl");
-    command.args([
-        "-sS",
+    let urls: Vec<String> = (0..50)
+        .map(|i| format!("https://api.example.test:{}/s{i}", nginx.h2))
+        .collect();
+    let args = [
         "--http2",
         "--parallel",
         "--parallel-max",
         "50",
-        "--proxy",
-        &proxy,
-    ]);
-    command.args([
-        "--cacert",
-        bundle.to_str().unwrap(),
         "-H",
         "x-token: ks-ph-vcrd_real",
-    ]);
-    command.args(["-w", "%{http_code} %{http_version} %{num_connects}\n"]);
-    for i in 0..50 {
-        command.args(["-o", "/dev/null"]);
-        command.arg(format!("https://api.example.test:{}/s{i}", nginx.h2));
-    }
-    let out = command.output().await.unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
+    ];
+    let (report, _) = curl_each(&keyswap, &bundle, &args, &urls).await;
     assert_eq!(report.lines().count(), 50, "{report}");
     assert!(report.lines().all(|l| l.starts_with("200 2")), "{report}");
     let seen = nginx.seen_on(nginx.h2);
@@ -341,7 +375,7 @@ async fn git_clones_and_pushes_through_keyswap_to_apache_with_a_placeholder_pass
         return;
     };
     let keyswap = keyswap(&ca);
-    let bundle = bundle(&keyswap, &ca);
+    let bundle = keyswap.client_bundle(&ca);
     let work = tempfile::tempdir().unwrap();
     let url = format!(
         "https://x-access-token:ks-ph-vcrd_real@api.example.test:{}/git/project.git",
@@ -483,12 +517,14 @@ async fn pip_installs_from_a_private_index_through_keyswap_with_a_placeholder_pa
 /// `Expect: 100-continue`, and `TE: trailers`.
 #[tokio::test(flavor = "multi_thread")]
 async fn nginx_head_304_expect_continue_and_te_trailers_behave_as_they_would_directly() {
-    let ca = TestCa::new();
-    let Some(nginx) = Nginx::start(&ca) else {
+    let Some(World {
+        nginx,
+        keyswap,
+        bundle,
+    }) = World::start()
+    else {
         return;
     };
-    let keyswap = keyswap(&ca);
-    let bundle = bundle(&keyswap, &ca);
     let proxy = keyswap.proxy_url();
     let body_dir = tempfile::tempdir().unwrap();
     let big = body_dir.path().join("big");
@@ -566,41 +602,33 @@ async fn nginx_head_304_expect_continue_and_te_trailers_behave_as_they_would_dir
 /// HTTP/1.1): keyswap's pooled upstream connections are replaced without a client seeing an error.
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_goaway_and_connection_close_never_reach_the_client() {
-    let ca = TestCa::new();
-    let Some(nginx) = Nginx::start(&ca) else {
+    let Some(World {
+        nginx,
+        keyswap,
+        bundle,
+    }) = World::start()
+    else {
         return;
     };
-    let keyswap = keyswap(&ca);
-    let bundle = bundle(&keyswap, &ca);
     // In parallel on HTTP/2, so requests race the GOAWAY on the shared upstream connection.
+    let urls: Vec<String> = (0..40)
+        .map(|i| format!("https://api.example.test:{}/r{i}", nginx.short))
+        .collect();
     for client in [
         &["--http2", "--parallel", "--parallel-max", "10"][..],
         &["--http1.1"][..],
     ] {
-        let mut command = tokio::process::Command::new("curl");
-        command
-            .arg("-sS")
-            .args(client)
-            .args(["--proxy", &keyswap.proxy_url()]);
-        command.args(["--cacert", bundle.to_str().unwrap()]);
-        command.args(["-w", "%{http_code}\n", "-o", "/dev/null"]);
-        for i in 0..40 {
-            command.arg(format!("https://api.example.test:{}/r{i}", nginx.short));
-            command.args(["-o", "/dev/null"]);
-        }
-        let out = command.output().await.unwrap();
-        let codes = String::from_utf8_lossy(&out.stdout);
+        let (codes, stderr) = curl_each(&keyswap, &bundle, client, &urls).await;
         assert_eq!(
-            codes.lines().filter(|l| *l == "200").count(),
+            codes.lines().filter(|l| l.starts_with("200 ")).count(),
             40,
-            "{client:?}: {codes}{}\n{}",
+            "{client:?}: {codes}{stderr}\n{}",
             keyswap
                 .log()
                 .lines()
                 .filter(|l| l.contains("upstream request failed") || l.contains("sent again"))
                 .collect::<Vec<_>>()
                 .join("\n"),
-            String::from_utf8_lossy(&out.stderr)
         );
     }
     assert!(nginx.seen_on(nginx.short).len() >= 80);

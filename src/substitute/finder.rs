@@ -207,22 +207,7 @@ impl Hasher for WindowHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A small deterministic generator, so failures reproduce.
-    struct Lcg(u64);
-    impl Lcg {
-        fn next(&mut self, n: usize) -> usize {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((self.0 >> 33) as usize) % n
-        }
-    }
-
-    fn all(finder: &Finder, hay: &[u8]) -> Vec<Found> {
-        finder.overlapping(hay)
-    }
+    use crate::substitute::stream::tests::Lcg;
 
     #[test]
     fn sampled_search_finds_what_the_automaton_finds_on_random_overlapping_patterns() {
@@ -255,8 +240,8 @@ mod tests {
                 }
             }
             assert_eq!(
-                all(&sampled, &text),
-                all(&automaton, &text),
+                sampled.overlapping(&text),
+                automaton.overlapping(&text),
                 "round {round}"
             );
         }

@@ -373,7 +373,7 @@ where
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn replacer(pairs: &[(&str, &str)]) -> StreamReplacer {
@@ -407,9 +407,9 @@ mod tests {
     ];
 
     /// A small deterministic generator, so failures reproduce.
-    struct Lcg(u64);
+    pub(crate) struct Lcg(pub(crate) u64);
     impl Lcg {
-        fn next(&mut self, n: usize) -> usize {
+        pub(crate) fn next(&mut self, n: usize) -> usize {
             self.0 = self
                 .0
                 .wrapping_mul(6364136223846793005)
