@@ -1,6 +1,9 @@
 //! Sending one request upstream: authority checks, hop-by-hop removal, placeholder substitution,
 //! `Host` pinned to the destination, then the pooled client.
 
+use std::sync::Arc;
+
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::uri::{PathAndQuery, Scheme};
@@ -10,6 +13,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use tracing::{Instrument as _, info};
 
+use super::budget::{Budget, Reservation};
 use super::pace::PacedBody;
 use super::slots::Slots;
 use super::{Shared, bodies, oauth, upgrade};
@@ -367,9 +371,10 @@ async fn exchange(
     let timeout = shared.limits.upstream_response_timeout;
     let started = std::time::Instant::now();
     let client = shared.client.client(store);
-    // A bodiless request can be sent again as it was: kept for a refusal of the kind below.
-    let replayable = http_body::Body::is_end_stream(request.body());
-    let again = replayable.then(|| head_of(&request));
+    // A request whose body is empty or short can be sent again as it was: its head and body are
+    // kept for a refusal of the kind below (the reservation holds the body's budget until then).
+    let (request, body, _held) = hold_short_body(request, &shared.buffered).await?;
+    let again = body.map(|body| (head_of(&request), body));
     let mut result = tokio::time::timeout(timeout, client.request(request)).await;
     // An HTTP/2 server that closes a pooled connection (nginx after keepalive_requests) refuses
     // the streams it had not started: RFC 9113 §8.7, safe to send again — a few times, as the
@@ -383,7 +388,10 @@ async fn exchange(
         }
         tracing::debug!(host = %dest.host, "the upstream closed the connection before the request: sent again");
         let left = timeout.saturating_sub(started.elapsed());
-        result = tokio::time::timeout(left, client.request(head_of(again))).await;
+        let (head, body) = again;
+        let mut request = head_of(head);
+        *request.body_mut() = bodies::full(body.clone());
+        result = tokio::time::timeout(left, client.request(request)).await;
     }
     match result {
         Ok(Ok(response)) => {
@@ -405,6 +413,29 @@ async fn exchange(
 
 /// How often a request the upstream refused unprocessed is sent again.
 const MAX_RESENDS: usize = 4;
+
+/// Bodies announced at most this long are read before the request is sent, so a request the
+/// upstream refused unprocessed (a GOAWAY racing it) can be sent again with its body.
+const REPLAYABLE_BODY: usize = 64 << 10;
+
+/// `request` with its body read whole when it is empty or announced short (and the budget has
+/// room), that body for a resend, and the budget it holds; else `request` as it was.
+async fn hold_short_body(
+    request: Request<ProxyBody>,
+    budget: &Arc<Budget>,
+) -> Result<(Request<ProxyBody>, Option<Bytes>, Option<Reservation>), ProxyError> {
+    if http_body::Body::is_end_stream(request.body()) {
+        return Ok((request, Some(Bytes::new()), None));
+    }
+    let Some((limit, reservation)) = bodies::hold(request.headers(), REPLAYABLE_BODY, budget)
+    else {
+        return Ok((request, None, None));
+    };
+    let (parts, body) = request.into_parts();
+    let bytes = bodies::read_request_body(body, limit).await?;
+    let request = Request::from_parts(parts, bodies::full(bytes.clone()));
+    Ok((request, Some(bytes), Some(reservation)))
+}
 
 /// The head of `request` again, with an empty body.
 fn head_of(request: &Request<ProxyBody>) -> Request<ProxyBody> {
