@@ -193,6 +193,59 @@ mod check {
         );
     }
 
+    /// `check` opens the CA files as `run` would: none yet is fine (and says where one will be
+    /// made, making none), a complete CA is named, half of one or an invalid one fails.
+    #[test]
+    fn the_ca_files_are_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        common::write(dir.path(), "ok.toml", "");
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let check = || keyswap(&["check", "--config", "ok.toml"], dir.path(), &[]);
+        let out = check();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let expected = format!(
+            "CA: none yet: `keyswap ca` or `run` creates {}",
+            root.join("certs/ca.pem").display()
+        );
+        assert!(
+            text(&out.stdout).contains(&expected),
+            "{}",
+            text(&out.stdout)
+        );
+        assert!(!dir.path().join("certs").exists(), "check creates nothing");
+        assert!(keyswap(&["ca"], dir.path(), &[]).status.success());
+        let out = check();
+        assert!(
+            text(&out.stdout).contains(&format!(
+                "CA: {} (and its key)",
+                root.join("certs/ca.pem").display()
+            )),
+            "{}",
+            text(&out.stdout)
+        );
+        let key = dir.path().join("certs/ca-key.pem");
+        let saved = std::fs::read(&key).unwrap();
+        std::fs::remove_file(&key).unwrap();
+        let out = check();
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("ca-key.pem does not"), "{stderr}");
+        assert!(stderr.contains("keep both CA files together"), "{stderr}");
+        common::write(
+            dir.path(),
+            "certs/ca-key.pem",
+            &String::from_utf8(saved).unwrap(),
+        );
+        std::fs::write(dir.path().join("certs/ca.pem"), "not a certificate\n").unwrap();
+        let out = check();
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            text(&out.stderr).contains("invalid CA certificate"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+
     /// The example is copied and made private as the README says (it holds a demo secret, so a
     /// copy others can read is refused with the chmod to run).
     #[test]
@@ -435,6 +488,13 @@ fn run_without_a_config_file_uses_the_embedded_defaults_and_stops_cleanly_on_sig
     let out = child.wait_with_output().unwrap();
     let log = text(&out.stderr);
     assert!(log.contains("embedded defaults"), "{log}");
+    // Where the new CA is, as an absolute path without links (the temp dir may be one).
+    let ca = std::fs::canonicalize(dir.path().join("certs/ca.pem")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("created a new CA") && l.contains(&*ca.to_string_lossy())),
+        "{log}"
+    );
     if log.contains("cannot listen") {
         return; // the default ports are taken on this machine; the fallback itself was shown
     }

@@ -9,7 +9,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Keyswap, Setup, TestCa, Upstream};
+use common::{Keyswap, Setup, TestCa, Upstream, python, sandbox_env};
 
 const VAULT: &str = r#"
 [[vaults]]
@@ -18,19 +18,6 @@ id = "vlt_clients"
 id = "vcrd_client"
 auth = { type = "environment_variable", secret_name = "API_TOKEN", secret_value = "SECRET_client_7", networking = { type = "limited", allowed_hosts = ["api.example.test"] } }
 "#;
-
-fn python() -> Option<PathBuf> {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/clients-venv/bin/python");
-    if venv.exists() {
-        return Some(venv);
-    }
-    assert!(
-        std::env::var("KEYSWAP_EXTERNAL_TOOLS").as_deref() != Ok("required"),
-        "target/clients-venv is required here (pip install -r tests/clients/requirements.txt)"
-    );
-    eprintln!("skipped: no target/clients-venv");
-    None
-}
 
 /// Whether `target/node-clients` has undici (installed by `.ci/run`, required there).
 fn node_available() -> bool {
@@ -95,33 +82,6 @@ async fn start() -> (TestCa, Upstream, Keyswap) {
         },
     );
     (ca, upstream, keyswap)
-}
-
-/// The environment `keyswap env --format json` gives a sandbox of the implicit session.
-fn sandbox_env(keyswap: &Keyswap) -> Vec<(String, String)> {
-    let config = keyswap.config_path();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyswap"))
-        .args([
-            "env",
-            "--format",
-            "json",
-            "--proxy-url",
-            &keyswap.proxy_url(),
-            "--config",
-        ])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let vars: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&out.stdout).unwrap();
-    vars.into_iter()
-        .map(|(k, v)| (k, v.as_str().unwrap().to_string()))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -637,3 +637,44 @@ where
     });
     addr
 }
+
+/// The Python of `target/clients-venv` (real client libraries, installed by `.ci/run`).
+pub fn python() -> Option<PathBuf> {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/clients-venv/bin/python");
+    if venv.exists() {
+        return Some(venv);
+    }
+    assert!(
+        std::env::var("KEYSWAP_EXTERNAL_TOOLS").as_deref() != Ok("required"),
+        "target/clients-venv is required here (pip install -r tests/clients/requirements.txt)"
+    );
+    eprintln!("skipped: no target/clients-venv");
+    None
+}
+
+/// The environment `keyswap env --format json` gives a sandbox of the implicit session.
+pub fn sandbox_env(keyswap: &Keyswap) -> Vec<(String, String)> {
+    let config = keyswap.config_path();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyswap"))
+        .args([
+            "env",
+            "--format",
+            "json",
+            "--proxy-url",
+            &keyswap.proxy_url(),
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let vars: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&out.stdout).unwrap();
+    vars.into_iter()
+        .map(|(k, v)| (k, v.as_str().unwrap().to_string()))
+        .collect()
+}

@@ -2,14 +2,16 @@
 //! CA: one port offering HTTP/2 and HTTP/1.1 (by ALPN), one HTTP/1.1 only. Its access log records
 //! what it received (port, protocol, method, path, `x-token`), so assertions read what a real server
 //! got; `/` reflects the token, `/upload` takes a body, `/static/` serves a file, `/simple/` and
-//! `/packages/` a private package index behind Basic authentication. Used by the tests and by the
-//! load benchmark (`--nginx`).
+//! `/packages/` a private package index behind Basic authentication, `/dav/` stores `PUT` bodies
+//! (WebDAV), `/ws` passes WebSocket upgrades to a backend on `ws_backend`. A third port serves two
+//! names by SNI and `:authority`, and answers `421` to any other. Used by the tests and by the load
+//! benchmark (`--nginx`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::TestCa;
+use super::{Keyswap, Setup, TestCa};
 
 pub const NGINX: &str = "/usr/sbin/nginx";
 
@@ -22,6 +24,11 @@ pub struct Nginx {
     pub h1: u16,
     /// HTTP/2 and HTTP/1.1, closing each connection (GOAWAY on HTTP/2) after 5 requests.
     pub short: u16,
+    /// HTTP/2 and HTTP/1.1 with one server per name: `api.example.test` answers `api`,
+    /// `other.example.test` answers `other`, any other name `421 Misdirected Request`.
+    pub named: u16,
+    /// Where `/ws` sends WebSocket upgrades (plain HTTP/1.1 on 127.0.0.1): the test starts it.
+    pub ws_backend: u16,
 }
 
 impl Drop for Nginx {
@@ -29,6 +36,51 @@ impl Drop for Nginx {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The credential the nginx tests use: its secret is what nginx's Basic users file and static
+/// files hold, scoped to nginx's name.
+pub const VAULT: &str = r#"
+[[vaults]]
+id = "vlt_real"
+[[vaults.credentials]]
+id = "vcrd_real"
+auth = { type = "environment_variable", secret_name = "T", secret_value = "SECRET_for_nginx_42", networking = { type = "limited", allowed_hosts = ["api.example.test"] }, injection_location = { header = true, body = true } }
+"#;
+
+/// nginx, and keyswap with [`VAULT`] (the credential scoped to `api.example.test`, nginx's name).
+pub struct World {
+    pub nginx: Nginx,
+    pub keyswap: Keyswap,
+    /// What curl trusts: keyswap's CA and the test CA.
+    pub bundle: PathBuf,
+}
+
+impl World {
+    /// `None` where nginx is not installed (and not required).
+    pub fn start() -> Option<World> {
+        let ca = TestCa::new();
+        let nginx = Nginx::start(&ca)?;
+        let keyswap = keyswap(&ca);
+        let bundle = keyswap.client_bundle(&ca);
+        Some(World {
+            nginx,
+            keyswap,
+            bundle,
+        })
+    }
+}
+
+/// keyswap with [`VAULT`], reaching upstreams on 127.0.0.1 signed by `ca`.
+pub fn keyswap(ca: &TestCa) -> Keyswap {
+    Keyswap::start(
+        ca,
+        Setup {
+            proxy: "block_private_addresses = false",
+            rest: VAULT,
+            ..Setup::default()
+        },
+    )
 }
 
 pub fn free_port() -> u16 {
@@ -54,7 +106,8 @@ impl Nginx {
         let (cert, key) = ca.leaf_pem(super::NAMES);
         std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
         std::fs::write(dir.path().join("key.pem"), key).unwrap();
-        let (h2, h1, short) = (free_port(), free_port(), free_port());
+        let (h2, h1, short, named) = (free_port(), free_port(), free_port(), free_port());
+        let ws_backend = free_port();
         let conf = format!(
             r#"daemon off;
 master_process off;
@@ -81,6 +134,8 @@ http {{
         location / {{ return 200 "token=$http_x_token protocol=$server_protocol\n"; }}
         location /upload {{ client_body_buffer_size 1m; proxy_pass http://127.0.0.1:{h1plain}/sink; }}
         location /static/ {{ root {d}; }}
+        location /dav/ {{ root {d}; dav_methods PUT; create_full_put_path on; }}
+        location /ws {{ proxy_pass http://127.0.0.1:{ws_backend}; proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection "upgrade"; proxy_read_timeout 30s; }}
         location /simple/ {{ root {d}/index; auth_basic "index"; auth_basic_user_file {d}/users; }}
         location /packages/ {{ root {d}/index; auth_basic "index"; auth_basic_user_file {d}/users; }}
     }}
@@ -94,6 +149,22 @@ http {{
         location / {{ return 200 "token=$http_x_token protocol=$server_protocol\n"; }}
         location /static/ {{ root {d}; }}
         location /upload {{ client_body_buffer_size 1m; proxy_pass http://127.0.0.1:{h1plain}/sink; }}
+        location /dav/ {{ root {d}; dav_methods PUT; create_full_put_path on; }}
+        location /ws {{ proxy_pass http://127.0.0.1:{ws_backend}; proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection "upgrade"; proxy_read_timeout 30s; }}
+    }}
+    server {{
+        listen 127.0.0.1:{named} ssl http2 default_server;
+        location / {{ return 421 "misdirected\n"; }}
+    }}
+    server {{
+        listen 127.0.0.1:{named} ssl http2;
+        server_name api.example.test;
+        location / {{ return 200 "api\n"; }}
+    }}
+    server {{
+        listen 127.0.0.1:{named} ssl http2;
+        server_name other.example.test;
+        location / {{ return 200 "other\n"; }}
     }}
     server {{
         listen 127.0.0.1:{h1plain};
@@ -135,6 +206,8 @@ http {{
             h2,
             h1,
             short,
+            named,
+            ws_backend,
         };
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", h1)).is_err() {
@@ -146,6 +219,11 @@ http {{
             std::thread::sleep(Duration::from_millis(20));
         }
         Some(nginx)
+    }
+
+    /// nginx's root: `static/` below it is served, `dav/` receives `PUT`s.
+    pub fn root(&self) -> &Path {
+        self.dir.path()
     }
 
     pub fn access_log(&self) -> String {
