@@ -75,21 +75,22 @@ impl std::fmt::Debug for CertificateAuthority {
 }
 
 impl CertificateAuthority {
-    /// Loads the CA at `cert_path`/`key_path`, creating both (key mode 0600) when neither exists.
+    /// Loads the CA at `cert_path`/`key_path`, creating both (key mode 0600) when neither exists;
+    /// a CA made here is announced with its normalised path, as sandboxes must be given it.
     pub fn load_or_create(cert_path: &Path, key_path: &Path) -> Result<Self, CaError> {
-        let (cert_pem, key_pem) = match (cert_path.exists(), key_path.exists()) {
-            (true, true) => {
-                // SECURITY: a CA key others can read lets them mint certificates every sandbox
-                // trusts; refuse to use it until the operator fixes the mode.
-                crate::files::ensure_private("the CA key", key_path)?;
-                (read(cert_path)?, read(key_path)?)
+        let (cert_pem, issuer) = match existing(cert_path, key_path)? {
+            Some(found) => found,
+            None => {
+                let (cert_pem, key_pem) = create(cert_path, key_path)?;
+                tracing::info!(
+                    cert = %normalised(cert_path).display(),
+                    key = %normalised(key_path).display(),
+                    "created a new CA: sandboxes trust its certificate (`keyswap env` points them at the bundle beside it)"
+                );
+                let issuer = parse(&cert_pem, &key_pem)?;
+                (cert_pem, issuer)
             }
-            (false, false) => create(cert_path, key_path)?,
-            (true, false) => return Err(CaError::HalfPresent(cert_path.into(), key_path.into())),
-            (false, true) => return Err(CaError::HalfPresent(key_path.into(), cert_path.into())),
         };
-        let key = KeyPair::from_pem(&key_pem).map_err(CaError::Invalid)?;
-        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).map_err(CaError::Invalid)?;
         let leaf_key =
             KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(CaError::Invalid)?;
         Ok(Self {
@@ -200,6 +201,39 @@ fn read(path: &Path) -> Result<String, CaError> {
         path: path.into(),
         source,
     })
+}
+
+/// An existing CA: its certificate (PEM) and the issuer that signs leaves.
+type Found = (String, Issuer<'static, KeyPair>);
+
+/// The CA at `cert_path`/`key_path` when both exist (read, parsed, the key's mode checked);
+/// `None` when neither does. What `keyswap check` reports before `run` would fail on it.
+pub fn existing(cert_path: &Path, key_path: &Path) -> Result<Option<Found>, CaError> {
+    match (cert_path.exists(), key_path.exists()) {
+        (true, true) => {
+            // SECURITY: a CA key others can read lets them mint certificates every sandbox
+            // trusts; refuse to use it until the operator fixes the mode.
+            crate::files::ensure_private("the CA key", key_path)?;
+            let cert_pem = read(cert_path)?;
+            let issuer = parse(&cert_pem, &read(key_path)?)?;
+            Ok(Some((cert_pem, issuer)))
+        }
+        (false, false) => Ok(None),
+        (true, false) => Err(CaError::HalfPresent(cert_path.into(), key_path.into())),
+        (false, true) => Err(CaError::HalfPresent(key_path.into(), cert_path.into())),
+    }
+}
+
+fn parse(cert_pem: &str, key_pem: &str) -> Result<Issuer<'static, KeyPair>, CaError> {
+    let key = KeyPair::from_pem(key_pem).map_err(CaError::Invalid)?;
+    Issuer::from_ca_cert_pem(cert_pem, key).map_err(CaError::Invalid)
+}
+
+/// `path` absolute, links and `..` resolved (only made absolute when it does not exist yet).
+pub fn normalised(path: &Path) -> PathBuf {
+    fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// Makes a new CA key and self-signed certificate and writes them (key first, mode 0600).

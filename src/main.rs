@@ -2,7 +2,7 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -196,6 +196,22 @@ fn check(arg: ConfigArg) -> ExitCode {
         .source
         .as_deref()
         .map_or("embedded defaults".into(), |p| p.display().to_string());
+    // The CA files are opened as `run` would: half of a CA, an unreadable or invalid one fails
+    // here, not at the deploy.
+    let ca = match keyswap::ca::existing(&config.tls.ca_cert, &config.tls.ca_key) {
+        Ok(Some(_)) => format!(
+            "{} (and its key)",
+            keyswap::ca::normalised(&config.tls.ca_cert).display()
+        ),
+        Ok(None) => format!(
+            "none yet: `keyswap ca` or `run` creates {}",
+            keyswap::ca::normalised(&config.tls.ca_cert).display()
+        ),
+        Err(e) => {
+            eprintln!("{source}: [tls] ca_cert / ca_key: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let (mut env, mut bearer, mut oauth) = (0, 0, 0);
     for c in config.credentials() {
         match c.auth {
@@ -211,6 +227,7 @@ fn check(arg: ConfigArg) -> ExitCode {
         env + bearer + oauth
     );
     println!("sessions: {}", config.sessions.len());
+    println!("CA: {ca}");
     ExitCode::SUCCESS
 }
 
@@ -219,10 +236,6 @@ fn ca_for(config: &Config) -> Result<CertificateAuthority, ExitCode> {
         eprintln!("keyswap: {e}");
         ExitCode::FAILURE
     })
-}
-
-fn absolute(path: &Path) -> PathBuf {
-    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 fn ca(arg: ConfigArg) -> ExitCode {
@@ -239,7 +252,7 @@ fn ca(arg: ConfigArg) -> ExitCode {
         eprintln!("keyswap: {e}");
         return ExitCode::FAILURE;
     }
-    println!("{}", absolute(ca.cert_path()).display());
+    println!("{}", keyswap::ca::normalised(ca.cert_path()).display());
     ExitCode::SUCCESS
 }
 
@@ -255,7 +268,7 @@ fn env(
     };
     // Never creates a CA: a sandbox configured for a CA that `run` would create differently
     // would trust nothing.
-    let ca_cert = absolute(&config.tls.ca_cert);
+    let ca_cert = keyswap::ca::normalised(&config.tls.ca_cert);
     match keyswap::sandbox::variables(&config, session, &ca_cert, reach) {
         Ok(vars) => {
             print!("{}", keyswap::sandbox::render(&vars, format));

@@ -115,7 +115,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         api_key,
         api_key_env: config.admin.api_key_env.clone(),
     });
-    info!(ca = %ca.cert_path().display(), credentials = shared.store.load().entries().len(), "keyswap ready");
+    info!(ca = %crate::ca::normalised(ca.cert_path()).display(), credentials = shared.store.load().entries().len(), "keyswap ready");
     info!("proxy listening on {proxy_addr}");
     info!("admin listening on {admin_addr}");
 
