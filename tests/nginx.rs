@@ -232,3 +232,59 @@ async fn each_name_on_a_shared_port_reaches_its_own_server_and_a_421_passes_thro
     let out = curl(&[&args[..], &["--http2", &url]].concat()).await;
     assert_eq!((out.status, out.body.as_str()), (421, "misdirected\n"));
 }
+
+/// oha (the Rust load generator, built by `.ci/run` into `target/tools`) through keyswap to nginx,
+/// over HTTP/1.1 and HTTP/2 to keyswap, a placeholder in every request: every answer is a 200, and
+/// nginx received the secret in every one. (`--no-pre-lookup`: oha would otherwise resolve the
+/// target's name itself before using the proxy.)
+#[tokio::test(flavor = "multi_thread")]
+async fn oha_loads_nginx_through_keyswap_with_every_request_substituted() {
+    let oha = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tools/bin/oha");
+    if !oha.exists() {
+        assert!(
+            std::env::var("KEYSWAP_EXTERNAL_TOOLS").as_deref() != Ok("required"),
+            "target/tools/bin/oha is required here (cargo install oha --root target/tools)"
+        );
+        eprintln!("skipped: no target/tools/bin/oha");
+        return;
+    }
+    let Some(World {
+        nginx,
+        keyswap,
+        bundle,
+    }) = World::start()
+    else {
+        return;
+    };
+    const N: usize = 400;
+    for (protocol, path) in [("--http-version=1.1", "/oha1"), ("--http2", "/oha2")] {
+        let url = format!("https://api.example.test:{}{path}", nginx.h2);
+        let out = tokio::process::Command::new(&oha)
+            .args(["-n", &N.to_string(), "-c", "8", "--no-tui", "--no-pre-lookup"])
+            .args(["--output-format", "json", protocol])
+            .args(["-x", &keyswap.proxy_url()])
+            .args(["--cacert", bundle.to_str().unwrap()])
+            .args(["-H", &format!("x-token: {PLACEHOLDER}"), &url])
+            .output()
+            .await
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{protocol}: {e}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        assert_eq!(
+            report["statusCodeDistribution"]["200"].as_u64(),
+            Some(N as u64),
+            "{protocol}: {report}"
+        );
+        let got = nginx
+            .seen_on(nginx.h2)
+            .iter()
+            .filter(|l| l.contains(&format!("GET {path} token=[{SECRET}]")))
+            .count();
+        assert_eq!(got, N, "{protocol}");
+    }
+}
