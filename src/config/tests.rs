@@ -1,4 +1,5 @@
 use super::*;
+use crate::vault::{Auth, Injection};
 
 fn parse(text: &str) -> Result<Config, ConfigErrors> {
     Config::from_toml(text, "k.toml", Path::new("/etc/keyswap"))
