@@ -378,7 +378,7 @@ impl Tokens {
         let expires = self
             .expires_at
             .map(|t| t.replace_nanosecond(0).unwrap_or(t))
-            .map(crate::admin::objects::timestamp);
+            .map(crate::vault::timestamp);
         set_opt(auth, "expires_at", expires.as_deref());
         if let Some(token) = &self.refresh_token
             && let Some(refresh) = auth

@@ -260,7 +260,14 @@ async fn oha_loads_nginx_through_keyswap_with_every_request_substituted() {
     for (protocol, path) in [("--http-version=1.1", "/oha1"), ("--http2", "/oha2")] {
         let url = format!("https://api.example.test:{}{path}", nginx.h2);
         let out = tokio::process::Command::new(&oha)
-            .args(["-n", &N.to_string(), "-c", "8", "--no-tui", "--no-pre-lookup"])
+            .args([
+                "-n",
+                &N.to_string(),
+                "-c",
+                "8",
+                "--no-tui",
+                "--no-pre-lookup",
+            ])
             .args(["--output-format", "json", protocol])
             .args(["-x", &keyswap.proxy_url()])
             .args(["--cacert", bundle.to_str().unwrap()])

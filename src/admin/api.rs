@@ -408,7 +408,7 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 
 fn now() -> String {
     let t = OffsetDateTime::now_utc();
-    objects::timestamp(
+    crate::vault::timestamp(
         t.replace_nanosecond(t.nanosecond() / 1000 * 1000)
             .unwrap_or(t),
     )

@@ -188,7 +188,7 @@ fn healthz(state: &AdminState) -> Response<Full<Bytes>> {
         "store_generation": generation,
         "last_reload": {
             "ok": reload.ok,
-            "at": objects::timestamp(reload.at),
+            "at": crate::vault::timestamp(reload.at),
             "trigger": reload.trigger,
             "errors": reload.errors,
         },

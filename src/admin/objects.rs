@@ -3,14 +3,8 @@
 
 use serde_json::{Value, json};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
-use crate::vault::{Auth, Credential, Networking, TokenEndpointAuth, Vault};
-
-/// RFC 3339, as the API writes times.
-pub fn timestamp(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
-}
+use crate::vault::{Auth, Credential, Networking, TokenEndpointAuth, Vault, timestamp};
 
 fn time_or(t: Option<OffsetDateTime>, fallback: OffsetDateTime) -> String {
     timestamp(t.unwrap_or(fallback))

@@ -17,8 +17,8 @@ use tokio_rustls::LazyConfigAcceptor;
 use tracing::{debug, info, warn};
 
 use super::idle::{Activity, Tracked};
-use super::listener::{ConnectionPermit, serve_inner};
 use super::rewind::Rewind;
+use super::serve::{ConnectionPermit, serve_inner};
 use super::strict::Strict;
 use super::{Shared, forward};
 use crate::config::MitmMode;

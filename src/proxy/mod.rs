@@ -1,19 +1,25 @@
 //! The proxy listener: plain absolute-form HTTP, and CONNECT tunnels that keyswap terminates with
 //! its own certificates so it can substitute placeholders in the requests inside.
 //!
-//! `listener` accepts and serves client connections, `connect` opens tunnels, `forward` sends one
-//! request upstream, `rewind` replays bytes read while sniffing a tunnel.
+//! A request's path, calls going inward: `listener` (accept) → `connect` (CONNECT: destination,
+//! egress, intercept or relay) → `serve` (HTTP/1 or HTTP/2 on the stream) → `forward` (the request
+//! admitted: authority, session, access line) → `exchange` (substitution, `hygiene`, the upstream,
+//! the answer scrubbed by `bodies`). `oauth` and `upgrade` are the two detours of `exchange`;
+//! `strict`/`framing` check HTTP/1 bytes before hyper, `rewind` replays bytes read while sniffing.
 
 mod bodies;
 mod budget;
 mod connect;
+mod exchange;
 mod forward;
 mod framing;
+mod hygiene;
 mod idle;
 mod listener;
 mod oauth;
 mod pace;
 mod rewind;
+mod serve;
 mod slots;
 mod strict;
 mod upgrade;

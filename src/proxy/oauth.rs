@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use tracing::info;
 
 use super::budget::Reservation;
-use super::forward::{To, attempt};
+use super::exchange::{To, attempt};
 use super::{Shared, bodies};
 use crate::error::ProxyError;
 use crate::oauth::{EXPIRY_MARGIN, Reason, Refreshed};

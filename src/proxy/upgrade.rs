@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tracing::debug;
 
-use super::forward::remove_hop_by_hop;
+use super::hygiene::remove_hop_by_hop;
 use super::{Shared, bodies};
 use crate::destination::Destination;
 use crate::error::ProxyError;

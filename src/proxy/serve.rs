@@ -1,0 +1,178 @@
+//! Serving HTTP on one client stream, plain or inside a tunnel: hyper's HTTP/1 (behind the
+//! framing check) or HTTP/2 builders with keyswap's limits, graceful shutdown and the idle
+//! timeout, and the rule that a request which asked to switch protocols and was not switched
+//! ends its connection.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::debug;
+
+use super::Shared;
+use super::framing::Mode;
+use super::idle::{Activity, Tracked};
+use super::slots::Slots;
+use super::strict::Strict;
+use crate::upstream::ProxyBody;
+
+/// hyper's default cap on request header fields.
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
+/// HTTP/2 streams one client connection may have open at once.
+const H2_MAX_CONCURRENT_STREAMS: u32 = 250;
+/// Streams a client may reset before they are answered (rapid-reset flood protection).
+const H2_MAX_PENDING_RESETS: usize = 50;
+
+/// The connection slots a client holds for as long as its connection (or its tunnel) lives.
+pub(super) type ConnectionPermit = Arc<Slots>;
+
+/// Drives a hyper connection until it ends, shutdown begins (then it is closed gracefully), or
+/// it has been idle with nothing in flight for the idle timeout.
+macro_rules! drive {
+    ($conn:expr, $shared:expr, $activity:expr) => {{
+        let mut conn = std::pin::pin!($conn);
+        let mut shutdown = $shared.shutdown.clone();
+        tokio::select! {
+            result = conn.as_mut() => $crate::proxy::serve::log_end(result),
+            _ = shutdown.changed() => {
+                conn.as_mut().graceful_shutdown();
+                $crate::proxy::serve::log_end(conn.await);
+            }
+            _ = $activity.expired($shared.limits.idle_timeout) => {
+                ::tracing::debug!("closing an idle client connection");
+                conn.as_mut().graceful_shutdown();
+                $crate::proxy::serve::log_end(conn.await);
+            }
+        }
+    }};
+}
+pub(super) use drive;
+
+/// Whether a request asks to leave HTTP/1 (CONNECT, or any `Upgrade` header): the framing check
+/// stops looking at the bytes after such a head, and hyper keeps an upgrade pending for it.
+pub(super) fn asks_to_switch(req: &Request<Incoming>) -> Option<Switch> {
+    if req.method() == Method::CONNECT {
+        Some(Switch::Connect)
+    } else if req.headers().contains_key(http::header::UPGRADE) {
+        Some(Switch::Upgrade)
+    } else {
+        None
+    }
+}
+
+#[derive(Clone, Copy)]
+pub(super) enum Switch {
+    /// Switched by a 2xx answer.
+    Connect,
+    /// Switched by a 101 answer.
+    Upgrade,
+}
+
+/// SECURITY: a request that asked to switch protocols and was not switched (any answer but 2xx to
+/// CONNECT or 101 to an upgrade) ends its connection. Otherwise the bytes after it would reach
+/// hyper without the framing check (which stepped aside for the expected new protocol), and
+/// hyper would hand the socket to its pending upgrade instead of letting a later refusal be
+/// written.
+pub(super) fn close_unless_switched(switch: Option<Switch>, response: &mut Response<ProxyBody>) {
+    let status = response.status();
+    let switched = match switch {
+        None => return,
+        Some(Switch::Connect) => status.is_success(),
+        Some(Switch::Upgrade) => status == http::StatusCode::SWITCHING_PROTOCOLS,
+    };
+    if !switched {
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+}
+
+/// Serves the HTTP inside a tunnel (HTTP/2 when ALPN chose it), each request through `handler`.
+pub(super) async fn serve_inner<I, F, Fut>(io: I, h2: bool, shared: Arc<Shared>, handler: F)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: Fn(Request<Incoming>) -> Fut + Send + Clone + 'static,
+    Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
+{
+    let activity = Activity::new();
+    let service = {
+        let activity = activity.clone();
+        service_fn(move |req: Request<Incoming>| {
+            let (handler, activity) = (handler.clone(), activity.clone());
+            async move {
+                let _in_flight = activity.begin();
+                // HTTP/2 has no Connection header and no upgrades: only HTTP/1 needs closing.
+                let switch = if h2 { None } else { asks_to_switch(&req) };
+                let mut response = handler(req).await;
+                close_unless_switched(switch, &mut response);
+                Ok::<_, Infallible>(response)
+            }
+        })
+    };
+    if h2 {
+        let io = TokioIo::new(Tracked::new(io, activity.clone()));
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+            .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+            .max_header_list_size(
+                u32::try_from(shared.limits.max_header_bytes).unwrap_or(u32::MAX),
+            );
+        drive!(builder.serve_connection(io, service), shared, activity);
+    } else {
+        let io = Strict::new(io, Mode::Tunnel, &shared.limits);
+        let io = TokioIo::new(Tracked::new(io, activity.clone()));
+        let mut builder = http1::Builder::new();
+        h1_limits(&mut builder, &shared);
+        drive!(
+            builder.serve_connection(io, service).with_upgrades(),
+            shared,
+            activity
+        );
+    }
+}
+
+/// Counts a client connection in the open-connections gauge while it lives.
+pub(super) struct OpenConnection;
+
+impl OpenConnection {
+    pub(super) fn new() -> Self {
+        crate::metrics::METRICS.open_connections.inc();
+        OpenConnection
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        crate::metrics::METRICS.open_connections.dec();
+    }
+}
+
+/// hyper's own limits stay as a backstop behind `Strict`, which enforces `[limits]` first (with
+/// `x-keyswap-error`) and runs the header deadline itself, so hyper sets no timer per request.
+pub(super) fn h1_limits(builder: &mut http1::Builder, shared: &Shared) {
+    builder.timer(TokioTimer::new()).header_read_timeout(None);
+    // Setting max_headers makes hyper zero a header array per request; its default is 100.
+    if shared.limits.max_headers > HYPER_DEFAULT_MAX_HEADERS {
+        builder.max_headers(shared.limits.max_headers);
+    }
+    builder
+        .max_header_size(shared.limits.max_header_bytes)
+        .keep_alive(true)
+        // A refused request ends the stream hyper reads (see `strict`); the answers to the
+        // requests before it must still be written, so end-of-stream must not abort them.
+        .half_close(true);
+}
+
+pub(super) fn log_end(result: Result<(), hyper::Error>) {
+    if let Err(e) = result {
+        debug!(error = %e, "client connection ended with an error");
+    }
+}
