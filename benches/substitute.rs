@@ -55,7 +55,7 @@ fn bench(c: &mut Criterion) {
             port: 443,
             path: "/repos/x/y",
             secrets_allowed: true,
-            session: store.session(keyswap::session::IMPLICIT).unwrap(),
+            vaults: store.session(keyswap::session::IMPLICIT).unwrap().vaults(),
         };
         let mut group = c.benchmark_group(format!("headers/{credentials}_credentials"));
         let clean = typical_headers("Bearer ghp_not_a_placeholder_at_all");
@@ -63,7 +63,7 @@ fn bench(c: &mut Criterion) {
             let mut h = clean.clone();
             b.iter(|| {
                 let mut report = Report::default();
-                substitute::headers(&store, target, black_box(&mut h), &mut report);
+                substitute::headers(store.placeholders(), target, black_box(&mut h), &mut report);
                 black_box(report.is_empty())
             })
         });
@@ -73,7 +73,7 @@ fn bench(c: &mut Criterion) {
                 || with.clone(),
                 |h| {
                     let mut report = Report::default();
-                    substitute::headers(&store, target, h, &mut report);
+                    substitute::headers(store.placeholders(), target, h, &mut report);
                     black_box(report.is_empty())
                 },
                 criterion::BatchSize::SmallInput,
@@ -91,7 +91,7 @@ fn bench(c: &mut Criterion) {
                 || five.clone(),
                 |h| {
                     let mut report = Report::default();
-                    substitute::headers(&store, target, h, &mut report);
+                    substitute::headers(store.placeholders(), target, h, &mut report);
                     black_box(report.is_empty())
                 },
                 criterion::BatchSize::SmallInput,
@@ -107,7 +107,7 @@ fn bench(c: &mut Criterion) {
                 || with_basic.clone(),
                 |h| {
                     let mut report = Report::default();
-                    substitute::headers(&store, target, h, &mut report);
+                    substitute::headers(store.placeholders(), target, h, &mut report);
                     black_box(report.is_empty())
                 },
                 criterion::BatchSize::SmallInput,

@@ -13,7 +13,7 @@ use http::HeaderValue;
 use crate::config::Config;
 use crate::scope::HostPattern;
 use crate::secret::Secret;
-use crate::store::Entry;
+use crate::substitute::{Entry, VaultFilter};
 use crate::vault::Networking;
 
 /// The id of the implicit session, as logs show it.
@@ -24,8 +24,8 @@ pub const IMPLICIT: &str = "default";
 pub struct SessionPolicy {
     pub id: String,
     token: Option<Secret>,
-    /// `None`: every vault (the implicit session).
-    vaults: Option<HashSet<String>>,
+    /// Every vault for the implicit session.
+    vaults: VaultFilter,
     network: Networking,
     /// The hosts some live credential of this session is scoped to (for `mitm = "auto"`).
     scopes: Scopes,
@@ -39,7 +39,7 @@ impl SessionPolicy {
             return vec![SessionPolicy {
                 id: IMPLICIT.to_string(),
                 token: None,
-                vaults: None,
+                vaults: VaultFilter::all(),
                 network: Networking::Unrestricted,
                 scopes,
             }];
@@ -48,12 +48,12 @@ impl SessionPolicy {
             .sessions
             .iter()
             .map(|s| {
-                let vaults: HashSet<String> = s.vault_ids.iter().cloned().collect();
-                let scopes = Scopes::over(entries.iter().filter(|e| vaults.contains(&e.vault_id)));
+                let vaults = VaultFilter::only(s.vault_ids.iter().cloned());
+                let scopes = Scopes::over(entries.iter().filter(|e| vaults.allows(e)));
                 SessionPolicy {
                     id: s.id.clone(),
                     token: s.proxy_token.clone(),
-                    vaults: Some(vaults),
+                    vaults,
                     network: s.network.clone(),
                     scopes,
                 }
@@ -63,9 +63,13 @@ impl SessionPolicy {
 
     /// Whether this session may use `entry` at all; another session's placeholder is plain text here.
     pub fn may_use(&self, entry: &Entry) -> bool {
-        self.vaults
-            .as_ref()
-            .is_none_or(|v| v.contains(&entry.vault_id))
+        self.vaults.allows(entry)
+    }
+
+    /// The vaults this session may use: what a substitution [`Target`](crate::substitute::Target)
+    /// carries.
+    pub fn vaults(&self) -> &VaultFilter {
+        &self.vaults
     }
 
     /// Whether the session's network policy lets it reach `host` (normalised).
@@ -87,7 +91,7 @@ pub fn authenticate<'s>(
     header: Option<&HeaderValue>,
 ) -> Option<&'s SessionPolicy> {
     if let [only] = sessions
-        && only.vaults.is_none()
+        && only.vaults.is_all()
     {
         return Some(only);
     }

@@ -8,118 +8,20 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::AhoCorasick;
 use arc_swap::ArcSwap;
-
-use crate::config::Config;
-use crate::secret::Secret;
-use crate::session::{self, SessionPolicy};
-use zeroize::Zeroizing;
-
 use dashmap::DashMap;
 
+use crate::config::Config;
+use crate::metrics::CredentialCounters;
+use crate::secret::Secret;
+use crate::session::{self, SessionPolicy};
 use crate::substitute::scrub::{Masked, ScrubTable};
-use crate::substitute::stream::{Pair, Table};
+use crate::substitute::stream::{Pair, StreamReplacer, Table};
+use crate::substitute::{Entry, McpScope, OauthState, Placeholders, Scrub};
 use crate::vault::{Auth, Injection, Networking};
 
-/// One placeholder the proxy looks for, and everything needed to decide what to do with it.
-#[derive(Debug)]
-pub struct Entry {
-    pub credential_id: String,
-    pub vault_id: String,
-    pub placeholder: String,
-    pub secret: Secret,
-    pub networking: Networking,
-    pub injection: Injection,
-    pub archived: bool,
-    /// For MCP credentials: the port and path prefix of `mcp_server_url` (the host is in
-    /// `networking`).
-    pub mcp: Option<McpScope>,
-    /// For `mcp_oauth` credentials: when the access token expires and whether it can be refreshed.
-    pub oauth: Option<OauthState>,
-    pub counters: crate::metrics::CredentialCounters,
-}
-
-/// What the request path needs to know to refresh an `mcp_oauth` token in time.
-#[derive(Debug, Clone, Copy)]
-pub struct OauthState {
-    pub expires_at: Option<time::OffsetDateTime>,
-    pub refreshable: bool,
-}
-
-impl OauthState {
-    /// Whether the token expires within `margin` of `now` (and can be refreshed).
-    pub fn due(&self, now: time::OffsetDateTime, margin: time::Duration) -> bool {
-        self.refreshable && self.expires_at.is_some_and(|t| t - margin <= now)
-    }
-}
-
-/// Where an MCP credential applies, besides its host.
-#[derive(Debug, Clone)]
-pub struct McpScope {
-    pub port: u16,
-    pub path_prefix: String,
-}
-
-impl McpScope {
-    /// The URL's port, and its path as a prefix of whole segments (`/mcp` covers `/mcp` and
-    /// `/mcp/x`, not `/mcpx`), compared after normalising both paths.
-    ///
-    /// SECURITY: the server resolves `/mcp/../admin` (and `%2e%2e`, `%2f`, `..;`, `\`) to a path
-    /// outside the prefix; the token must not go there, so the prefix is matched on the path as a
-    /// server may resolve it (SPEC §8), not on its spelling.
-    pub fn covers(&self, target: crate::substitute::Target<'_>) -> bool {
-        target.port == self.port
-            && normalized_segments(target.path).starts_with(&normalized_segments(&self.path_prefix))
-    }
-}
-
-/// The segments of `path` after percent-decoding (repeatedly: a server or framework may decode
-/// twice), treating `\` as `/` and removing dot-segments (RFC 3986 §5.2.4; a segment that is
-/// `.` or `..` before a `;` parameter counts too, as Tomcat reads it). Empty segments are dropped.
-fn normalized_segments(path: &str) -> Vec<Vec<u8>> {
-    let mut bytes = path.as_bytes().to_vec();
-    for _ in 0..4 {
-        let decoded = percent_decode(&bytes);
-        if decoded == bytes {
-            break;
-        }
-        bytes = decoded;
-    }
-    let mut out: Vec<Vec<u8>> = Vec::new();
-    for segment in bytes.split(|&b| b == b'/' || b == b'\\') {
-        let bare = segment.split(|&b| b == b';').next().unwrap_or_default();
-        match bare {
-            b"" | b"." => {}
-            b".." => {
-                out.pop();
-            }
-            _ => out.push(segment.to_vec()),
-        }
-    }
-    out
-}
-
-fn percent_decode(s: &[u8]) -> Vec<u8> {
-    let hex = |b: u8| (b as char).to_digit(16).and_then(|d| u8::try_from(d).ok());
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'%'
-            && let (Some(h), Some(l)) = (
-                s.get(i + 1).copied().and_then(hex),
-                s.get(i + 2).copied().and_then(hex),
-            )
-        {
-            out.push(h << 4 | l);
-            i += 3;
-        } else {
-            out.push(s[i]);
-            i += 1;
-        }
-    }
-    out
-}
+pub use crate::substitute::BuildError;
 
 /// A compiled, immutable view of the credentials.
 #[derive(Debug)]
@@ -130,12 +32,10 @@ pub struct Store {
     pub egress_epoch: u64,
     /// The validated configuration this store was compiled from.
     config: Arc<Config>,
-    /// Indexed by the searcher's pattern id.
-    entries: Vec<Entry>,
-    /// Leftmost-longest, so a placeholder that is a prefix of another never cuts the longer one.
-    searcher: Option<AhoCorasick>,
-    /// Placeholder → secret by entry (pattern id = entry index), for request bodies.
-    body_table: Option<Arc<Table>>,
+    /// Every placeholder, compiled; entries are indexed by the searcher's pattern id.
+    placeholders: Placeholders,
+    /// Metric handles by entry, created on first use (no label hashing per request).
+    counters: Vec<CredentialCounters>,
     /// Response scrubbing tables by session (its position in `sessions`) and destination host,
     /// built on first use: most requests of a tunnel share one.
     scrub_cache: Vec<DashMap<Box<str>, Option<Arc<ScrubTable>>>>,
@@ -145,10 +45,6 @@ pub struct Store {
     /// Secrets that earlier generations had and this one does not (rotated, or their credential
     /// deleted): still masked where they were in scope, as an upstream may have kept them.
     retired: Vec<Retired>,
-    /// Entries that allow body injection, and MCP entries: so a request pays for those searches
-    /// only when such credentials exist.
-    body_entries: Vec<usize>,
-    mcp_entries: Vec<usize>,
     /// The sessions (or the one implicit session).
     sessions: Vec<SessionPolicy>,
 }
@@ -170,11 +66,6 @@ struct Retired {
 /// Distinct scrubbing tables one store keeps.
 const MAX_SCRUB_SETS: usize = 256;
 
-/// The store failed to compile its searcher (only possible with pathological pattern sets).
-#[derive(Debug, thiserror::Error)]
-#[error("cannot build the placeholder searcher: {0}")]
-pub struct BuildError(#[from] aho_corasick::BuildError);
-
 impl Store {
     /// Compiles the credentials of `config` into a store of the given generation.
     pub fn build(config: impl Into<Arc<Config>>, generation: u64) -> Result<Store, BuildError> {
@@ -192,7 +83,6 @@ impl Store {
                     archived: credential.archived,
                     mcp: None,
                     oauth: None,
-                    counters: Default::default(),
                 },
                 Auth::StaticBearer(b) => mcp_entry(credential, &b.mcp_server_url, &b.token),
                 Auth::McpOauth(o) => Entry {
@@ -205,69 +95,62 @@ impl Store {
             };
             entries.push(entry);
         }
-        let searcher = if entries.is_empty() {
-            None
-        } else {
-            let patterns = entries.iter().map(|e| e.placeholder.as_bytes());
-            Some(
-                AhoCorasick::builder()
-                    .match_kind(MatchKind::LeftmostLongest)
-                    .build(patterns)?,
-            )
-        };
         let sessions = SessionPolicy::compile(&config, &entries);
-        let body_table = Table::of(
-            entries
-                .iter()
-                .map(|e| {
-                    (
-                        Zeroizing::new(e.placeholder.as_bytes().to_vec()),
-                        Zeroizing::new(e.secret.expose().to_vec()),
-                    )
-                })
-                .collect(),
-        )
-        .map(Arc::new);
         let scrub_cache = sessions.iter().map(|_| DashMap::new()).collect();
-        let indices = |keep: fn(&Entry) -> bool| {
-            entries
-                .iter()
-                .enumerate()
-                .filter(|(_, e)| keep(e))
-                .map(|(i, _)| i)
-                .collect()
-        };
-        let body_entries = indices(|e| e.injection.body);
-        let mcp_entries = indices(|e| e.mcp.is_some());
+        let counters = entries
+            .iter()
+            .map(|_| CredentialCounters::default())
+            .collect();
+        let placeholders = Placeholders::compile(entries)?;
         Ok(Store {
             generation,
             egress_epoch: 0,
             config,
-            entries,
-            searcher,
-            body_table,
+            placeholders,
+            counters,
             scrub_cache,
             scrub_sets: DashMap::new(),
             retired: Vec::new(),
-            body_entries,
-            mcp_entries,
             sessions,
         })
     }
 
+    /// Every placeholder, compiled: what the substitution functions take.
+    pub fn placeholders(&self) -> &Placeholders {
+        &self.placeholders
+    }
+
     /// The placeholder → secret table for request bodies (pattern id = entry index).
     pub fn body_table(&self) -> Option<&Arc<Table>> {
-        self.body_table.as_ref()
+        self.placeholders.body_table()
     }
 
     /// Entries whose `injection_location.body` is on.
     pub fn body_entries(&self) -> &[usize] {
-        &self.body_entries
+        self.placeholders.body_entries()
     }
 
-    /// Entries of `static_bearer` and `mcp_oauth` credentials.
-    pub fn mcp_entries(&self) -> &[usize] {
-        &self.mcp_entries
+    /// The metric handles of entry `index`.
+    pub fn counters(&self, index: usize) -> &CredentialCounters {
+        &self.counters[index]
+    }
+
+    /// The scrubber for what `session` receives from `host`: every secret in scope there (the
+    /// cached table, or one built for this request when it also has rewritten values to mask),
+    /// masked as the credentials this request used where several share a spelling.
+    pub fn scrubber(
+        &self,
+        scrub: Scrub,
+        session: &SessionPolicy,
+        host: &str,
+    ) -> Option<StreamReplacer> {
+        let (entries, extra) = scrub.into_parts();
+        if extra.is_empty() {
+            let table = self.scrub_table(session, host)?;
+            return Some(table.scrubber(&entries));
+        }
+        let table = self.build_scrub_table(session, host, extra)?;
+        Some(table.scrubber(&entries))
     }
 
     /// The table that scrubs what `session` receives from `host` (SPEC §8): the secret of every
@@ -320,7 +203,7 @@ impl Store {
     /// then retired secrets (numbered after the entries).
     fn scrub_order(&self, session: &SessionPolicy, host: &str) -> Vec<usize> {
         let in_scope = self
-            .entries
+            .entries()
             .iter()
             .enumerate()
             .filter(|(_, e)| e.networking.allows(host));
@@ -330,7 +213,7 @@ impl Store {
             .iter()
             .enumerate()
             .filter(|(_, r)| r.networking.allows(host))
-            .map(|(i, _)| self.entries.len() + i);
+            .map(|(i, _)| self.entries().len() + i);
         own.into_iter()
             .chain(others)
             .map(|(i, _)| i)
@@ -340,10 +223,10 @@ impl Store {
 
     fn compile_scrub(&self, order: &[usize], extra: Vec<Pair>) -> Option<ScrubTable> {
         let masked = order.iter().filter_map(|&entry| {
-            let (secret, placeholder) = match self.entries.get(entry) {
+            let (secret, placeholder) = match self.entries().get(entry) {
                 Some(e) => (&e.secret, &e.placeholder),
                 None => {
-                    let r = self.retired.get(entry - self.entries.len())?;
+                    let r = self.retired.get(entry - self.entries().len())?;
                     (&r.secret, &r.placeholder)
                 }
             };
@@ -359,8 +242,8 @@ impl Store {
     /// Keeps masking what `old` could mask and this store cannot: the secrets of rotated or
     /// deleted credentials (the newest [`MAX_RETIRED`]).
     fn retire_from(&mut self, old: &Store) {
-        let gone = old.entries.iter().filter(|o| {
-            !self.entries.iter().any(|e| {
+        let gone = old.entries().iter().filter(|o| {
+            !self.entries().iter().any(|e| {
                 e.credential_id == o.credential_id && e.secret.expose() == o.secret.expose()
             })
         });
@@ -373,7 +256,7 @@ impl Store {
             .chain(old.retired.iter().cloned())
             .filter(|r| {
                 !self
-                    .entries
+                    .entries()
                     .iter()
                     .any(|e| e.secret.expose() == r.secret.expose())
             })
@@ -387,15 +270,15 @@ impl Store {
     }
 
     pub fn searcher(&self) -> Option<&AhoCorasick> {
-        self.searcher.as_ref()
+        self.placeholders.searcher()
     }
 
     pub fn entry(&self, index: usize) -> &Entry {
-        &self.entries[index]
+        self.placeholders.entry(index)
     }
 
     pub fn entries(&self) -> &[Entry] {
-        &self.entries
+        self.placeholders.entries()
     }
 
     /// The session `Proxy-Authorization` proves, or `None` (answer 407).
@@ -434,7 +317,6 @@ fn mcp_entry(credential: &crate::vault::Credential, url: &str, token: &Secret) -
             path_prefix: uri.path().to_string(),
         }),
         oauth: None,
-        counters: Default::default(),
     }
 }
 
@@ -513,50 +395,6 @@ auth = { type = "environment_variable", secret_name = "B", secret_value = "sb", 
         assert!(!s.could_apply_to("example.org"));
         // vcrd_b is unrestricted but archived, so it opens nothing.
         assert!(!s.could_apply_to("other.test"));
-    }
-
-    #[test]
-    fn mcp_prefixes_are_matched_on_the_normalised_path() {
-        let scope = McpScope {
-            port: 443,
-            path_prefix: "/mcp".into(),
-        };
-        let session = store("");
-        let session = session.session(session::IMPLICIT).unwrap();
-        let at = |path: &'static str| crate::substitute::Target {
-            host: "h",
-            port: 443,
-            path,
-            secrets_allowed: true,
-            session,
-        };
-        for inside in [
-            "/mcp",
-            "/mcp/",
-            "/mcp/x",
-            "/mcp/a/../b",
-            "/mcp/./x",
-            "/x/../mcp/y",
-            "/mcp/a%2Fb",
-        ] {
-            assert!(scope.covers(at(inside)), "{inside}");
-        }
-        for outside in [
-            "/mcpx",
-            "/",
-            "/mcp/..",
-            "/mcp/../admin",
-            "/mcp/%2e%2e/admin",
-            "/mcp/%2E%2E/admin",
-            "/mcp/.%2e/admin",
-            "/mcp%2f..%2fadmin",
-            "/mcp/%252e%252e/admin",
-            "/mcp/..;/admin",
-            "/mcp\\..\\admin",
-            "/mcp/a/../../admin",
-        ] {
-            assert!(!scope.covers(at(outside)), "{outside}");
-        }
     }
 
     #[test]

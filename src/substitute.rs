@@ -1,7 +1,9 @@
-//! Placeholder replacement in a request's headers and query string: pure functions over a [`Store`].
+//! Placeholder replacement in a request's headers and query string, as functions of the compiled
+//! [`Placeholders`] and a [`Target`] (destination and the session's vaults): no store, session or
+//! config is needed, so the fuzz targets drive them from values built in place.
 //!
-//! The decision for each placeholder found is made by [`decide`] on the destination host alone. When
-//! no placeholder is present nothing is allocated: each value is scanned once by the store's searcher.
+//! The decision for each placeholder found is made by [`decide`] on the destination alone. When
+//! no placeholder is present nothing is allocated: each value is scanned once by the searcher.
 
 use std::fmt::{self, Write as _};
 
@@ -12,9 +14,10 @@ use http::uri::{PathAndQuery, Uri};
 
 use zeroize::Zeroizing;
 
-use crate::session::SessionPolicy;
-use crate::store::{Entry, Store};
 use crate::vault::is_url_safe;
+
+pub use entry::{Entry, Location, McpScope, OauthState, Outcome, Target, VaultFilter};
+pub use placeholders::{BuildError, Placeholders};
 
 /// What a response must not carry back: the secrets of credentials substituted into the request
 /// (raw and percent-encoded), and encoded values keyswap rewrote.
@@ -41,77 +44,11 @@ impl Scrub {
         self.extra.extend(report.rewritten.iter().cloned());
     }
 
-    /// The scrubber for what `session` receives from `host`: every secret in scope there (the
-    /// store's cached table, or one built for this request when it also has rewritten values to
-    /// mask), masked as the credentials this request used where several share a spelling.
-    pub fn replacer(
-        self,
-        store: &Store,
-        session: &SessionPolicy,
-        host: &str,
-    ) -> Option<stream::StreamReplacer> {
-        if self.extra.is_empty() {
-            let table = store.scrub_table(session, host)?;
-            return Some(table.scrubber(&self.entries));
-        }
-        let table = store.build_scrub_table(session, host, self.extra)?;
-        Some(table.scrubber(&self.entries))
+    /// The entries substituted, and the values rewritten, in this request: what the scrubber of
+    /// its answer must mask first.
+    pub fn into_parts(self) -> (Vec<usize>, Vec<stream::Pair>) {
+        (self.entries, self.extra)
     }
-}
-
-/// What happened to one credential's placeholder in one request (the log's vocabulary, SPEC §5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Substituted,
-    OutOfScope,
-    Archived,
-    LocationDisabled,
-    /// In scope, but the upstream connection is unencrypted and `substitute_over_plain_http` is off.
-    PlaintextUpstream,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Substituted => "substituted",
-            Outcome::OutOfScope => "out_of_scope",
-            Outcome::Archived => "archived",
-            Outcome::LocationDisabled => "location_disabled",
-            Outcome::PlaintextUpstream => "plaintext_upstream",
-        }
-    }
-}
-
-impl Location {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Location::Header => "header",
-            Location::Query => "query",
-            Location::Body => "body",
-        }
-    }
-}
-
-/// The part of a request a placeholder was found in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Location {
-    Header,
-    Query,
-    Body,
-}
-
-/// Where the request is going: the only facts a substitution decision uses.
-#[derive(Debug, Clone, Copy)]
-pub struct Target<'a> {
-    /// The normalised destination host.
-    pub host: &'a str,
-    /// The destination port and the request path (MCP credentials are scoped to a URL prefix).
-    pub port: u16,
-    pub path: &'a str,
-    /// Whether secrets may travel on this upstream connection (TLS, or plain HTTP explicitly allowed).
-    pub secrets_allowed: bool,
-    /// Only credentials of this session's vaults are substituted; others' placeholders are plain text.
-    pub session: &'a SessionPolicy,
 }
 
 /// Per-request record of placeholder outcomes, by store entry. Empty (and unallocated) when the
@@ -168,17 +105,17 @@ impl Report {
     }
 
     /// `vcrd_a=substituted vcrd_b=out_of_scope`: credential ids and outcomes, never a value.
-    pub fn display<'a>(&'a self, store: &'a Store) -> impl fmt::Display + 'a {
+    pub fn display<'a>(&'a self, entries: &'a [Entry]) -> impl fmt::Display + 'a {
         ReportDisplay {
             report: self,
-            store,
+            entries,
         }
     }
 }
 
 struct ReportDisplay<'a> {
     report: &'a Report,
-    store: &'a Store,
+    entries: &'a [Entry],
 }
 
 impl fmt::Display for ReportDisplay<'_> {
@@ -190,7 +127,7 @@ impl fmt::Display for ReportDisplay<'_> {
             write!(
                 f,
                 "{}={}",
-                self.store.entry(entry).credential_id,
+                self.entries[entry].credential_id,
                 outcome.as_str()
             )?;
         }
@@ -223,14 +160,19 @@ pub fn decide(entry: &Entry, target: Target<'_>, location: Location) -> Outcome 
 /// MCP credentials (`static_bearer`, `mcp_oauth`): a request to the credential's URL that carries no
 /// `Authorization` gets `Bearer <token>` (one carrying the placeholder is handled by [`headers`]).
 /// The credential with the longest matching path prefix wins.
-pub fn bearer(store: &Store, target: Target<'_>, headers: &mut HeaderMap, report: &mut Report) {
+pub fn bearer(
+    placeholders: &Placeholders,
+    target: Target<'_>,
+    headers: &mut HeaderMap,
+    report: &mut Report,
+) {
     if headers.contains_key(AUTHORIZATION) {
         return;
     }
-    let Some(index) = mcp_credential(store, target, headers) else {
+    let Some(index) = mcp_credential(placeholders, target, headers) else {
         return;
     };
-    let entry = store.entry(index);
+    let entry = placeholders.entry(index);
     let mut value = Zeroizing::new(b"Bearer ".to_vec());
     value.extend_from_slice(entry.secret.expose());
     if let Ok(mut value) = HeaderValue::from_bytes(&value) {
@@ -242,42 +184,51 @@ pub fn bearer(store: &Store, target: Target<'_>, headers: &mut HeaderMap, report
 
 /// The MCP credential that authorizes this request: with no `Authorization`, the one whose URL
 /// covers the target with the longest path prefix; otherwise the one whose placeholder it carries.
-pub fn mcp_credential(store: &Store, target: Target<'_>, headers: &HeaderMap) -> Option<usize> {
-    if store.mcp_entries().is_empty() {
+pub fn mcp_credential(
+    placeholders: &Placeholders,
+    target: Target<'_>,
+    headers: &HeaderMap,
+) -> Option<usize> {
+    if placeholders.mcp_entries().is_empty() {
         return None;
     }
     let authorization = headers.get(AUTHORIZATION).map(HeaderValue::as_bytes);
-    store
+    placeholders
         .mcp_entries()
         .iter()
         .copied()
         .filter(|&i| {
-            let e = store.entry(i);
-            target.session.may_use(e)
+            let e = placeholders.entry(i);
+            target.vaults.allows(e)
                 && decide(e, target, Location::Header) == Outcome::Substituted
                 && authorization
                     .is_none_or(|a| memchr::memmem::find(a, e.placeholder.as_bytes()).is_some())
         })
         .max_by_key(|&i| {
-            let e = store.entry(i);
+            let e = placeholders.entry(i);
             e.mcp.as_ref().map_or(0, |m| m.path_prefix.len())
         })
 }
 
 /// Replaces placeholders in every header value (and inside `Authorization: Basic` credentials).
-pub fn headers(store: &Store, target: Target<'_>, headers: &mut HeaderMap, report: &mut Report) {
-    let Some(searcher) = store.searcher() else {
+pub fn headers(
+    placeholders: &Placeholders,
+    target: Target<'_>,
+    headers: &mut HeaderMap,
+    report: &mut Report,
+) {
+    let Some(searcher) = placeholders.searcher() else {
         return;
     };
     for (name, value) in headers.iter_mut() {
         if never_substituted(name) {
             if searcher.is_match(value.as_bytes()) {
-                record_disabled(store, target, value.as_bytes(), report);
+                record_disabled(placeholders, target, value.as_bytes(), report);
             }
             continue;
         }
         if name == AUTHORIZATION
-            && let Some(new) = basic_auth(store, target, value.as_bytes(), report)
+            && let Some(new) = basic_auth(placeholders, target, value.as_bytes(), report)
         {
             *value = new;
             continue;
@@ -286,7 +237,7 @@ pub fn headers(store: &Store, target: Target<'_>, headers: &mut HeaderMap, repor
             continue;
         }
         let Some(bytes) = replace(
-            store,
+            placeholders,
             target,
             Location::Header,
             value.as_bytes(),
@@ -315,13 +266,18 @@ fn never_substituted(name: &HeaderName) -> bool {
 }
 
 /// Records `location_disabled` for every placeholder of the session's credentials in `value`.
-fn record_disabled(store: &Store, target: Target<'_>, value: &[u8], report: &mut Report) {
-    let Some(searcher) = store.searcher() else {
+fn record_disabled(
+    placeholders: &Placeholders,
+    target: Target<'_>,
+    value: &[u8],
+    report: &mut Report,
+) {
+    let Some(searcher) = placeholders.searcher() else {
         return;
     };
     for m in searcher.find_iter(value) {
         let index = m.pattern().as_usize();
-        if target.session.may_use(store.entry(index)) {
+        if target.vaults.allows(placeholders.entry(index)) {
             report.record(index, Outcome::LocationDisabled);
         }
     }
@@ -330,7 +286,7 @@ fn record_disabled(store: &Store, target: Target<'_>, value: &[u8], report: &mut
 /// `Authorization: Basic base64(user:password)`: substitutes inside the decoded pair and re-encodes.
 /// Returns `None` when the value is not Basic or nothing was substituted.
 fn basic_auth(
-    store: &Store,
+    placeholders: &Placeholders,
     target: Target<'_>,
     value: &[u8],
     report: &mut Report,
@@ -346,11 +302,11 @@ fn basic_auth(
         Ok(n) => &buf[..n],
         Err(_) => return None,
     };
-    if !store.searcher()?.is_match(decoded) {
+    if !placeholders.searcher()?.is_match(decoded) {
         return None;
     }
     let replaced = Zeroizing::new(replace(
-        store,
+        placeholders,
         target,
         Location::Header,
         decoded,
@@ -369,14 +325,19 @@ fn basic_auth(
 }
 
 /// Replaces placeholders in the query string; returns the new URI, or `None` if nothing changed.
-pub fn query(store: &Store, target: Target<'_>, uri: &Uri, report: &mut Report) -> Option<Uri> {
-    let searcher = store.searcher()?;
+pub fn query(
+    placeholders: &Placeholders,
+    target: Target<'_>,
+    uri: &Uri,
+    report: &mut Report,
+) -> Option<Uri> {
+    let searcher = placeholders.searcher()?;
     let query = uri.query()?;
     if !searcher.is_match(query) {
         return None;
     }
     let replaced = replace(
-        store,
+        placeholders,
         target,
         Location::Query,
         query.as_bytes(),
@@ -395,20 +356,20 @@ pub fn query(store: &Store, target: Target<'_>, uri: &Uri, report: &mut Report) 
 /// Replaces each placeholder in `haystack` that [`decide`] allows, recording every one found.
 /// Returns `None` when nothing was substituted (the caller keeps the original value).
 fn replace(
-    store: &Store,
+    placeholders: &Placeholders,
     target: Target<'_>,
     location: Location,
     haystack: &[u8],
     report: &mut Report,
     push_secret: fn(&mut Vec<u8>, &[u8]),
 ) -> Option<Vec<u8>> {
-    let searcher = store.searcher()?;
+    let searcher = placeholders.searcher()?;
     let mut out: Option<Vec<u8>> = None;
     let mut copied = 0;
     for m in searcher.find_iter(haystack) {
         let index = m.pattern().as_usize();
-        let entry = store.entry(index);
-        if !target.session.may_use(entry) {
+        let entry = placeholders.entry(index);
+        if !target.vaults.allows(entry) {
             continue;
         }
         let outcome = decide(entry, target, location);
@@ -447,7 +408,9 @@ fn push_percent_encoded(out: &mut Vec<u8>, secret: &[u8]) {
     }
 }
 
+pub mod entry;
 pub mod finder;
+pub mod placeholders;
 pub mod scrub;
 pub mod spell;
 pub mod stream;

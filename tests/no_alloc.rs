@@ -62,14 +62,14 @@ fn a_request_without_placeholders_is_scanned_without_allocating() {
         port: 443,
         path: "/repos/x/y",
         secrets_allowed: true,
-        session: store.session(keyswap::session::IMPLICIT).unwrap(),
+        vaults: store.session(keyswap::session::IMPLICIT).unwrap().vaults(),
     };
 
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     let mut report = Report::default();
     for _ in 0..100 {
-        substitute::headers(&store, target, &mut headers, &mut report);
-        assert!(substitute::query(&store, target, &uri, &mut report).is_none());
+        substitute::headers(store.placeholders(), target, &mut headers, &mut report);
+        assert!(substitute::query(store.placeholders(), target, &uri, &mut report).is_none());
     }
     let after = ALLOCATIONS.load(Ordering::Relaxed);
     assert!(report.is_empty());
@@ -77,7 +77,7 @@ fn a_request_without_placeholders_is_scanned_without_allocating() {
 
     // And the counter does count: a request with a placeholder allocates its replacement.
     headers.insert("x-token", HeaderValue::from_static("ks-ph-vcrd_1"));
-    substitute::headers(&store, target, &mut headers, &mut report);
+    substitute::headers(store.placeholders(), target, &mut headers, &mut report);
     assert!(ALLOCATIONS.load(Ordering::Relaxed) > after);
     assert_eq!(headers["x-token"], "s1");
 }

@@ -3,14 +3,14 @@
 //! HTTP, whatever the request looks like. In scope, nothing panics.
 #![no_main]
 
-use std::path::Path;
 use std::sync::LazyLock;
 
 use base64::Engine as _;
 use http::{HeaderMap, HeaderValue, Uri};
-use keyswap::config::Config;
-use keyswap::store::Store;
-use keyswap::substitute::{self, Report, Target};
+use keyswap::scope::HostPattern;
+use keyswap::secret::Secret;
+use keyswap::substitute::{self, Entry, McpScope, Placeholders, Report, Target, VaultFilter};
+use keyswap::vault::{Injection, Networking};
 use libfuzzer_sys::fuzz_target;
 
 /// The two credentials' secrets and the hosts each may reach.
@@ -21,21 +21,52 @@ const SECRETS: &[(&str, &[&str])] = &[
     ),
     ("BEARERvalue77", &["mcp.example.com"]),
 ];
-const CONFIG: &str = r#"
-[[vaults]]
-id = "vlt_f"
-[[vaults.credentials]]
-id = "vcrd_gh"
-auth = { type = "environment_variable", secret_name = "GH", secret_value = "SECRETvalue42", injection_location = { header = true, query = true }, networking = { type = "limited", allowed_hosts = ["api.github.com", "*.githubusercontent.com"] } }
-[[vaults.credentials]]
-id = "vcrd_b"
-auth = { type = "static_bearer", mcp_server_url = "https://mcp.example.com/mcp", token = "BEARERvalue77" }
-"#;
-
-static STORE: LazyLock<Store> = LazyLock::new(|| {
-    let config = Config::from_toml(CONFIG, "fuzz.toml", Path::new("")).expect("valid");
-    Store::build(config, 1).expect("builds")
+/// The compiled credentials, built in place (no TOML): an environment_variable credential for
+/// headers and queries, and a static_bearer MCP credential.
+static PLACEHOLDERS: LazyLock<Placeholders> = LazyLock::new(|| {
+    let limited = |hosts: &[&str]| Networking::Limited {
+        allowed_hosts: hosts.iter().map(ToString::to_string).collect(),
+        patterns: hosts
+            .iter()
+            .map(|h| HostPattern::parse(h).expect("pattern"))
+            .collect(),
+    };
+    let entry = |id: &str, secret: &str, networking, mcp| Entry {
+        credential_id: id.into(),
+        vault_id: "vlt_f".into(),
+        placeholder: format!("ks-ph-{id}"),
+        secret: Secret::new(secret),
+        networking,
+        injection: Injection {
+            header: true,
+            query: mcp.is_none(),
+            body: false,
+        },
+        archived: false,
+        mcp,
+        oauth: None,
+    };
+    Placeholders::compile(vec![
+        entry(
+            "vcrd_gh",
+            "SECRETvalue42",
+            limited(&["api.github.com", "*.githubusercontent.com"]),
+            None,
+        ),
+        entry(
+            "vcrd_b",
+            "BEARERvalue77",
+            limited(&["mcp.example.com"]),
+            Some(McpScope {
+                port: 443,
+                path_prefix: "/mcp".into(),
+            }),
+        ),
+    ])
+    .expect("builds")
 });
+
+static ALL: LazyLock<VaultFilter> = LazyLock::new(VaultFilter::all);
 
 const HOSTS: &[&str] = &[
     "api.github.com",
@@ -107,15 +138,13 @@ fuzz_target!(|data: &[u8]| {
     if SECRETS.iter().any(|(s, _)| leaks(&value, s)) {
         return; // the client sent a secret itself: nothing to learn
     }
-    let store = &*STORE;
+    let store = &*PLACEHOLDERS;
     let target = Target {
         host,
         port: 443,
         path: "/mcp",
         secrets_allowed,
-        session: store
-            .session(keyswap::session::IMPLICIT)
-            .expect("implicit session"),
+        vaults: &ALL,
     };
     let mut headers = HeaderMap::new();
     if let Ok(v) = HeaderValue::from_bytes(&value) {

@@ -43,7 +43,7 @@ pub async fn request(
     };
     let applies = |i: usize| {
         let e = store.entry(i);
-        target.session.may_use(e)
+        target.vaults.allows(e)
             && substitute::decide(e, target, Location::Body) == Outcome::Substituted
     };
     // Only credentials with body injection on are looked at: most requests allocate nothing here.

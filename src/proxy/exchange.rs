@@ -45,7 +45,7 @@ impl<'a> To<'a> {
             path,
             secrets_allowed: *self.scheme == Scheme::HTTPS
                 || store.config().proxy.substitute_over_plain_http,
-            session: self.session,
+            vaults: self.session.vaults(),
         }
     }
 }
@@ -69,9 +69,19 @@ pub(super) async fn attempt(
     let uri = parts.uri.clone();
     let target = to.target(store, uri.path());
     let mut report = Report::default();
-    substitute::headers(store, target, &mut parts.headers, &mut report);
-    substitute::bearer(store, target, &mut parts.headers, &mut report);
-    let substituted_uri = substitute::query(store, target, &parts.uri, &mut report);
+    substitute::headers(
+        store.placeholders(),
+        target,
+        &mut parts.headers,
+        &mut report,
+    );
+    substitute::bearer(
+        store.placeholders(),
+        target,
+        &mut parts.headers,
+        &mut report,
+    );
+    let substituted_uri = substitute::query(store.placeholders(), target, &parts.uri, &mut report);
     let mut scrub = Scrub::default();
     let body = bodies::request(
         store,
@@ -85,7 +95,7 @@ pub(super) async fn attempt(
     .await?;
     check_report(&report, store, session, dest)?;
     scrub.add_report(&report);
-    let scrubber = scrub.replacer(store, session, &dest.host);
+    let scrubber = store.scrubber(scrub, session, &dest.host);
     if scrubber.is_some() {
         // SECURITY: a client could otherwise read a reflected or stored secret back in pieces,
         // none of which the scrubber would recognise. A 200 with the whole body is a valid answer
@@ -150,15 +160,18 @@ fn check_report(
     }
     for &(entry, location) in report.substitutions() {
         let e = store.entry(entry);
-        e.counters.substituted(&e.credential_id, location).inc();
+        store
+            .counters(entry)
+            .substituted(&e.credential_id, location)
+            .inc();
     }
     for &(entry, outcome) in report.outcomes() {
         if outcome == Outcome::OutOfScope {
             let e = store.entry(entry);
-            e.counters.out_of_scope(&e.credential_id).inc();
+            store.counters(entry).out_of_scope(&e.credential_id).inc();
         }
     }
-    info!(session = %session.id, host = %dest.host, credentials = %report.display(store), "placeholders");
+    info!(session = %session.id, host = %dest.host, credentials = %report.display(store.entries()), "placeholders");
     if report.any(Outcome::OutOfScope)
         && store.config().proxy.out_of_scope_placeholder == OutOfScope::Block
     {

@@ -25,8 +25,11 @@ use crate::upstream::ProxyBody;
 /// (no Authorization, or `Bearer <placeholder>`). Only then does a 401 say the token was refused:
 /// a client that wraps the placeholder in anything else must not make keyswap refresh at will.
 pub(super) fn refreshable_credential(store: &Store, to: To<'_>, parts: &Parts) -> Option<usize> {
-    let entry =
-        substitute::mcp_credential(store, to.target(store, parts.uri.path()), &parts.headers)?;
+    let entry = substitute::mcp_credential(
+        store.placeholders(),
+        to.target(store, parts.uri.path()),
+        &parts.headers,
+    )?;
     let credential = store.entry(entry);
     let mut values = parts.headers.get_all(AUTHORIZATION).iter();
     let exact = match (values.next(), values.next()) {
@@ -118,6 +121,7 @@ impl Flight<'_> {
     /// The access token `store` holds for the credential (the one a request sent with it carries).
     fn token(&self, store: &Store) -> Option<Secret> {
         store
+            .placeholders()
             .mcp_entries()
             .iter()
             .map(|&i| store.entry(i))

@@ -1,32 +1,63 @@
-use std::path::Path;
+//! The substitution functions driven from values built in place: no TOML, no store, no session.
 
 use super::*;
-use crate::config::Config;
+use crate::scope::HostPattern;
+use crate::secret::Secret;
+use crate::vault::{Injection, Networking};
 
-const CONFIG: &str = r#"
-[[vaults]]
-id = "vlt_a"
-[[vaults.credentials]]
-id = "vcrd_gh"
-auth = { type = "environment_variable", secret_name = "GH", secret_value = "ghp_REAL", networking = { type = "limited", allowed_hosts = ["api.github.com", "*.example.com"] } }
-[[vaults.credentials]]
-id = "vcrd_ghlong"
-auth = { type = "environment_variable", secret_name = "GH2", secret_value = "LONGREAL", placeholder = "ks-ph-vcrd_gh_long", networking = { type = "unrestricted" } }
-[[vaults.credentials]]
-id = "vcrd_q"
-auth = { type = "environment_variable", secret_name = "Q", secret_value = "a&b=c d", networking = { type = "unrestricted" }, injection_location = { header = false, query = true } }
-[[vaults.credentials]]
-id = "vcrd_old"
-archived_at = "2026-01-01T00:00:00Z"
-auth = { type = "environment_variable", secret_name = "OLD", secret_value = "OLDREAL", networking = { type = "unrestricted" } }
-"#;
-
-fn store() -> Store {
-    Store::build(Config::from_toml(CONFIG, "t", Path::new("")).unwrap(), 1).unwrap()
+/// An environment_variable credential's entry, as the store compiles it.
+pub(crate) fn entry(id: &str, secret: &str, hosts: &[&str]) -> Entry {
+    let networking = if hosts.is_empty() {
+        Networking::Unrestricted
+    } else {
+        Networking::Limited {
+            allowed_hosts: hosts.iter().map(ToString::to_string).collect(),
+            patterns: hosts
+                .iter()
+                .map(|h| HostPattern::parse(h).unwrap())
+                .collect(),
+        }
+    };
+    Entry {
+        credential_id: id.into(),
+        vault_id: "vlt_a".into(),
+        placeholder: format!("ks-ph-{id}"),
+        secret: Secret::new(secret),
+        networking,
+        injection: Injection::default(),
+        archived: false,
+        mcp: None,
+        oauth: None,
+    }
 }
 
-/// One store shared by every target: the implicit session lives in it.
-static STORE: std::sync::LazyLock<Store> = std::sync::LazyLock::new(store);
+/// The credentials the tests share: scoped, one whose placeholder extends another's, one for
+/// queries only, one archived.
+fn store() -> Placeholders {
+    Placeholders::compile(vec![
+        entry("vcrd_gh", "ghp_REAL", &["api.github.com", "*.example.com"]),
+        Entry {
+            placeholder: "ks-ph-vcrd_gh_long".into(),
+            ..entry("vcrd_ghlong", "LONGREAL", &[])
+        },
+        Entry {
+            injection: Injection {
+                header: false,
+                query: true,
+                body: false,
+            },
+            ..entry("vcrd_q", "a&b=c d", &[])
+        },
+        Entry {
+            archived: true,
+            ..entry("vcrd_old", "OLDREAL", &[])
+        },
+    ])
+    .unwrap()
+}
+
+/// Every vault: the implicit session.
+static ALL: std::sync::LazyLock<VaultFilter> = std::sync::LazyLock::new(VaultFilter::all);
 
 fn target(host: &str) -> Target<'_> {
     Target {
@@ -34,12 +65,12 @@ fn target(host: &str) -> Target<'_> {
         port: 443,
         path: "/",
         secrets_allowed: true,
-        session: STORE.session(crate::session::IMPLICIT).unwrap(),
+        vaults: &ALL,
     }
 }
 
 fn one_header(
-    store: &Store,
+    store: &Placeholders,
     target: Target<'_>,
     name: &'static str,
     value: &str,
@@ -51,8 +82,8 @@ fn one_header(
     (map[name].to_str().unwrap().to_string(), report)
 }
 
-fn outcome_names(store: &Store, report: &Report) -> String {
-    report.display(store).to_string()
+fn outcome_names(store: &Placeholders, report: &Report) -> String {
+    report.display(store.entries()).to_string()
 }
 
 mod headers {
@@ -206,37 +237,19 @@ mod query {
 mod sessions {
     use super::*;
 
-    const TWO_SESSIONS: &str = r#"
-[[vaults]]
-id = "vlt_a"
-[[vaults.credentials]]
-id = "vcrd_a"
-auth = { type = "environment_variable", secret_name = "A", secret_value = "A_REAL", networking = { type = "unrestricted" } }
-[[vaults]]
-id = "vlt_b"
-[[vaults.credentials]]
-id = "vcrd_b"
-auth = { type = "environment_variable", secret_name = "B", secret_value = "B_REAL", networking = { type = "unrestricted" } }
-[[sessions]]
-id = "sesn_a"
-vault_ids = ["vlt_a"]
-source_cidrs = ["10.0.0.1/32"]
-[[sessions]]
-id = "sesn_b"
-vault_ids = ["vlt_b"]
-source_cidrs = ["10.0.0.2/32"]
-"#;
-
     #[test]
     fn a_session_substitutes_only_its_own_vaults() {
-        let s = Store::build(
-            Config::from_toml(TWO_SESSIONS, "t", Path::new("")).unwrap(),
-            1,
-        )
+        let s = Placeholders::compile(vec![
+            entry("vcrd_a", "A_REAL", &[]),
+            Entry {
+                vault_id: "vlt_b".into(),
+                ..entry("vcrd_b", "B_REAL", &[])
+            },
+        ])
         .unwrap();
-        let session = s.session("sesn_a").unwrap();
+        let vaults = VaultFilter::only(["vlt_a".to_string()]);
         let t = Target {
-            session,
+            vaults: &vaults,
             ..target("any.test")
         };
         let (v, report) = one_header(&s, t, "x", "ks-ph-vcrd_a ks-ph-vcrd_b");

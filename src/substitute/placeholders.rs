@@ -1,0 +1,102 @@
+//! Every placeholder of one store generation, compiled for the request path: the entries (indexed
+//! by pattern id), one searcher over all placeholders, the placeholder → secret table for bodies,
+//! and the indices of the entries that bodies and MCP bearer injection must look at.
+
+use std::sync::Arc;
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use zeroize::Zeroizing;
+
+use super::entry::Entry;
+use super::stream::Table;
+
+/// The placeholder searcher could not be built (only possible with pathological pattern sets).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the placeholder searcher: {0}")]
+pub struct BuildError(#[from] aho_corasick::BuildError);
+
+/// The compiled placeholders; immutable once built.
+#[derive(Debug, Default)]
+pub struct Placeholders {
+    /// Indexed by the searcher's pattern id.
+    entries: Vec<Entry>,
+    /// Leftmost-longest, so a placeholder that is a prefix of another never cuts the longer one.
+    searcher: Option<AhoCorasick>,
+    /// Placeholder → secret by entry (pattern id = entry index), for request bodies.
+    body_table: Option<Arc<Table>>,
+    /// Entries that allow body injection, and MCP entries: so a request pays for those searches
+    /// only when such credentials exist.
+    body_entries: Vec<usize>,
+    mcp_entries: Vec<usize>,
+}
+
+impl Placeholders {
+    pub fn compile(entries: Vec<Entry>) -> Result<Self, BuildError> {
+        let searcher = if entries.is_empty() {
+            None
+        } else {
+            let patterns = entries.iter().map(|e| e.placeholder.as_bytes());
+            Some(
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::LeftmostLongest)
+                    .build(patterns)?,
+            )
+        };
+        let body_table = Table::of(
+            entries
+                .iter()
+                .map(|e| {
+                    (
+                        Zeroizing::new(e.placeholder.as_bytes().to_vec()),
+                        Zeroizing::new(e.secret.expose().to_vec()),
+                    )
+                })
+                .collect(),
+        )
+        .map(Arc::new);
+        let indices = |keep: fn(&Entry) -> bool| {
+            entries
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| keep(e))
+                .map(|(i, _)| i)
+                .collect()
+        };
+        let body_entries = indices(|e| e.injection.body);
+        let mcp_entries = indices(|e| e.mcp.is_some());
+        Ok(Self {
+            entries,
+            searcher,
+            body_table,
+            body_entries,
+            mcp_entries,
+        })
+    }
+
+    pub fn searcher(&self) -> Option<&AhoCorasick> {
+        self.searcher.as_ref()
+    }
+
+    pub fn entry(&self, index: usize) -> &Entry {
+        &self.entries[index]
+    }
+
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// The placeholder → secret table for request bodies (pattern id = entry index).
+    pub fn body_table(&self) -> Option<&Arc<Table>> {
+        self.body_table.as_ref()
+    }
+
+    /// Entries whose `injection_location.body` is on.
+    pub fn body_entries(&self) -> &[usize] {
+        &self.body_entries
+    }
+
+    /// Entries of `static_bearer` and `mcp_oauth` credentials.
+    pub fn mcp_entries(&self) -> &[usize] {
+        &self.mcp_entries
+    }
+}
