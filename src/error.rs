@@ -189,7 +189,6 @@ impl ProxyError {
     /// connection closes after it.
     pub fn to_http1_bytes(&self) -> Bytes {
         let (status, code) = self.status_and_code();
-        crate::metrics::METRICS.request(code);
         let body = self.body();
         Bytes::from(format!(
             "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\n{ERROR_HEADER}: {code}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -202,7 +201,6 @@ impl ProxyError {
     /// The answer the client sees.
     pub fn to_response(&self) -> Response<ProxyBody> {
         let (status, code) = self.status_and_code();
-        crate::metrics::METRICS.request(code);
         let body = self.body();
         let mut response = Response::new(
             Full::new(Bytes::from(body))

@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 use zeroize::Zeroizing;
 
 use crate::config::{Config, ConfigErrors};
+use crate::metrics::Metrics;
 use crate::store::{BuildError, StoreHandle};
 
 /// The outcome of the last attempt to change the configuration, for `/healthz`.
@@ -56,6 +57,8 @@ pub struct Live {
     /// changed, so an idle keyswap does not re-read its config (SPEC §8).
     seen: Mutex<Option<Stamp>>,
     status: Mutex<ReloadStatus>,
+    /// Reloads are counted by result.
+    metrics: Arc<Metrics>,
 }
 
 /// The file's identity and change times, through symlinks (a `..data` swap changes the inode).
@@ -85,11 +88,17 @@ impl Stamp {
 
 impl Live {
     /// `path` is the file keyswap reads and writes; it may not exist yet (embedded defaults).
-    pub fn new(path: PathBuf, store: Arc<StoreHandle>, text: Option<&str>) -> Self {
+    pub fn new(
+        path: PathBuf,
+        store: Arc<StoreHandle>,
+        text: Option<&str>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let seen = text.and_then(|_| Stamp::of(&path));
         Self {
             path,
             store,
+            metrics,
             writer: AsyncMutex::new(text.map(fingerprint)),
             seen: Mutex::new(seen),
             status: Mutex::new(ReloadStatus {
@@ -177,10 +186,7 @@ impl Live {
             Ok(config) => match self.store.replace(config) {
                 Ok(generation) => {
                     info!(generation, trigger, "configuration reloaded");
-                    crate::metrics::METRICS
-                        .reloads
-                        .get_or_create(&ok_label("ok"))
-                        .inc();
+                    self.metrics.reloads.get_or_create(&ok_label("ok")).inc();
                     self.set_status(true, trigger, vec![]);
                 }
                 Err(e) => {
@@ -189,7 +195,7 @@ impl Live {
                 }
             },
             Err(errors) => {
-                crate::metrics::METRICS
+                self.metrics
                     .reloads
                     .get_or_create(&ok_label("refused"))
                     .inc();
@@ -251,10 +257,7 @@ impl Live {
         self.set_seen(Stamp::of(&self.path));
         let generation = self.store.replace(config)?;
         info!(generation, "configuration written by the admin API");
-        crate::metrics::METRICS
-            .reloads
-            .get_or_create(&ok_label("admin"))
-            .inc();
+        self.metrics.reloads.get_or_create(&ok_label("admin")).inc();
         self.set_status(true, "admin", vec![]);
         Ok(Ok(result))
     }
@@ -445,7 +448,7 @@ mod tests {
         let store = Arc::new(StoreHandle::new(
             crate::store::Store::build(config, 1).unwrap(),
         ));
-        Live::new(path, store, Some(text))
+        Live::new(path, store, Some(text), Arc::new(Metrics::new()))
     }
 
     const ONE: &str = "[[vaults]]\nid = \"vlt_a\"\n";

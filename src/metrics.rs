@@ -1,7 +1,7 @@
 //! Prometheus metrics for `GET /metrics`. Labels carry credential ids, outcomes and error codes:
 //! never a secret, a placeholder value or a host a client chose.
 
-use std::sync::{LazyLock, OnceLock};
+use std::sync::OnceLock;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -43,7 +43,12 @@ pub struct CredentialCounters {
 }
 
 impl CredentialCounters {
-    pub fn substituted(&self, credential_id: &str, location: Location) -> &Counter {
+    pub fn substituted(
+        &self,
+        metrics: &Metrics,
+        credential_id: &str,
+        location: Location,
+    ) -> &Counter {
         let slot = match location {
             Location::Header => 0,
             Location::Query => 1,
@@ -54,25 +59,29 @@ impl CredentialCounters {
                 credential_id: credential_id.to_string(),
                 location: location.as_str().to_string(),
             };
-            METRICS.substitutions.get_or_create(&labels).clone()
+            metrics.substitutions.get_or_create(&labels).clone()
         })
     }
 
-    pub fn out_of_scope(&self, credential_id: &str) -> &Counter {
+    pub fn out_of_scope(&self, metrics: &Metrics, credential_id: &str) -> &Counter {
         self.out_of_scope.get_or_init(|| {
             let label = CredentialLabel {
                 credential_id: credential_id.to_string(),
             };
-            METRICS.out_of_scope.get_or_create(&label).clone()
+            metrics.out_of_scope.get_or_create(&label).clone()
         })
     }
 }
 
-/// Every metric keyswap keeps, in one process-wide registry.
+/// Every metric keyswap keeps, in one registry. `server::run` makes one and hands it to the proxy,
+/// the admin API, the reloader and the OAuth refresher: no global, so each test process's
+/// keyswap (and each unit test) counts on its own.
 pub struct Metrics {
     registry: Registry,
     /// Requests answered, by outcome (`forwarded`, or the `x-keyswap-error` code).
     pub requests: Family<OutcomeLabel, Counter>,
+    /// `requests{outcome="forwarded"}`, the outcome of almost every request: looked up once.
+    forwarded: Counter,
     pub substitutions: Family<CredentialLabels, Counter>,
     pub out_of_scope: Family<CredentialLabel, Counter>,
     /// Seconds from sending a request upstream to its response head.
@@ -89,14 +98,19 @@ pub struct Metrics {
     pub oauth_refreshes: Family<OutcomeLabel, Counter>,
 }
 
-pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl Metrics {
-    fn new() -> Self {
+    pub fn new() -> Self {
         let mut registry = Registry::with_prefix("keyswap");
         let m = Metrics {
             registry: Registry::default(),
             requests: Family::default(),
+            forwarded: Counter::default(),
             substitutions: Family::default(),
             out_of_scope: Family::default(),
             upstream_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
@@ -169,7 +183,17 @@ impl Metrics {
             "OAuth access token refreshes, by result",
             m.oauth_refreshes.clone(),
         );
-        Metrics { registry, ..m }
+        let forwarded = m
+            .requests
+            .get_or_create(&OutcomeLabel {
+                outcome: "forwarded".into(),
+            })
+            .clone();
+        Metrics {
+            registry,
+            forwarded,
+            ..m
+        }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -181,22 +205,17 @@ impl Metrics {
         out
     }
 
-    pub fn request(&self, outcome: &str) {
-        // The outcome of almost every request: its counter is looked up once.
-        static FORWARDED: OnceLock<Counter> = OnceLock::new();
-        if outcome == "forwarded" {
-            let counter = FORWARDED.get_or_init(|| self.outcome_counter(outcome));
-            counter.inc();
-        } else {
-            self.outcome_counter(outcome).inc();
-        }
+    /// A request forwarded and answered by its upstream.
+    pub fn forwarded(&self) {
+        self.forwarded.inc();
     }
 
-    fn outcome_counter(&self, outcome: &str) -> Counter {
+    /// A request refused, by its `x-keyswap-error` code.
+    pub fn refused(&self, code: &str) {
         self.requests
             .get_or_create(&OutcomeLabel {
-                outcome: outcome.to_string(),
+                outcome: code.to_string(),
             })
-            .clone()
+            .inc();
     }
 }

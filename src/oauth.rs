@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use zeroize::Zeroizing;
 
 use crate::live::{Live, WriteError};
-use crate::metrics::{METRICS, OutcomeLabel};
+use crate::metrics::{Metrics, OutcomeLabel};
 use crate::secret::Secret;
 use crate::upstream::{UpstreamClient, UpstreamPool};
 use crate::vault::{Auth, OauthAuth, OauthRefresh, TokenEndpointAuth};
@@ -112,6 +112,7 @@ pub enum Refreshed {
 /// Refreshes `mcp_oauth` tokens, one flight per credential.
 pub struct Refresher {
     live: Arc<Live>,
+    metrics: Arc<Metrics>,
     pool: Arc<UpstreamPool>,
     timeout: Duration,
     /// One lock per credential, holding the outcome of its last refresh and when it ended.
@@ -125,9 +126,15 @@ struct Last {
 }
 
 impl Refresher {
-    pub fn new(live: Arc<Live>, pool: Arc<UpstreamPool>, timeout: Duration) -> Self {
+    pub fn new(
+        live: Arc<Live>,
+        pool: Arc<UpstreamPool>,
+        timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             live,
+            metrics,
             pool,
             timeout: timeout.min(TOKEN_ENDPOINT_TIMEOUT),
             flights: DashMap::new(),
@@ -194,7 +201,7 @@ impl Refresher {
             Ok(_) => "succeeded",
             Err(e) => e.metric_label(),
         };
-        METRICS
+        self.metrics
             .oauth_refreshes
             .get_or_create(&OutcomeLabel {
                 outcome: label.to_string(),

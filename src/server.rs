@@ -14,6 +14,7 @@ use crate::admin::{self, AdminState};
 use crate::ca::{CaError, CertificateAuthority};
 use crate::config::Config;
 use crate::live::Live;
+use crate::metrics::Metrics;
 use crate::oauth::Refresher;
 use crate::proxy::{self, Shared};
 use crate::secret::Secret;
@@ -72,11 +73,13 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         .as_ref()
         .and_then(|p| std::fs::read_to_string(p).ok())
         .map(Zeroizing::new);
+    let metrics = Arc::new(Metrics::new());
     let store = Arc::new(StoreHandle::new(Store::build(config.clone(), 1)?));
     let live = Arc::new(Live::new(
         path,
         store.clone(),
         text.as_ref().map(|t| t.as_str()),
+        metrics.clone(),
     ));
     let dialer = Dialer::new(&config, store.clone(), vec![proxy_addr, admin_addr])?;
     let client = Arc::new(UpstreamPool::new(
@@ -87,6 +90,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         live.clone(),
         client.clone(),
         config.limits.upstream_response_timeout,
+        metrics.clone(),
     ));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let connections = Arc::new(Semaphore::new(config.limits.max_connections));
@@ -100,6 +104,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         refresher: refresher.clone(),
         buffered: crate::proxy::Budget::new(config.limits.max_buffered_body_bytes),
         session_slots: crate::proxy::SessionSlots::new(config.limits.max_connections_per_session),
+        metrics: metrics.clone(),
         shutdown: shutdown_rx.clone(),
     });
     let _watcher = file_watch::spawn(live.clone(), shutdown_rx.clone());
@@ -111,6 +116,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         live,
         refresher,
         ca: ca.clone(),
+        metrics,
         shutdown: shutdown_rx,
         api_key,
         api_key_env: config.admin.api_key_env.clone(),

@@ -80,8 +80,38 @@ async fn counters_move_by_exactly_what_happened() {
     ])
     .await;
 
+    // Refused at each edge: before hyper parses (a request line with a bare LF), as a plain
+    // request (a 407 for a URI that is not absolute), and a CONNECT to a port nothing serves.
+    let mut raw = tokio::net::TcpStream::connect(keyswap.proxy).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut raw,
+        b"GET http://api.example.test/ HTTP/1.1\nHost: x\n\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::io::AsyncReadExt::read_to_end(&mut raw, &mut answer).await;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let plain = curl(&["--proxy", &proxy, "http://api.example.test:9/"]).await;
+    assert_eq!(plain.status, 502, "{plain:?}");
+
     let after = scrape(&keyswap).await;
     let delta = |series: &str| value(&after, series) - value(&before, series);
+    // Each refusal is counted once, by the edge that answered it.
+    assert_eq!(
+        delta(r#"keyswap_requests_total{outcome="bad-request"}"#),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(
+        delta(r#"keyswap_requests_total{outcome="upstream-connect"}"#),
+        1.0,
+        "{after}"
+    );
     assert_eq!(
         delta(r#"keyswap_substitutions_total{credential_id="vcrd_m",location="header"}"#),
         2.0,

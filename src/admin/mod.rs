@@ -37,6 +37,8 @@ pub struct AdminState {
     pub live: Arc<Live>,
     pub refresher: Arc<crate::oauth::Refresher>,
     pub ca: Arc<CertificateAuthority>,
+    /// What `GET /metrics` encodes: the registry the proxy counts in.
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub shutdown: watch::Receiver<bool>,
     /// The API key, from `[admin] api_key_env`; without it the vault API answers 401.
     pub api_key: Option<Secret>,
@@ -164,7 +166,7 @@ fn authenticate(
 
 /// Prometheus text; the gauges that mirror other state are read at scrape time.
 fn metrics(state: &AdminState) -> Response<Full<Bytes>> {
-    let m = &crate::metrics::METRICS;
+    let m = &state.metrics;
     let (hits, minted) = state.ca.stats();
     let as_gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     m.store_generation

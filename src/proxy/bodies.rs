@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use super::budget::{Budget, Reservation, Reserved};
 use crate::error::{BodyTooSlow, ProxyError};
+use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::substitute::stream::{self, ReplacingBody, StreamReplacer};
 use crate::substitute::{self, Location, Outcome, Report, Scrub, Target};
@@ -33,7 +34,7 @@ pub async fn request(
     body: ProxyBody,
     report: &mut Report,
     scrub: &mut Scrub,
-    budget: &Arc<Budget>,
+    shared: &super::Shared,
 ) -> Result<ProxyBody, ProxyError> {
     if http_body::Body::is_end_stream(&body) {
         return Ok(body);
@@ -65,7 +66,7 @@ pub async fn request(
         return Ok(body);
     }
     let mut replacer = StreamReplacer::new(table.clone(), allowed.clone());
-    match hold(headers, BUFFER_LIMIT, budget) {
+    match hold(headers, BUFFER_LIMIT, &shared.buffered) {
         Some((limit, reservation)) => {
             let bytes = read_request_body(body, limit).await?;
             let mut out = replacer.push(bytes).to_vec();
@@ -82,7 +83,7 @@ pub async fn request(
             for (i, _) in allowed.iter().enumerate().filter(|(_, ok)| **ok) {
                 scrub.add_entry(i);
             }
-            let found = found_in_stream(store, target.host, &allowed);
+            let found = found_in_stream(store, target.host, &allowed, shared.metrics.clone());
             Ok(ReplacingBody::new(body, replacer).on_end(found).boxed())
         }
     }
@@ -90,7 +91,12 @@ pub async fn request(
 
 /// What a streamed request body substituted is known only at its end: then it is logged (in the
 /// request's span) and counted, like the substitutions of the head.
-fn found_in_stream(store: &Store, host: &str, allowed: &[bool]) -> substitute::stream::OnEnd {
+fn found_in_stream(
+    store: &Store,
+    host: &str,
+    allowed: &[bool],
+    metrics: Arc<Metrics>,
+) -> substitute::stream::OnEnd {
     let span = tracing::Span::current();
     let host = host.to_string();
     let ids: Vec<(usize, String)> = allowed
@@ -113,10 +119,7 @@ fn found_in_stream(store: &Store, host: &str, allowed: &[bool]) -> substitute::s
                 credential_id: (*id).to_string(),
                 location: Location::Body.as_str().to_string(),
             };
-            crate::metrics::METRICS
-                .substitutions
-                .get_or_create(&labels)
-                .inc();
+            metrics.substitutions.get_or_create(&labels).inc();
         }
         let credentials = found
             .iter()

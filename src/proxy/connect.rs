@@ -10,7 +10,6 @@ use http::uri::Scheme;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Empty};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::LazyConfigAcceptor;
@@ -18,13 +17,12 @@ use tracing::{debug, info, warn};
 
 use super::idle::{Activity, Tracked};
 use super::rewind::Rewind;
-use super::serve::{ConnectionPermit, serve_inner};
-use super::strict::Strict;
+use super::serve::{ConnectionPermit, client_stream, serve_inner};
 use super::{Shared, forward};
 use crate::config::MitmMode;
 use crate::destination::Destination;
 use crate::error::{EgressRule, ProxyError};
-use crate::metrics::{METRICS, ModeLabel};
+use crate::metrics::ModeLabel;
 use crate::scope::normalize_host;
 use crate::upstream::ProxyBody;
 
@@ -40,32 +38,29 @@ pub(super) async fn handle(
     req: Request<Incoming>,
     shared: Arc<Shared>,
     permit: ConnectionPermit,
-) -> Response<ProxyBody> {
+) -> Result<Response<ProxyBody>, ProxyError> {
     let Some(dest) = req
         .uri()
         .authority()
         .and_then(|a| Destination::from_authority(a, 443))
     else {
-        return ProxyError::BadRequest("CONNECT needs a host:port target").to_response();
+        return Err(ProxyError::BadRequest("CONNECT needs a host:port target"));
     };
     let store = shared.store.load();
     let Some(session) = store.authenticate(req.headers().get(PROXY_AUTHORIZATION)) else {
         info!(host = %dest.host, "407: no valid Proxy-Authorization for any session");
-        return ProxyError::ProxyAuthRequired.to_response();
+        return Err(ProxyError::ProxyAuthRequired);
     };
-    if let Err(e) = permit.admit(&session.id, &shared.session_slots) {
-        return e.to_response();
-    }
+    permit.admit(&session.id, &shared.session_slots)?;
     // SECURITY: the session's network policy is checked before any TLS or upstream connection.
     if !session.reaches(&dest.host) {
         info!(session = %session.id, host = %dest.host, "CONNECT outside the session's network policy");
-        return ProxyError::EgressDenied {
+        return Err(ProxyError::EgressDenied {
             host: dest.host,
             rule: EgressRule::SessionNetwork {
                 session: session.id.clone(),
             },
-        }
-        .to_response();
+        });
     }
     let session_id: Arc<str> = Arc::from(session.id.as_str());
     let (intercept, why) = if store.config().proxy.mitm == MitmMode::Always {
@@ -96,7 +91,8 @@ pub(super) async fn handle(
             } else {
                 "intercepted"
             };
-            METRICS
+            shared
+                .metrics
                 .tunnels
                 .get_or_create(&ModeLabel {
                     mode: mode.to_string(),
@@ -108,7 +104,7 @@ pub(super) async fn handle(
         Err(e) => {
             let err = ProxyError::from(e);
             info!(host = %dest.host, port = dest.port, error = err.code(), "CONNECT refused");
-            return err.to_response();
+            return Err(err);
         }
     };
     tokio::spawn(async move {
@@ -117,12 +113,8 @@ pub(super) async fn handle(
             Ok(upgraded) => upgraded,
             Err(e) => return debug!(error = %e, "CONNECT upgrade failed"),
         };
-        let client = match client.downcast::<TokioIo<Tracked<Strict<TcpStream>>>>() {
-            Ok(parts) => {
-                let (stream, unread) = parts.io.into_inner().inner.into_parts();
-                (concat(parts.read_buf, unread), stream)
-            }
-            Err(_) => return warn!("CONNECT upgrade is not a TCP stream"),
+        let Some(client) = client_stream(client) else {
+            return warn!("CONNECT upgrade is not a TCP stream");
         };
         match upstream {
             Some(upstream) => {
@@ -138,17 +130,7 @@ pub(super) async fn handle(
             .boxed(),
     );
     *response.status_mut() = StatusCode::OK;
-    response
-}
-
-/// What hyper read past the CONNECT head, then what the framing check still held.
-fn concat(first: Bytes, then: Bytes) -> Bytes {
-    if then.is_empty() {
-        return first;
-    }
-    let mut all = bytes::BytesMut::from(first.as_ref());
-    all.extend_from_slice(&then);
-    all.freeze()
+    Ok(response)
 }
 
 /// Sniffs the tunnel's first byte: TLS is intercepted, plain HTTP is served, anything else relayed.
@@ -304,7 +286,7 @@ where
                         got: format!("TLS SNI {sni}"),
                     };
                     info!(host = %bound.dest.host, "SNI does not match the CONNECT host");
-                    return err.to_response();
+                    return Err(err);
                 }
                 forward::in_tunnel(
                     req,

@@ -19,7 +19,7 @@ use super::{Shared, bodies, upgrade};
 use crate::config::OutOfScope;
 use crate::destination::Destination;
 use crate::error::ProxyError;
-use crate::metrics::METRICS;
+use crate::metrics::Metrics;
 use crate::session::SessionPolicy;
 use crate::store::Store;
 use crate::substitute::{self, Outcome, Report, Scrub, Target};
@@ -90,10 +90,10 @@ pub(super) async fn attempt(
         body,
         &mut report,
         &mut scrub,
-        &shared.buffered,
+        shared,
     )
     .await?;
-    check_report(&report, store, session, dest)?;
+    check_report(&report, store, session, dest, &shared.metrics)?;
     scrub.add_report(&report);
     let scrubber = store.scrubber(scrub, session, &dest.host);
     if scrubber.is_some() {
@@ -154,6 +154,7 @@ fn check_report(
     store: &Store,
     session: &SessionPolicy,
     dest: &Destination,
+    metrics: &Metrics,
 ) -> Result<(), ProxyError> {
     if report.is_empty() {
         return Ok(());
@@ -162,13 +163,16 @@ fn check_report(
         let e = store.entry(entry);
         store
             .counters(entry)
-            .substituted(&e.credential_id, location)
+            .substituted(metrics, &e.credential_id, location)
             .inc();
     }
     for &(entry, outcome) in report.outcomes() {
         if outcome == Outcome::OutOfScope {
             let e = store.entry(entry);
-            store.counters(entry).out_of_scope(&e.credential_id).inc();
+            store
+                .counters(entry)
+                .out_of_scope(metrics, &e.credential_id)
+                .inc();
         }
     }
     info!(session = %session.id, host = %dest.host, credentials = %report.display(store.entries()), "placeholders");
@@ -218,7 +222,8 @@ async fn exchange(
     }
     match result {
         Ok(Ok(response)) => {
-            METRICS
+            shared
+                .metrics
                 .upstream_latency
                 .observe(started.elapsed().as_secs_f64());
             Ok(response)

@@ -1,7 +1,7 @@
 //! Sending one request upstream: authority checks, hop-by-hop removal, placeholder substitution,
 //! `Host` pinned to the destination, then the pooled client.
 
-use http::header::{self, HeaderValue};
+use http::header::{self};
 use http::uri::Scheme;
 use http::{Request, Response, Version};
 use http_body_util::BodyExt as _;
@@ -16,7 +16,6 @@ use super::slots::Slots;
 use super::{Shared, oauth, upgrade};
 use crate::destination::Destination;
 use crate::error::{EgressRule, ProxyError};
-use crate::metrics::METRICS;
 use crate::session::SessionPolicy;
 use crate::store::Store;
 use crate::upstream::{BoxError, ProxyBody};
@@ -27,19 +26,19 @@ pub(super) async fn plain(
     req: Request<Incoming>,
     shared: &Shared,
     slots: &Slots,
-) -> Response<ProxyBody> {
+) -> Result<Response<ProxyBody>, ProxyError> {
     let uri = req.uri();
     let scheme = match uri.scheme() {
         Some(s) if *s == Scheme::HTTP || *s == Scheme::HTTPS => s.clone(),
         Some(_) => {
-            return ProxyError::BadRequest("only http:// and https:// URIs can be proxied")
-                .to_response();
+            return Err(ProxyError::BadRequest(
+                "only http:// and https:// URIs can be proxied",
+            ));
         }
         None => {
-            return ProxyError::BadRequest(
+            return Err(ProxyError::BadRequest(
                 "send absolute-form requests (GET http://host/path) or CONNECT",
-            )
-            .to_response();
+            ));
         }
     };
     let default_port = if scheme == Scheme::HTTPS { 443 } else { 80 };
@@ -47,29 +46,22 @@ pub(super) async fn plain(
         .authority()
         .and_then(|a| Destination::from_authority(a, default_port))
     else {
-        return ProxyError::BadRequest("the request URI has no valid host").to_response();
+        return Err(ProxyError::BadRequest("the request URI has no valid host"));
     };
     if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-        return ProxyError::BadRequest("user information in the request URI is not allowed")
-            .to_response();
+        return Err(ProxyError::BadRequest(
+            "user information in the request URI is not allowed",
+        ));
     }
     if req.headers().get_all(header::HOST).iter().count() > 1 {
-        return ProxyError::BadRequest("more than one Host header").to_response();
+        return Err(ProxyError::BadRequest("more than one Host header"));
     }
     let store = shared.store.load();
     let Some(session) = store.authenticate(req.headers().get(header::PROXY_AUTHORIZATION)) else {
         info!(host = %dest.host, "407: no valid Proxy-Authorization for any session");
-        return ProxyError::ProxyAuthRequired.to_response();
+        return Err(ProxyError::ProxyAuthRequired);
     };
-    if let Err(e) = slots.admit(&session.id, &shared.session_slots) {
-        // Not admitted: the connection closes and gives its process-wide slot back at once (an
-        // upstream's own 429 passes through, the connection kept).
-        let mut response = e.to_response();
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return response;
-    }
+    slots.admit(&session.id, &shared.session_slots)?;
     // The URI decides; a differing Host header is overwritten with the URI's authority in `send`.
     send(req, &dest, scheme, &store, session, shared).await
 }
@@ -82,10 +74,10 @@ pub(super) async fn in_tunnel(
     scheme: Scheme,
     session_id: &str,
     shared: &Shared,
-) -> Response<ProxyBody> {
+) -> Result<Response<ProxyBody>, ProxyError> {
     let hosts = req.headers().get_all(header::HOST);
     if hosts.iter().count() > 1 {
-        return ProxyError::BadRequest("more than one Host header").to_response();
+        return Err(ProxyError::BadRequest("more than one Host header"));
     }
     let named = req
         .uri()
@@ -102,21 +94,20 @@ pub(super) async fn in_tunnel(
         any = true;
         if !dest.matches_authority(&name) {
             info!(host = %dest.host, "request names another host than its tunnel");
-            return ProxyError::HostMismatch {
+            return Err(ProxyError::HostMismatch {
                 expected: dest.to_string(),
                 got: printable(&name),
-            }
-            .to_response();
+            });
         }
     }
     if !any && req.version() != Version::HTTP_10 {
-        return ProxyError::BadRequest("the request has no Host header").to_response();
+        return Err(ProxyError::BadRequest("the request has no Host header"));
     }
     let store = shared.store.load();
     // The session authenticated at CONNECT; a reload that removed it ends its access.
     let Some(session) = store.session(session_id) else {
         info!(host = %dest.host, "407: no valid Proxy-Authorization for any session");
-        return ProxyError::ProxyAuthRequired.to_response();
+        return Err(ProxyError::ProxyAuthRequired);
     };
     send(req, dest, scheme, &store, session, shared).await
 }
@@ -129,7 +120,7 @@ async fn send(
     store: &Store,
     session: &SessionPolicy,
     shared: &Shared,
-) -> Response<ProxyBody> {
+) -> Result<Response<ProxyBody>, ProxyError> {
     // One id joins every log line of this request (the span is on each line, text and JSON).
     let span = tracing::info_span!("request", id = next_request_id(), method = %req.method());
     // The access line (SPEC §9: nothing fails silently at info): path without its query, which
@@ -141,13 +132,13 @@ async fn send(
         .await
     {
         Ok(response) => {
-            METRICS.request("forwarded");
+            shared.metrics.forwarded();
             info!(parent: &span, session = %session.id, host = %dest.host, path = %printable(uri.path()), status = response.status().as_u16(), "forwarded");
-            response
+            Ok(response)
         }
         Err(e) => {
             info!(parent: &span, session = %session.id, host = %dest.host, path = %printable(uri.path()), error = e.code(), "refused");
-            e.to_response()
+            Err(e)
         }
     }
 }

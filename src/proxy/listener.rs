@@ -8,18 +8,16 @@ use http::{Method, Request};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
-use super::framing::Mode;
-use super::idle::{Activity, Tracked};
+use super::idle::Activity;
 use super::serve::{
-    ConnectionPermit, OpenConnection, asks_to_switch, close_unless_switched, drive, h1_limits,
+    ConnectionPermit, OpenConnection, asks_to_switch, client_io, close_unless_switched, drive,
+    h1_limits, rescue,
 };
 use super::slots::Slots;
-use super::strict::Strict;
 use super::{Shared, connect, forward};
 
 /// Accepts proxy clients until shutdown. A connection is accepted only when a permit of the
@@ -57,7 +55,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, connections: Arc<
 
 /// Serves HTTP/1.1 on a client connection: absolute-form requests and CONNECT.
 async fn serve_client(stream: TcpStream, shared: Arc<Shared>, permit: ConnectionPermit) {
-    let _open = OpenConnection::new();
+    let _open = OpenConnection::new(&shared.metrics);
     let activity = Activity::new();
     let service = {
         let (shared, activity) = (shared.clone(), activity.clone());
@@ -66,11 +64,12 @@ async fn serve_client(stream: TcpStream, shared: Arc<Shared>, permit: Connection
             async move {
                 let _in_flight = activity.begin();
                 let switch = asks_to_switch(&req);
-                let mut response = if req.method() == Method::CONNECT {
-                    connect::handle(req, shared, permit).await
+                let result = if req.method() == Method::CONNECT {
+                    connect::handle(req, shared.clone(), permit).await
                 } else {
                     forward::plain(req, &shared, &permit).await
                 };
+                let mut response = rescue(result, &shared.metrics);
                 close_unless_switched(switch, &mut response);
                 Ok::<_, Infallible>(response)
             }
@@ -78,8 +77,7 @@ async fn serve_client(stream: TcpStream, shared: Arc<Shared>, permit: Connection
     };
     let mut builder = http1::Builder::new();
     h1_limits(&mut builder, &shared);
-    let stream = Strict::new(stream, Mode::Listener, &shared.limits);
-    let io = TokioIo::new(Tracked::new(stream, activity.clone()));
+    let io = client_io(stream, &shared, &activity);
     drive!(
         builder.serve_connection(io, service).with_upgrades(),
         shared,

@@ -50,6 +50,8 @@ pub struct Shared {
     pub buffered: Arc<Budget>,
     /// `max_connections_per_session`, by session.
     pub session_slots: SessionSlots,
+    /// Counted at the edges (`serve::rescue`, `strict`) and where a stage learns something.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Turns true when keyswap begins to shut down.
     pub shutdown: watch::Receiver<bool>,
 }

@@ -6,12 +6,15 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use bytes::Bytes;
+use http::header::{CONNECTION, HeaderValue};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::Shared;
@@ -19,6 +22,8 @@ use super::framing::Mode;
 use super::idle::{Activity, Tracked};
 use super::slots::Slots;
 use super::strict::Strict;
+use crate::error::ProxyError;
+use crate::metrics::Metrics;
 use crate::upstream::ProxyBody;
 
 /// hyper's default cap on request header fields.
@@ -30,6 +35,59 @@ const H2_MAX_PENDING_RESETS: usize = 50;
 
 /// The connection slots a client holds for as long as its connection (or its tunnel) lives.
 pub(super) type ConnectionPermit = Arc<Slots>;
+
+/// The I/O stack a plain client connection is served on. Built by [`client_io`] and taken apart by
+/// [`client_stream`] after a CONNECT: both here, so they cannot disagree.
+type ClientIo = TokioIo<Tracked<Strict<TcpStream>>>;
+
+/// A client's TCP stream made ready for hyper: the framing check, then activity tracking.
+pub(super) fn client_io(stream: TcpStream, shared: &Shared, activity: &Arc<Activity>) -> ClientIo {
+    let stream = Strict::new(
+        stream,
+        Mode::Listener,
+        &shared.limits,
+        shared.metrics.clone(),
+    );
+    TokioIo::new(Tracked::new(stream, activity.clone()))
+}
+
+/// The client's TCP stream back from a CONNECT's upgrade, with every byte read past the CONNECT
+/// head (what hyper buffered, then what the framing check still held); `None` if the upgrade is
+/// not a client connection.
+pub(super) fn client_stream(upgraded: hyper::upgrade::Upgraded) -> Option<(Bytes, TcpStream)> {
+    let parts = upgraded.downcast::<ClientIo>().ok()?;
+    let (stream, unread) = parts.io.into_inner().inner.into_parts();
+    let read = if unread.is_empty() {
+        parts.read_buf
+    } else {
+        let mut all = bytes::BytesMut::from(parts.read_buf.as_ref());
+        all.extend_from_slice(&unread);
+        all.freeze()
+    };
+    Some((read, stream))
+}
+
+/// The edge of every request served on a client connection (SPEC §5's errors): stages return
+/// `Result`, and only here a refusal becomes its answer and is counted. keyswap's own 429
+/// too-many-connections also ends the connection, so its process-wide slot comes back at once
+/// (an upstream's 429 is an answer like any other and keeps it).
+pub(super) fn rescue(
+    result: Result<Response<ProxyBody>, ProxyError>,
+    metrics: &Metrics,
+) -> Response<ProxyBody> {
+    let e = match result {
+        Ok(response) => return response,
+        Err(e) => e,
+    };
+    metrics.refused(e.code());
+    let mut response = e.to_response();
+    if matches!(e, ProxyError::TooManyConnections { .. }) {
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
 
 /// Drives a hyper connection until it ends, shutdown begins (then it is closed gracefully), or
 /// it has been idle with nothing in flight for the idle timeout.
@@ -98,18 +156,19 @@ pub(super) async fn serve_inner<I, F, Fut>(io: I, h2: bool, shared: Arc<Shared>,
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: Fn(Request<Incoming>) -> Fut + Send + Clone + 'static,
-    Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
+    Fut: Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send + 'static,
 {
     let activity = Activity::new();
     let service = {
-        let activity = activity.clone();
+        let (activity, shared) = (activity.clone(), shared.clone());
         service_fn(move |req: Request<Incoming>| {
-            let (handler, activity) = (handler.clone(), activity.clone());
+            let (handler, activity, metrics) =
+                (handler.clone(), activity.clone(), shared.metrics.clone());
             async move {
                 let _in_flight = activity.begin();
                 // HTTP/2 has no Connection header and no upgrades: only HTTP/1 needs closing.
                 let switch = if h2 { None } else { asks_to_switch(&req) };
-                let mut response = handler(req).await;
+                let mut response = rescue(handler(req).await, &metrics);
                 close_unless_switched(switch, &mut response);
                 Ok::<_, Infallible>(response)
             }
@@ -127,7 +186,7 @@ where
             );
         drive!(builder.serve_connection(io, service), shared, activity);
     } else {
-        let io = Strict::new(io, Mode::Tunnel, &shared.limits);
+        let io = Strict::new(io, Mode::Tunnel, &shared.limits, shared.metrics.clone());
         let io = TokioIo::new(Tracked::new(io, activity.clone()));
         let mut builder = http1::Builder::new();
         h1_limits(&mut builder, &shared);
@@ -140,18 +199,19 @@ where
 }
 
 /// Counts a client connection in the open-connections gauge while it lives.
-pub(super) struct OpenConnection;
+pub(super) struct OpenConnection(prometheus_client::metrics::gauge::Gauge);
 
 impl OpenConnection {
-    pub(super) fn new() -> Self {
-        crate::metrics::METRICS.open_connections.inc();
-        OpenConnection
+    pub(super) fn new(metrics: &Metrics) -> Self {
+        let gauge = metrics.open_connections.clone();
+        gauge.inc();
+        OpenConnection(gauge)
     }
 }
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        crate::metrics::METRICS.open_connections.dec();
+        self.0.dec();
     }
 }
 

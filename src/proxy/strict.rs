@@ -38,6 +38,8 @@ pub struct Strict<I> {
     pace: Pace,
     /// Whether any byte has arrived yet (the first one tells a misdirected TLS client).
     seen_any: bool,
+    /// Refusals made here are counted here: they never reach the request path's edge.
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// An error answer waiting to be written at shutdown.
@@ -46,9 +48,15 @@ struct Answer {
 }
 
 impl<I> Strict<I> {
-    pub fn new(inner: I, mode: Mode, limits: &crate::config::Limits) -> Self {
+    pub fn new(
+        inner: I,
+        mode: Mode,
+        limits: &crate::config::Limits,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
+    ) -> Self {
         Self {
             inner,
+            metrics,
             framing: Framing::new(mode, limits.max_headers, limits.max_header_bytes),
             buffer: BytesMut::new(),
             released: 0,
@@ -67,8 +75,10 @@ impl<I> Strict<I> {
         (self.inner, self.buffer.freeze())
     }
 
+    /// The edge for refusals made before hyper parses a request: answered here, and counted.
     fn refuse(&mut self, error: ProxyError) {
         info!(error = %error, "request refused before parsing");
+        self.metrics.refused(error.code());
         self.answer = Some(Answer {
             bytes: error.to_http1_bytes(),
         });
