@@ -13,6 +13,7 @@ pub mod files;
 pub mod live;
 pub mod metrics;
 pub mod oauth;
+pub mod policy;
 pub mod proxy;
 pub mod sandbox;
 pub mod scope;

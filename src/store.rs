@@ -14,6 +14,7 @@ use dashmap::DashMap;
 
 use crate::config::Config;
 use crate::metrics::CredentialCounters;
+use crate::policy::LivePolicy;
 use crate::secret::Secret;
 use crate::session::{self, SessionPolicy};
 use crate::substitute::scrub::{Masked, ScrubTable};
@@ -30,8 +31,11 @@ pub struct Store {
     /// Changes whenever the egress rules or `[upstream.resolve]` change: pooled upstream
     /// connections of an older epoch were checked against other rules and are not reused.
     pub egress_epoch: u64,
-    /// The validated configuration this store was compiled from.
+    /// The validated configuration this store was compiled from (the admin API and OAuth
+    /// write-backs edit it; the request path reads `policy`).
     config: Arc<Config>,
+    /// The settings a reload changes on the request path.
+    policy: LivePolicy,
     /// Every placeholder, compiled; entries are indexed by the searcher's pattern id.
     placeholders: Placeholders,
     /// Metric handles by entry, created on first use (no label hashing per request).
@@ -105,6 +109,7 @@ impl Store {
         Ok(Store {
             generation,
             egress_epoch: 0,
+            policy: LivePolicy::of(&config),
             config,
             placeholders,
             counters,
@@ -269,6 +274,11 @@ impl Store {
         &self.config
     }
 
+    /// The settings the request path reads: what a reload changes (see [`LivePolicy`]).
+    pub fn policy(&self) -> &LivePolicy {
+        &self.policy
+    }
+
     pub fn searcher(&self) -> Option<&AhoCorasick> {
         self.placeholders.searcher()
     }
@@ -320,13 +330,6 @@ fn mcp_entry(credential: &crate::vault::Credential, url: &str, token: &Secret) -
     }
 }
 
-/// Whether two configurations decide and dial upstream addresses alike.
-fn same_egress(a: &Config, b: &Config) -> bool {
-    a.proxy.block_private_addresses == b.proxy.block_private_addresses
-        && a.proxy.allow_private_cidrs == b.proxy.allow_private_cidrs
-        && a.upstream.resolve == b.upstream.resolve
-}
-
 /// The live store: readers load it without waiting, a reload swaps in a whole new one.
 #[derive(Debug)]
 pub struct StoreHandle {
@@ -354,7 +357,7 @@ impl StoreHandle {
         let mut store = Store::build(config, generation)?;
         let old = self.current.load();
         store.retire_from(&old);
-        store.egress_epoch = if same_egress(old.config(), store.config()) {
+        store.egress_epoch = if old.policy.egress == store.policy.egress {
             old.egress_epoch
         } else {
             old.egress_epoch + 1

@@ -107,7 +107,7 @@ impl Dialer {
         port: u16,
     ) -> Result<Vec<SocketAddr>, ConnectError> {
         let store = self.inner.store.load();
-        let proxy = &store.config().proxy;
+        let rules = &store.policy().egress;
         let all = self.resolve(&store, host, port).await?;
         let mut permitted = Vec::with_capacity(all.len());
         let mut refused = None;
@@ -118,8 +118,8 @@ impl Dialer {
                 });
             }
             if egress::permits(
-                proxy.block_private_addresses,
-                &proxy.allow_private_cidrs,
+                rules.block_private_addresses,
+                &rules.allow_private_cidrs,
                 addr.ip(),
             ) {
                 permitted.push(addr);
@@ -151,7 +151,7 @@ impl Dialer {
         host: &str,
         port: u16,
     ) -> Result<Vec<SocketAddr>, ConnectError> {
-        if let Some(ip) = store.config().upstream.resolve.get(host) {
+        if let Some(ip) = store.policy().egress.resolve.get(host) {
             return Ok(vec![SocketAddr::new(*ip, port)]);
         }
         if let Ok(ip) = host.parse::<IpAddr>() {

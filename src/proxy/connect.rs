@@ -63,7 +63,7 @@ pub(super) async fn handle(
         });
     }
     let session_id: Arc<str> = Arc::from(session.id.as_str());
-    let (intercept, why) = if store.config().proxy.mitm == MitmMode::Always {
+    let (intercept, why) = if store.policy().mitm == MitmMode::Always {
         (true, "mitm = \"always\"")
     } else if session.could_apply_to(&dest.host) {
         (true, "a credential of the session is in scope")

@@ -44,7 +44,7 @@ impl<'a> To<'a> {
             port: self.dest.port,
             path,
             secrets_allowed: *self.scheme == Scheme::HTTPS
-                || store.config().proxy.substitute_over_plain_http,
+                || store.policy().substitute_over_plain_http,
             vaults: self.session.vaults(),
         }
     }
@@ -177,7 +177,7 @@ fn check_report(
     }
     info!(session = %session.id, host = %dest.host, credentials = %report.display(store.entries()), "placeholders");
     if report.any(Outcome::OutOfScope)
-        && store.config().proxy.out_of_scope_placeholder == OutOfScope::Block
+        && store.policy().out_of_scope_placeholder == OutOfScope::Block
     {
         let credentials = out_of_scope_ids(report, store);
         return Err(ProxyError::PlaceholderOutOfScope {
