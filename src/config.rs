@@ -31,7 +31,7 @@ use crate::vault::{Credential, Networking, Vault};
 
 pub use diagnostics::without_values;
 use diagnostics::{key_of_value_at, line_column};
-pub use raw::{MitmMode, OutOfScope};
+pub use raw::{Backend, MitmMode, OutOfScope};
 
 /// The default config path of `keyswap run`, relative to the working directory.
 pub const DEFAULT_PATH: &str = "config/keyswap.toml";
@@ -54,6 +54,7 @@ pub struct Config {
     pub tls: TlsSettings,
     pub upstream: UpstreamSettings,
     pub limits: Limits,
+    pub store: StoreSettings,
     pub vaults: Vec<Vault>,
     pub sessions: Vec<Session>,
     /// Where the first secret given literally (not by `_env` / `_file`) is: such a file must be
@@ -90,6 +91,17 @@ pub struct TlsSettings {
     pub ca_cert: PathBuf,
     pub ca_key: PathBuf,
     pub upstream_ca_files: Vec<PathBuf>,
+}
+
+/// `[store]`: where vaults and credentials live (SPEC §10). The URL and key are read from the
+/// variables named here when keyswap starts, never from the file.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub backend: Backend,
+    pub url_env: String,
+    pub key_env: String,
+    /// The safety poll beside LISTEN/NOTIFY.
+    pub poll_interval: Duration,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -194,12 +206,39 @@ impl Config {
 
     /// Parses and validates TOML text. `file` names it in errors; relative paths resolve against `base`.
     pub fn from_toml(text: &str, file: &str, base: &Path) -> Result<Config, ConfigErrors> {
+        Self::parse(text, file, base, false)
+    }
+
+    /// The file's settings with the vaults the database holds (`[[vaults]]` text rendered from
+    /// its rows, see `dbstore`): validated together, as sessions name those vaults.
+    pub fn with_vaults(
+        file_text: &str,
+        vaults_text: &str,
+        file: &str,
+        base: &Path,
+    ) -> Result<Config, ConfigErrors> {
+        let mut text = Zeroizing::new(String::with_capacity(
+            file_text.len() + vaults_text.len() + 1,
+        ));
+        text.push_str(file_text);
+        text.push('\n');
+        text.push_str(vaults_text);
+        Self::parse(&text, file, base, true)
+    }
+
+    fn parse(
+        text: &str,
+        file: &str,
+        base: &Path,
+        vaults_from_database: bool,
+    ) -> Result<Config, ConfigErrors> {
         let mut v = Validator {
             text,
             file,
             base,
             errors: Vec::new(),
             literal_secret: None,
+            vaults_from_database,
         };
         let raw: raw::RawConfig = match toml::from_str(text) {
             Ok(raw) => raw,
@@ -252,6 +291,8 @@ struct Validator<'a> {
     base: &'a Path,
     errors: Vec<ConfigError>,
     literal_secret: Option<Position>,
+    /// The `[[vaults]]` in the text were rendered from the database (see [`Config::with_vaults`]).
+    vaults_from_database: bool,
 }
 
 impl Validator<'_> {
@@ -287,8 +328,23 @@ impl Validator<'_> {
         };
         let upstream = self.upstream(raw.upstream);
         let limits = self.limits(raw.limits);
+        let store = self.store(raw.store);
+        // SECURITY/consistency: one source of truth. With the database backend, vaults in the file
+        // would be a second copy that the replicas do not share.
+        let in_database = store.backend == Backend::Postgres;
+        if in_database
+            && !self.vaults_from_database
+            && let Some(first) = raw.vaults.first()
+        {
+            self.error(
+                first.span(),
+                "with [store] backend = \"postgres\" the vaults live in the database: remove [[vaults]] from this file (`keyswap store import --from FILE` copies them in)",
+            );
+        }
         let vaults = self.vaults(raw.vaults);
-        let sessions = self.sessions(raw.sessions, &vaults);
+        // The file alone names vaults that are in the database: they are checked once merged.
+        let check_vault_ids = !in_database || self.vaults_from_database;
+        let sessions = self.sessions(raw.sessions, &vaults, check_vault_ids);
         Config {
             source: None,
             proxy,
@@ -296,6 +352,7 @@ impl Validator<'_> {
             tls,
             upstream,
             limits,
+            store,
             vaults,
             sessions,
             literal_secret: self.literal_secret.take(),

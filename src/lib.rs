@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod ca;
 pub mod config;
+pub mod dbstore;
 pub mod destination;
 pub mod egress;
 pub mod error;

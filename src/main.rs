@@ -57,6 +57,26 @@ enum Command {
         #[arg(long, value_enum, default_value_t = keyswap::sandbox::Format::Sh)]
         format: keyswap::sandbox::Format,
     },
+    /// The PostgreSQL store of `[store] backend = "postgres"` (several replicas).
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(clap::Subcommand)]
+enum StoreCommand {
+    /// Create or upgrade the schema (also done by `run`, under a lock).
+    Migrate(ConfigArg),
+    /// Copy the vaults and credentials of a file-backed config into the database (ids kept;
+    /// existing vaults replaced; idempotent).
+    Import {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The file-backed config whose [[vaults]] to import.
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+    },
+    /// Print the stored vaults and credentials as TOML, without any secret value.
+    Export(ConfigArg),
 }
 
 #[derive(clap::Args)]
@@ -82,6 +102,56 @@ fn main() -> ExitCode {
         } => {
             let reach = keyswap::sandbox::Reach { proxy_url, ca_path };
             env(config, session.as_deref(), &reach, format)
+        }
+        Command::Store(command) => store(command),
+    }
+}
+
+fn store(command: StoreCommand) -> ExitCode {
+    use keyswap::dbstore::commands;
+    let arg = match &command {
+        StoreCommand::Migrate(arg) | StoreCommand::Export(arg) => arg,
+        StoreCommand::Import { config, .. } => config,
+    };
+    let config = match load(arg) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let done = runtime.block_on(async {
+        match &command {
+            StoreCommand::Migrate(_) => commands::migrate(&config)
+                .await
+                .map(|()| "the database schema is up to date".to_string()),
+            StoreCommand::Export(_) => commands::export(&config).await,
+            StoreCommand::Import { from, .. } => commands::import(&config, from)
+                .await
+                .map(|n| format!("imported {n} vault(s) from {}", from.display())),
+        }
+    });
+    match done {
+        Ok(text) => {
+            println!("{}", text.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("keyswap: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            error!(error = %e, "cannot start the runtime");
+            None
         }
     }
 }
@@ -160,15 +230,8 @@ fn run(arg: ConfigArg) -> ExitCode {
         }
         return ExitCode::FAILURE;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            error!(error = %e, "cannot start the runtime");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(keyswap::server::run(config)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -29,6 +29,11 @@ pub struct CredentialLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabel {
+    pub op: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ModeLabel {
     pub mode: String,
 }
@@ -96,6 +101,10 @@ pub struct Metrics {
     pub certificate_cache_size: Gauge,
     /// OAuth token refreshes, by result.
     pub oauth_refreshes: Family<OutcomeLabel, Counter>,
+    /// The database backend: the last change applied, seconds since the last contact, failures.
+    pub store_revision: Gauge,
+    pub store_sync_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub store_errors: Family<OpLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -122,6 +131,9 @@ impl Metrics {
             certificates_minted: Gauge::default(),
             certificate_cache_size: Gauge::default(),
             oauth_refreshes: Family::default(),
+            store_revision: Gauge::default(),
+            store_sync_age: Gauge::default(),
+            store_errors: Family::default(),
         };
         registry.register(
             "requests",
@@ -182,6 +194,21 @@ impl Metrics {
             "oauth_refreshes",
             "OAuth access token refreshes, by result",
             m.oauth_refreshes.clone(),
+        );
+        registry.register(
+            "store_revision",
+            "The last database change applied (database backend)",
+            m.store_revision.clone(),
+        );
+        registry.register(
+            "store_sync_age_seconds",
+            "Seconds since the database last answered (database backend)",
+            m.store_sync_age.clone(),
+        );
+        registry.register(
+            "store_errors",
+            "Database operations that failed, by operation",
+            m.store_errors.clone(),
         );
         let forwarded = m
             .requests

@@ -13,6 +13,7 @@ use zeroize::Zeroizing;
 use crate::admin::{self, AdminState};
 use crate::ca::{CaError, CertificateAuthority};
 use crate::config::Config;
+use crate::dbstore::Database;
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::oauth::Refresher;
@@ -37,10 +38,16 @@ pub enum RunError {
     Store(#[from] BuildError),
     #[error("cannot install signal handlers: {0}")]
     Signal(std::io::Error),
+    #[error(transparent)]
+    Database(#[from] crate::dbstore::DbError),
+    #[error("the vaults in the database do not validate with this file: {0}")]
+    Stored(crate::config::ConfigErrors),
 }
 
 /// Runs keyswap with `config` until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<(), RunError> {
+    // With the database backend the vaults come from there, validated with the file's settings.
+    let (config, database) = with_database(config).await?;
     let proxy_listener = bind(config.proxy.listen).await?;
     let admin_listener = bind(config.admin.listen).await?;
     let proxy_addr = proxy_listener
@@ -75,12 +82,16 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         .map(Zeroizing::new);
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(StoreHandle::new(Store::build(config.clone(), 1)?));
-    let live = Arc::new(Live::new(
+    let mut live = Live::new(
         path,
         store.clone(),
         text.as_ref().map(|t| t.as_str()),
         metrics.clone(),
-    ));
+    );
+    if let Some((database, revision, vaults)) = database.clone() {
+        live = live.with_database(database, revision, vaults);
+    }
+    let live = Arc::new(live);
     let dialer = Dialer::new(&config, store.clone(), vec![proxy_addr, admin_addr])?;
     let client = Arc::new(UpstreamPool::new(
         dialer.clone(),
@@ -108,6 +119,14 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         shutdown: shutdown_rx.clone(),
     });
     let _watcher = file_watch::spawn(live.clone(), shutdown_rx.clone());
+    if let Some((database, ..)) = database {
+        tokio::spawn(crate::dbstore::sync::follow(
+            live.clone(),
+            database,
+            config.store.poll_interval,
+            shutdown_rx.clone(),
+        ));
+    }
     let api_key = std::env::var(&config.admin.api_key_env)
         .ok()
         .filter(|k| !k.is_empty())
@@ -144,6 +163,35 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     }
     Ok(())
 }
+
+/// The database of `[store] backend = "postgres"`, migrated, and the config with its vaults; the
+/// config as it is with the file backend.
+async fn with_database(config: Config) -> Result<(Config, Option<FromDatabase>), RunError> {
+    if config.store.backend != crate::config::Backend::Postgres {
+        return Ok((config, None));
+    }
+    let database = Arc::new(Database::from_settings(&config.store, &config)?);
+    database.migrate().await?;
+    let (revision, vaults) = database.load().await?;
+    let path = config
+        .source
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_PATH));
+    let text = Zeroizing::new(std::fs::read_to_string(&path).unwrap_or_default());
+    let base = path.parent().unwrap_or(std::path::Path::new(""));
+    let mut merged = Config::with_vaults(&text, &vaults, &path.display().to_string(), base)
+        .map_err(RunError::Stored)?;
+    merged.source = config.source.clone();
+    info!(
+        revision,
+        vaults = merged.vaults.len(),
+        "vaults loaded from the database"
+    );
+    Ok((merged, Some((database, revision, vaults))))
+}
+
+/// The database, the revision loaded at start and its `[[vaults]]` text.
+type FromDatabase = (Arc<Database>, i64, Zeroizing<String>);
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, RunError> {
     TcpListener::bind(addr)

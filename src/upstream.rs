@@ -251,7 +251,9 @@ impl Dialer {
 }
 
 /// The built-in web roots plus the operator's `upstream_ca_files`; certificates are always verified.
-fn client_tls_config(ca_files: &[std::path::PathBuf]) -> Result<ClientConfig, UpstreamSetupError> {
+pub(crate) fn client_tls_config(
+    ca_files: &[std::path::PathBuf],
+) -> Result<ClientConfig, UpstreamSetupError> {
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };

@@ -90,6 +90,13 @@ impl From<WriteError> for ApiError {
             WriteError::FileInvalid(errors) => ApiError::conflict(format!(
                 "the configuration file has errors that its operator must fix first: {errors}"
             )),
+            // SPEC §10: the database is down; nothing was written, the proxy goes on.
+            WriteError::Database(_) => ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message:
+                    "the database is unreachable: the change was not made; retry when it is back"
+                        .into(),
+            },
             WriteError::Io { .. } | WriteError::Store(_) => {
                 tracing::error!(error = %err, "admin write failed");
                 ApiError {

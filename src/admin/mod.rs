@@ -175,6 +175,9 @@ fn metrics(state: &AdminState) -> Response<Full<Bytes>> {
     m.certificates_minted.set(as_gauge(minted));
     m.certificate_cache_size
         .set(i64::try_from(state.ca.cached()).unwrap_or(i64::MAX));
+    if let Some(sync) = state.live.sync_status() {
+        m.store_sync_age.set(sync.age);
+    }
     respond(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",
@@ -185,8 +188,10 @@ fn metrics(state: &AdminState) -> Response<Full<Bytes>> {
 fn healthz(state: &AdminState) -> Response<Full<Bytes>> {
     let generation = state.live.store().load().generation;
     let reload = state.live.status();
-    let body = serde_json::json!({
-        "status": if reload.ok { "ok" } else { "degraded" },
+    let sync = state.live.sync_status();
+    let store_ok = sync.is_none_or(|s| s.ok);
+    let mut body = serde_json::json!({
+        "status": if reload.ok && store_ok { "ok" } else { "degraded" },
         "store_generation": generation,
         "last_reload": {
             "ok": reload.ok,
@@ -195,6 +200,12 @@ fn healthz(state: &AdminState) -> Response<Full<Bytes>> {
             "errors": reload.errors,
         },
     });
+    // SPEC §10: with the database backend, whether this replica is in sync, and since when.
+    if let Some(sync) = sync {
+        body["store"] = (if sync.ok { "ok" } else { "degraded" }).into();
+        body["store_sync_age_seconds"] = sync.age.into();
+        body["store_revision"] = sync.revision.into();
+    }
     respond(StatusCode::OK, "application/json", body.to_string())
 }
 

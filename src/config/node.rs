@@ -12,9 +12,34 @@ use toml::Spanned;
 use crate::scope::normalize_host;
 use crate::vault;
 
-use super::{AdminSettings, Limits, ProxySettings, UpstreamSettings, Validator, raw};
+use super::{
+    AdminSettings, Limits, ProxySettings, StoreSettings, UpstreamSettings, Validator, raw,
+};
 
 impl Validator<'_> {
+    pub(super) fn store(&mut self, raw: raw::RawStore) -> StoreSettings {
+        if *raw.poll_interval_secs.get_ref() == 0 {
+            self.error(
+                raw.poll_interval_secs.span(),
+                "`poll_interval_secs` must be at least 1",
+            );
+        }
+        for (key, name) in [("url_env", &raw.url_env), ("key_env", &raw.key_env)] {
+            if name.is_empty() || name.contains('=') {
+                self.error(
+                    0..0,
+                    format!("[store] `{key}` must name an environment variable"),
+                );
+            }
+        }
+        StoreSettings {
+            backend: raw.backend,
+            url_env: raw.url_env,
+            key_env: raw.key_env,
+            poll_interval: Duration::from_secs((*raw.poll_interval_secs.get_ref()).max(1)),
+        }
+    }
+
     /// An `upstream_ca_files` entry, opened now (SPEC §9): a missing or certificate-less file is
     /// an error at its position, not a failure when keyswap starts or a reload half-applies.
     pub(super) fn ca_file(&mut self, p: &Spanned<String>) -> PathBuf {

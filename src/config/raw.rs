@@ -25,9 +25,42 @@ pub struct RawConfig {
     #[serde(default)]
     pub limits: RawLimits,
     #[serde(default)]
+    pub store: RawStore,
+    #[serde(default)]
     pub vaults: Vec<Spanned<RawVault>>,
     #[serde(default)]
     pub sessions: Vec<Spanned<RawSession>>,
+}
+
+/// Where vaults and credentials live (SPEC §10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// In this file (`[[vaults]]`), written back by the admin API.
+    #[default]
+    File,
+    /// In PostgreSQL, shared by every replica.
+    Postgres,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStore {
+    pub backend: Backend,
+    pub url_env: String,
+    pub key_env: String,
+    pub poll_interval_secs: Spanned<u64>,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        Self {
+            backend: Backend::File,
+            url_env: "KEYSWAP_DATABASE_URL".into(),
+            key_env: "KEYSWAP_STORE_KEY".into(),
+            poll_interval_secs: Spanned::new(0..0, 5),
+        }
+    }
 }
 
 /// Whether TLS tunnels are intercepted when no credential could apply.

@@ -33,6 +33,7 @@ impl Validator<'_> {
         &mut self,
         raws: Vec<Spanned<raw::RawSession>>,
         vaults: &[Vault],
+        check_vault_ids: bool,
     ) -> Vec<Session> {
         let mut ids = HashSet::new();
         let mut sessions = Vec::new();
@@ -81,7 +82,7 @@ impl Validator<'_> {
                     ),
                 );
             }
-            for v in &raw.vault_ids {
+            for v in raw.vault_ids.iter().filter(|_| check_vault_ids) {
                 if !vaults.iter().any(|vault| &vault.id == v.get_ref()) {
                     self.error(v.span(), format!("no vault has id `{}`", v.get_ref()));
                 }

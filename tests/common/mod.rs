@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod nginx;
+pub mod postgres;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
