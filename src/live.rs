@@ -245,6 +245,27 @@ impl Live {
         }
     }
 
+    /// With the database backend: waits until no other replica refreshes `credential_id`, holds
+    /// that (the guard), and brings this replica's store up to the database first, so the caller
+    /// sees tokens another replica stored meanwhile. `Ok(None)` with the file backend.
+    pub async fn refresh_flight(
+        &self,
+        credential_id: &str,
+    ) -> Result<Option<crate::dbstore::FlightLock>, DbError> {
+        let Some(database) = self.with_synced(|s| s.database.clone()) else {
+            return Ok(None);
+        };
+        let lock = match database.refresh_lock(credential_id).await {
+            Ok(lock) => lock,
+            Err(e) => {
+                self.database_failed("refresh_lock", &e);
+                return Err(e);
+            }
+        };
+        crate::dbstore::sync::catch_up(self, &database).await;
+        Ok(Some(lock))
+    }
+
     /// The config file's text now (empty when there is none: the embedded defaults).
     fn file_text(&self) -> Zeroizing<String> {
         Zeroizing::new(std::fs::read_to_string(&self.path).unwrap_or_default())

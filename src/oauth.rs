@@ -160,6 +160,13 @@ impl Refresher {
             .or_default()
             .clone();
         let mut last = flight.lock().await;
+        // Across replicas (database backend): one refresh at a time per credential, and the
+        // tokens another replica stored meanwhile are seen before deciding.
+        let _across = self
+            .live
+            .refresh_flight(credential_id)
+            .await
+            .map_err(|e| RefreshError::Persist(e.to_string()))?;
         let config = self.live.store().load().config().clone();
         let oauth = find(&config, vault_id, credential_id).ok_or(RefreshError::Gone)?;
         let still_needed = match reason {

@@ -363,3 +363,95 @@ fn replicas_starting_at_once_migrate_once_and_a_wrong_key_or_file_vaults_are_ref
         "{stderr}"
     );
 }
+
+/// An `mcp_oauth` credential whose token has expired, used through two replicas at once: one
+/// token-endpoint call in all (the refresh token rotates: a second call would burn it), and both
+/// replicas then send the new token.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expiring_token_is_refreshed_once_across_replicas() {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let Some(pg) = Postgres::start() else { return };
+    let ca = TestCa::new();
+    let issued = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = std::sync::Arc::new(Mutex::new(Vec::<String>::new()));
+    let handler = {
+        let (issued, seen) = (issued.clone(), seen.clone());
+        move |parts: http::request::Parts, _body: bytes::Bytes| {
+            let (issued, seen) = (issued.clone(), seen.clone());
+            async move {
+                let reply = |body: Value| {
+                    let mut r = hyper::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from(body.to_string()),
+                    ));
+                    r.headers_mut()
+                        .insert("content-type", "application/json".parse().unwrap());
+                    r
+                };
+                if parts.uri.path() == "/token" {
+                    // Slow enough that both replicas' requests arrive during the first refresh.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    let n = issued.fetch_add(1, Ordering::SeqCst) + 1;
+                    return reply(json!({"access_token": format!("SECRET_access_{n}"),
+                        "token_type": "Bearer", "expires_in": 3600,
+                        "refresh_token": format!("SECRET_refresh_{n}")}));
+                }
+                let auth = parts
+                    .headers
+                    .get("authorization")
+                    .map(|v| v.to_str().unwrap().to_string())
+                    .unwrap_or_default();
+                seen.lock().unwrap().push(auth);
+                reply(json!({"ok": true}))
+            }
+        }
+    };
+    let port = common::serve_https(&ca, handler).await.port();
+    let vaults = format!(
+        "[[vaults]]\nid = \"vlt_o\"\n[[vaults.credentials]]\nid = \"vcrd_o\"\n[vaults.credentials.auth]\ntype = \"mcp_oauth\"\nmcp_server_url = \"https://api.example.test:{port}/mcp\"\naccess_token = \"SECRET_access_0\"\nexpires_at = \"2020-01-01T00:00:00Z\"\nrefresh = {{ client_id = \"app\", refresh_token = \"SECRET_refresh_0\", token_endpoint = \"https://other.example.test:{port}/token\" }}\n"
+    );
+    let a = replica(&ca, &pg);
+    let from = common::write(a.dir.path(), "vaults.toml", &vaults);
+    assert!(
+        store_command(&a, &pg, &["import", "--from", from.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let b = replica(&ca, &pg);
+    let bundles = [a.client_bundle(&ca), b.client_bundle(&ca)];
+    let url = format!("https://api.example.test:{port}/mcp");
+    let calls = (0..10).map(|i| {
+        let proxy = [&a, &b][i % 2].proxy_url();
+        let bundle = bundles[i % 2].to_str().unwrap().to_string();
+        let url = url.clone();
+        async move {
+            curl(&[
+                "--proxy",
+                &proxy,
+                "--cacert",
+                &bundle,
+                "--data-binary",
+                "{}",
+                &url,
+            ])
+            .await
+        }
+    });
+    for out in futures_util::future::join_all(calls).await {
+        assert_eq!(out.status, 200, "{out:?}");
+    }
+    assert_eq!(
+        issued.load(Ordering::SeqCst),
+        1,
+        "one token-endpoint call across replicas"
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 10);
+    assert!(
+        seen.iter().all(|a| a == "Bearer SECRET_access_1"),
+        "{seen:?}"
+    );
+    // Stored once, sealed: the rotated refresh token is the one in the database.
+    let dump = pg.dump();
+    assert!(!dump.contains("SECRET_refresh_1") && !dump.contains("SECRET_access_1"));
+}

@@ -378,6 +378,43 @@ impl Database {
     }
 }
 
+/// Held while one replica refreshes one `mcp_oauth` credential's token (SPEC §10: single-flight
+/// across replicas): a session-level advisory lock on a connection of its own, released when the
+/// guard (the connection) is dropped — also when the replica dies.
+pub struct FlightLock {
+    _client: Client,
+    connection: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FlightLock {
+    fn drop(&mut self) {
+        self.connection.abort();
+    }
+}
+
+/// The advisory-lock class of token refreshes (the second key is the credential id's hash).
+const REFRESH_LOCK_CLASS: i32 = 0x6b73_7201;
+
+impl Database {
+    /// Waits until no other replica refreshes `credential_id`, and holds that until dropped.
+    pub async fn refresh_lock(&self, credential_id: &str) -> Result<FlightLock, DbError> {
+        let (client, connection) = self.connect().await?;
+        let connection = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        client
+            .execute(
+                "SELECT pg_advisory_lock($1, hashtext($2))",
+                &[&REFRESH_LOCK_CLASS, &credential_id],
+            )
+            .await?;
+        Ok(FlightLock {
+            _client: client,
+            connection,
+        })
+    }
+}
+
 /// What `keyswap_meta.key_check` seals: opening it proves the key is this database's.
 const KEY_CHECK: &str = "keyswap-store-key-check";
 
