@@ -455,3 +455,34 @@ async fn an_expiring_token_is_refreshed_once_across_replicas() {
     let dump = pg.dump();
     assert!(!dump.contains("SECRET_refresh_1") && !dump.contains("SECRET_access_1"));
 }
+
+/// The example manifests' keyswap.toml (deploy/kubernetes) is a valid database-backed config.
+#[test]
+fn the_kubernetes_example_config_is_valid() {
+    let manifests = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/kubernetes/keyswap.yaml"
+    ))
+    .unwrap();
+    let block: String = manifests
+        .split("keyswap.toml: |\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect();
+    assert!(block.contains("backend = \"postgres\""), "{block}");
+    let dir = tempfile::tempdir().unwrap();
+    common::write(dir.path(), "keyswap.toml", &block);
+    let out = Command::new(env!("CARGO_BIN_EXE_keyswap"))
+        .args(["check", "--config", "keyswap.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
