@@ -486,3 +486,31 @@ fn the_kubernetes_example_config_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// TLS to the database (rustls, the CA from `upstream_ca_files`): a cluster that accepts TLS only
+/// serves keyswap, and a keyswap that does not trust the cluster's certificate is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_database_connection_is_tls_and_its_certificate_is_verified() {
+    let ca = TestCa::new();
+    let Some(pg) = Postgres::start_tls(&ca) else {
+        return;
+    };
+    assert!(pg.url().ends_with("sslmode=require"));
+    let a = replica(&ca, &pg);
+    let (status, body) = admin(&a, "POST", "/v1/vaults", Some(json!({"display_name": "T"}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(pg.psql("SELECT count(*) FROM keyswap_vaults"), "1\n");
+    // Without the cluster's CA among the trusted roots: refused before any query.
+    let dir = tempfile::tempdir().unwrap();
+    common::write(dir.path(), "k.toml", STORE);
+    let out = Command::new(env!("CARGO_BIN_EXE_keyswap"))
+        .args(["store", "migrate", "--config", "k.toml"])
+        .current_dir(dir.path())
+        .env("KEYSWAP_DATABASE_URL", pg.url())
+        .env("KEYSWAP_STORE_KEY", KEY)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+}

@@ -37,7 +37,7 @@ pub enum DbError {
     NoUrl(String),
     #[error(transparent)]
     Key(#[from] KeyError),
-    #[error("the database: {0}")]
+    #[error("the database: {}", with_causes(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error(
         "{0} does not open the secrets in this database: give the key the database was created with"
@@ -47,6 +47,19 @@ pub enum DbError {
     Sealed(String),
     #[error("cannot set up TLS to the database: {0}")]
     Tls(String),
+}
+
+/// `error: cause: cause…` — tokio-postgres keeps the reason (a refused certificate, a refused
+/// password) in the source chain, which the operator needs to see.
+fn with_causes(error: &tokio_postgres::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
 }
 
 /// A connection to the shared store.

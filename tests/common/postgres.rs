@@ -13,6 +13,8 @@ pub struct Postgres {
     dir: tempfile::TempDir,
     bin: PathBuf,
     pub port: u16,
+    /// Serving TLS only (`hostssl`), with a leaf from the test CA for 127.0.0.1.
+    tls: bool,
 }
 
 impl Drop for Postgres {
@@ -65,6 +67,15 @@ fn as_postgres(program: &Path) -> Command {
 impl Postgres {
     /// A fresh cluster, started; `None` where PostgreSQL is not installed (and not required).
     pub fn start() -> Option<Postgres> {
+        Self::start_with(None)
+    }
+
+    /// A cluster that accepts TLS connections only, its certificate signed by `ca`.
+    pub fn start_tls(ca: &super::TestCa) -> Option<Postgres> {
+        Self::start_with(Some(ca))
+    }
+
+    fn start_with(ca: Option<&super::TestCa>) -> Option<Postgres> {
         let Some(bin) = bin() else {
             assert!(
                 std::env::var("KEYSWAP_EXTERNAL_TOOLS").as_deref() != Ok("required"),
@@ -93,11 +104,36 @@ impl Postgres {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let data = dir.path().join("data");
+        if let Some(ca) = ca {
+            let (cert, key) = ca.leaf_pem(&["127.0.0.1"]);
+            std::fs::write(data.join("server.crt"), cert).unwrap();
+            std::fs::write(data.join("server.key"), key).unwrap();
+            // Only TLS connections over TCP (the socket in the folder stays for psql/pg_dump).
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )
+            .unwrap();
+            if is_root() {
+                let (uid, gid) = postgres_user();
+                for f in ["server.crt", "server.key", "pg_hba.conf"] {
+                    std::os::unix::fs::chown(data.join(f), Some(uid), Some(gid)).unwrap();
+                }
+            }
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(
+                data.join("server.key"),
+                std::fs::Permissions::from_mode(0o600),
+            )
+            .unwrap();
+        }
         let mut pg = Postgres {
             child: None,
             dir,
             bin,
             port: free_port(),
+            tls: ca.is_some(),
         };
         pg.start_again();
         Some(pg)
@@ -111,6 +147,11 @@ impl Postgres {
             .args(["-p", &self.port.to_string(), "-k"])
             .arg(self.dir.path())
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .args(if self.tls {
+                &["-c", "ssl=on"][..]
+            } else {
+                &[][..]
+            })
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -145,8 +186,9 @@ impl Postgres {
     }
 
     pub fn url(&self) -> String {
+        let mode = if self.tls { "require" } else { "disable" };
         format!(
-            "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+            "postgres://postgres@127.0.0.1:{}/postgres?sslmode={mode}",
             self.port
         )
     }
