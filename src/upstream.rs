@@ -209,11 +209,6 @@ impl Dialer {
         }))
     }
 
-    /// TCP then TLS, verified for `host`, offering h2 and http/1.1.
-    pub async fn tls(&self, host: &str, port: u16) -> Result<TlsStream<TcpStream>, ConnectError> {
-        self.tls_with(&self.inner.tls, host, port).await
-    }
-
     /// A connection for an HTTP/1.1 upgrade (WebSocket): TLS offering only `http/1.1`, or TCP.
     pub async fn http1(&self, tls: bool, host: &str, port: u16) -> Result<Stream, ConnectError> {
         Ok(if tls {
@@ -382,7 +377,10 @@ impl tower_service::Service<Uri> for Connector {
             let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
             let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
             let stream = if tls {
-                Stream::Tls(Box::new(dialer.tls(host, port).await?))
+                // TCP then TLS, verified for `host`, offering h2 and http/1.1.
+                Stream::Tls(Box::new(
+                    dialer.tls_with(&dialer.inner.tls, host, port).await?,
+                ))
             } else {
                 Stream::Plain(dialer.tcp(host, port).await?)
             };
