@@ -25,6 +25,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "peer/floor.rs"]
+mod floor;
 
 const HOST: &str = "api.example.test";
 const MIB: usize = 1 << 20;
@@ -93,6 +95,11 @@ fn options() -> Options {
 }
 
 fn main() {
+    // The floor peer runs in a child process of this binary, so its CPU is measured apart.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--floor-peer") {
+        return floor::main(&args[at + 1], &args[at + 2]);
+    }
     let o = options();
     std::sync::LazyLock::force(&BIG);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -247,6 +254,108 @@ auth = {{ type = "environment_variable", secret_name = "T", secret_value = "ghp_
         ca_pem,
         _dir: dir,
     }
+}
+
+/// The floor peer (benches/peer/floor.rs) in a child process: its proxy address and CA.
+struct Floor {
+    child: Child,
+    proxy: SocketAddr,
+    ca_pem: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_floor(upstream_ca: &str) -> Floor {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_in, ca_out) = (
+        dir.path().join("upstream-ca.pem"),
+        dir.path().join("ca.pem"),
+    );
+    std::fs::write(&ca_in, upstream_ca).unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .arg("--floor-peer")
+        .args([&ca_in, &ca_out])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let proxy = line.trim().rsplit(' ').next().unwrap().parse().unwrap();
+    Floor {
+        child,
+        proxy,
+        ca_pem: std::fs::read_to_string(&ca_out).unwrap(),
+        _dir: dir,
+    }
+}
+
+/// keyswap against the floor peer, each in its own process: CPU per request (µs, from
+/// `/proc/<pid>/stat`) without and with one substitution, over alternating slices so drift hits
+/// both alike, and new tunnels per second.
+async fn compare_floor(keyswap: &Keyswap, upstream_ca: &str, port: u16, c: usize, t: u64) {
+    let floor = start_floor(upstream_ca);
+    let peers = [
+        (
+            "keyswap",
+            keyswap.child.id(),
+            Route::Proxy(keyswap.proxy, client_tls(&keyswap.ca_pem), HOST),
+        ),
+        (
+            "floor peer",
+            floor.child.id(),
+            Route::Proxy(floor.proxy, client_tls(&floor.ca_pem), HOST),
+        ),
+    ];
+    drive(&peers[1].2, port, c, 1, None, false).await;
+    let slice = (t / 2).max(1);
+    let mut per = [[0.0f64; 2]; 2];
+    let mut rps = [[0.0f64; 2]; 2];
+    for _ in 0..2 {
+        for (p, (_, pid, route)) in peers.iter().enumerate() {
+            for (s, header) in [None, Some("Bearer ks-ph-vcrd_bench")]
+                .into_iter()
+                .enumerate()
+            {
+                let cpu = Cpu::sample(*pid);
+                let f = drive(route, port, c, slice, header, false).await;
+                per[p][s] += cpu.since(*pid).1 / f.requests as f64 * 1e6 / 2.0;
+                rps[p][s] += f.rps() / 2.0;
+            }
+        }
+    }
+    for (p, (name, ..)) in peers.iter().enumerate() {
+        println!(
+            "    {name:<11} CPU per request: {:>5.1} µs plain, {:>5.1} µs with a substitution (+{:.1} %); {:>6.0} / {:>6.0} req/s",
+            per[p][0],
+            per[p][1],
+            (per[p][1] / per[p][0] - 1.0) * 100.0,
+            rps[p][0],
+            rps[p][1]
+        );
+    }
+    println!(
+        "    keyswap / floor peer, CPU per request: {:.2} plain, {:.2} with a substitution",
+        per[0][0] / per[1][0],
+        per[0][1] / per[1][1]
+    );
+    let mut tunnels = [0.0; 2];
+    for (p, (_, _, route)) in peers.iter().enumerate() {
+        tunnels[p] = drive(route, port, c, slice, None, true).await.rps();
+    }
+    println!(
+        "    new CONNECT + TLS: keyswap {:.0}/s, floor peer {:.0}/s ({:.2})",
+        tunnels[0],
+        tunnels[1],
+        tunnels[0] / tunnels[1]
+    );
 }
 
 /// mitmproxy with an addon doing keyswap's header replacement, for a side-by-side figure.
@@ -576,6 +685,8 @@ async fn run_nginx(o: &Options) {
             connections_seen(&nginx, port, before)
         );
     }
+    println!("(g) keyswap and the floor peer -> nginx HTTP/1.1");
+    compare_floor(&keyswap, &ca.pem, nginx.h1, c, t).await;
 }
 
 /// The distinct connections nginx logged requests on, for `port`, after its first `skip` lines.
@@ -628,6 +739,7 @@ async fn run(o: Options) {
     if o.only.is_some() {
         return;
     }
+    compare_floor(&keyswap, &upstream_ca, port, c, t).await;
     let cc = drive(&proxied, port, c, t, Some("Bearer ks-ph-vcrd_bench"), false).await;
     report("(c) through keyswap, substitution", &cc, &a);
     // Back to back, drift between the two runs weighs on the ratio; alternating short slices of
