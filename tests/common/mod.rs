@@ -1,5 +1,6 @@
 //! Shared fixtures for the end-to-end tests: a test CA, HTTPS and HTTP recording upstreams on
-//! 127.0.0.1, the real `keyswap` binary started on a written config, and a curl runner.
+//! 127.0.0.1, the real `keyswap` binary started on a written config, and a curl runner. Compiled
+//! into `tests/it` and into `benches/load.rs` (both through `#[path]`).
 #![allow(dead_code)]
 
 pub mod nginx;
@@ -637,6 +638,16 @@ where
         }
     });
     addr
+}
+
+/// A process's resident memory at its peak (`VmHWM` in `/proc/<pid>/status`), in KiB.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
 }
 
 /// The Python of `target/clients-venv` (real client libraries, installed by `.ci/run`).

@@ -3,7 +3,7 @@
 //! replayed), once for concurrent requests, persisted to the file, failures answered 502 with the
 //! stored tokens unchanged, the three client authentications, and `mcp_oauth_validate`.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

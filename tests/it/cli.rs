@@ -1,6 +1,6 @@
 //! The `keyswap` command line: check, ca, env, and run's start-up and shutdown.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::process::{Command, Output};

@@ -2,7 +2,7 @@
 //! Kubernetes-style symlink swap), an invalid edit, and SIGHUP. Each is shown through a proxied
 //! request: the new secret or scope is used, the old one no longer.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

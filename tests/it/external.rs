@@ -5,7 +5,7 @@
 //! `.ci/run` installs both from Debian's packages and sets `KEYSWAP_EXTERNAL_TOOLS=required`;
 //! elsewhere a missing tool skips its test with a note.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

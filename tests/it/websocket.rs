@@ -1,7 +1,7 @@
 //! WebSocket through the MITM: the handshake is substituted, messages flow both ways, and the
 //! server's frames come back scrubbed.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 

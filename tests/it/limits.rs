@@ -1,7 +1,7 @@
 //! Limits and shutdown: oversized headers, slow clients, draining on SIGTERM, and tunnels that do
 //! not carry TLS (raw relays, server-speaks-first protocols).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

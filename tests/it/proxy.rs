@@ -1,7 +1,7 @@
 //! End to end: curl and a hyper client through the real keyswap binary to recording upstreams on
 //! 127.0.0.1. Assertions read what the upstream received, never what keyswap says it did.
 
-mod common;
+use crate::common;
 
 use base64::Engine as _;
 use common::{Keyswap, Setup, TestCa, Upstream, curl};

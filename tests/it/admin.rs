@@ -1,7 +1,7 @@
 //! The vault admin API against the real binary: authentication, every route, update semantics,
 //! persistence into the operator's file, and the proxy using what the API wrote.
 
-mod common;
+use crate::common;
 
 use common::{Keyswap, Setup, TestCa, Upstream, curl};
 use serde_json::{Value, json};

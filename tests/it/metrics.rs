@@ -1,6 +1,6 @@
 //! `/metrics`: counters move by exactly what was done, and no secret or placeholder appears.
 
-mod common;
+use crate::common;
 
 use common::{Keyswap, Setup, TestCa, Upstream, curl};
 

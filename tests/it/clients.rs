@@ -5,7 +5,7 @@
 //! `.ci/run` installs the Python libraries in `target/clients-venv` (tests/clients/requirements.txt)
 //! and sets `KEYSWAP_EXTERNAL_TOOLS=required`; elsewhere a missing venv skips these tests.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

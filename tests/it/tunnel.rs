@@ -1,7 +1,7 @@
 //! A hyper client inside a CONNECT tunnel: every request on the connection (each HTTP/2 stream, each
 //! keep-alive HTTP/1.1 request) is checked against the CONNECT host.
 
-mod common;
+use crate::common;
 
 use bytes::Bytes;
 use common::{Keyswap, Setup, TestCa, Upstream};

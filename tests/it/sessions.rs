@@ -1,6 +1,6 @@
 //! Sessions: proxy authentication, per-session vaults, per-session network policy.
 
-mod common;
+use crate::common;
 
 use common::{Keyswap, Setup, TestCa, Upstream, curl};
 

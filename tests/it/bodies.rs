@@ -1,6 +1,6 @@
 //! Request bodies (placeholder → secret, streamed) and responses scrubbed (secret → placeholder).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -226,13 +226,6 @@ async fn an_echoed_basic_header_is_masked_back_to_what_the_client_sent() {
     );
 }
 
-/// Peak resident memory of a process, from /proc (kB).
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_one_gib_upload_streams_through_in_flat_memory() {
     use http_body_util::StreamBody;
@@ -287,7 +280,7 @@ async fn a_one_gib_upload_streams_through_in_flat_memory() {
     let grown = replaced * (secret.len() - placeholder.len());
     assert_eq!(seen.body_len, CHUNK * CHUNKS + grown);
     assert!(seen.body.windows(secret.len()).any(|w| w == secret));
-    let peak = peak_rss_kib(keyswap.pid());
+    let peak = common::peak_rss_kib(keyswap.pid());
     assert!(peak < 100 * 1024, "keyswap's peak RSS was {peak} KiB");
     eprintln!("1 GiB upload: keyswap peak RSS {} MiB", peak / 1024);
 }

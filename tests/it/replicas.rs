@@ -6,7 +6,7 @@
 //!
 //! `.ci/run` installs Debian's `postgresql`; each test makes its own cluster (tests/common/postgres.rs).
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

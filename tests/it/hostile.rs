@@ -3,7 +3,7 @@
 //! address spellings `getaddrinfo` accepts for this machine. A recording origin on 127.0.0.1 shows
 //! whether anything got through. Only loopback is ever dialled, even by a faulty build.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! MCP credentials in the request path: `Authorization: Bearer <token>` on the credential's URL
 //! prefix only, when the request has no Authorization or carries the placeholder.
 
-mod common;
+use crate::common;
 
 use common::{Keyswap, Setup, TestCa, Upstream, curl};
 

@@ -6,7 +6,7 @@
 //! `.ci/run` installs nginx and the Python clients and sets `KEYSWAP_EXTERNAL_TOOLS=required`;
 //! elsewhere a missing tool skips these tests with a note.
 
-mod common;
+use crate::common;
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};
@@ -88,16 +88,6 @@ async fn a_websocket_through_nginx_gets_the_secret_and_never_returns_it() {
     }
 }
 
-/// keyswap's resident memory at its peak (VmHWM), in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
-}
-
 /// A 1 GiB `PUT` from curl over HTTP/2, with a placeholder at its start and end, streamed
 /// through keyswap to nginx's WebDAV store: nginx stores every byte with both placeholders
 /// replaced, and keyswap's memory never grows with the body.
@@ -155,7 +145,7 @@ async fn a_gibibyte_upload_streams_to_nginx_substituted_with_flat_memory() {
     std::io::Read::read_exact(&mut file, &mut edge).unwrap();
     assert_eq!(edge, SECRET.as_bytes());
     std::fs::remove_file(&stored).unwrap();
-    let peak = peak_rss_kib(keyswap.pid());
+    let peak = common::peak_rss_kib(keyswap.pid());
     assert!(peak < 64 << 10, "keyswap's peak RSS {peak} KiB");
     eprintln!("1 GiB upload: keyswap peak RSS {peak} KiB");
 }

@@ -7,7 +7,7 @@
 //! `.ci/run` installs nginx and sets `KEYSWAP_EXTERNAL_TOOLS=required`; elsewhere a missing nginx
 //! skips these tests with a note.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

@@ -5,7 +5,7 @@
 //! It logs exactly what it sent; each test decodes what the client got back, line by line, with
 //! the inverse of the encoder that made it, and requires the secret to be absent.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::{Child, Command};
