@@ -86,17 +86,6 @@ async fn listen(live: &Live, database: &Database, poll: Duration) {
     driver.abort();
 }
 
-/// Applies the stored vaults when the database is ahead of this replica.
-pub async fn catch_up(live: &Live, database: &Database) {
-    let revision = match database.revision().await {
-        Ok(revision) => revision,
-        Err(e) => return live.database_failed("poll", &e),
-    };
-    if revision <= live.database_revision() {
-        return live.database_synced();
-    }
-    match database.load().await {
-        Ok((revision, vaults)) => live.apply_database(revision, vaults).await,
-        Err(e) => live.database_failed("load", &e),
-    }
+async fn catch_up(live: &Live, database: &Database) {
+    live.catch_up(database).await;
 }

@@ -1,5 +1,6 @@
 //! Bodies: placeholders replaced in request bodies (where `injection_location.body` allows), and
-//! responses to requests that carried a secret scrubbed so the secret never comes back.
+//! every answer from a host where some credential is in scope scrubbed, so no secret comes back —
+//! whether or not this request carried one.
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};

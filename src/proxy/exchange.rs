@@ -239,8 +239,10 @@ async fn exchange(
     }
 }
 
-/// How often a request the upstream refused unprocessed is sent again.
-const MAX_RESENDS: usize = 4;
+/// How often a request the upstream refused unprocessed is sent again. Each resend may meet the
+/// next pooled connection closing too (a server with a low `keepalive_requests` under parallel
+/// load refuses several rounds in a row); all within the response timeout.
+const MAX_RESENDS: usize = 8;
 
 /// Bodies announced at most this long are read before the request is sent, so a request the
 /// upstream refused unprocessed (a GOAWAY racing it) can be sent again with its body.

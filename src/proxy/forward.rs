@@ -1,5 +1,6 @@
-//! Sending one request upstream: authority checks, hop-by-hop removal, placeholder substitution,
-//! `Host` pinned to the destination, then the pooled client.
+//! Admitting one request: an absolute-form request on the listener, or one inside a tunnel whose
+//! `Host`/`:authority` must name the tunnel's destination; its session, the session's network
+//! policy, HTTP/2 body pacing, and the access line. The exchange itself is `exchange`.
 
 use http::header::{self};
 use http::uri::Scheme;
