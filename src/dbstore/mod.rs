@@ -14,7 +14,7 @@ mod schema;
 mod seal;
 pub mod sync;
 
-use tokio::sync::Mutex;
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 use tokio_postgres::{Client, Transaction};
 use tracing::warn;
 use zeroize::Zeroizing;
@@ -47,6 +47,8 @@ pub enum DbError {
     Sealed(String),
     #[error("cannot set up TLS to the database: {0}")]
     Tls(String),
+    #[error("the database connection is not open")]
+    NotConnected,
 }
 
 /// `error: cause: cause…` — tokio-postgres keeps the reason (a refused certificate, a refused
@@ -118,7 +120,7 @@ impl Database {
     }
 
     /// The shared connection, made (again) when there is none or it closed.
-    async fn client(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Client>>, DbError> {
+    async fn client(&self) -> Result<MappedMutexGuard<'_, Client>, DbError> {
         let mut guard = self.client.lock().await;
         if guard.as_ref().is_none_or(Client::is_closed) {
             let (client, connection) = self.connect().await?;
@@ -129,17 +131,14 @@ impl Database {
             });
             *guard = Some(client);
         }
-        Ok(guard)
+        MutexGuard::try_map(guard, Option::as_mut).map_err(|_| DbError::NotConnected)
     }
 
     /// Creates or upgrades the schema (under an advisory lock: replicas may start at once) and
     /// checks that the key opens this database's secrets.
     pub async fn migrate(&self) -> Result<(), DbError> {
-        let mut guard = self.client().await?;
-        let Some(client) = guard.as_mut() else {
-            unreachable!("client() sets the connection")
-        };
-        schema::migrate(client).await?;
+        let mut client = self.client().await?;
+        schema::migrate(&mut client).await?;
         let tx = client.transaction().await?;
         let check = tx
             .query_opt("SELECT key_check FROM keyswap_meta WHERE id = 1", &[])
@@ -165,8 +164,7 @@ impl Database {
 
     /// The last committed revision.
     pub async fn revision(&self) -> Result<i64, DbError> {
-        let mut guard = self.client().await?;
-        let client = guard.as_mut().ok_or(DbError::NoUrl(String::new()))?;
+        let client = self.client().await?;
         // A broken connection shows as closed: the next call connects again.
         let row = client
             .query_one(
@@ -179,8 +177,7 @@ impl Database {
 
     /// The revision and the `[[vaults]]` text of everything stored (secrets opened).
     pub async fn load(&self) -> Result<(i64, Zeroizing<String>), DbError> {
-        let mut guard = self.client().await?;
-        let client = guard.as_mut().ok_or(DbError::NoUrl(String::new()))?;
+        let mut client = self.client().await?;
         let tx = client
             .build_transaction()
             .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -204,8 +201,7 @@ impl Database {
         edit: impl FnOnce(&mut toml_edit::DocumentMut, &Config) -> Result<T, E>,
         origin: &str,
     ) -> Result<Result<Written<T>, E>, WriteError> {
-        let mut guard = self.client().await?;
-        let client = guard.as_mut().ok_or(DbError::NoUrl(String::new()))?;
+        let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(DbError::from)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
             .await
@@ -357,8 +353,7 @@ impl Database {
 
     /// The stored vaults as §4 TOML without any secret value (`keyswap store export`).
     pub async fn export(&self) -> Result<String, DbError> {
-        let mut guard = self.client().await?;
-        let client = guard.as_mut().ok_or(DbError::NoUrl(String::new()))?;
+        let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let vaults: Vec<rows::VaultRow> = tx
             .query(
