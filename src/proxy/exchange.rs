@@ -121,7 +121,10 @@ pub(super) async fn attempt(
             pin_host(&mut parts, dest, scheme);
             upgrade::set_upgrade(&mut parts.headers, protocol.clone());
             let request = Request::from_parts(parts, body);
-            let response = upgrade::exchange_upgrade(request, dest, scheme, shared).await?;
+            // Boxed, as the rare detour it is: its own connection's handshake futures stay off
+            // every request's state.
+            let response =
+                Box::pin(upgrade::exchange_upgrade(request, dest, scheme, shared)).await?;
             if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                 return Ok(upgrade::switch_protocols(
                     response, client, protocol, scrubber, dest,

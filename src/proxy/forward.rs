@@ -187,7 +187,9 @@ async fn forward(
     if upgrade.is_none()
         && let Some(entry) = oauth::refreshable_credential(store, to, &parts)
     {
-        return oauth::forward(parts, body, entry, to, store, shared)
+        // Boxed: the refresh detour's future (token endpoint, database lock) is many times the
+        // size of a plain exchange, and every request would otherwise move that much state.
+        return Box::pin(oauth::forward(parts, body, entry, to, store, shared))
             .await
             .map_err(too_slow);
     }
