@@ -31,7 +31,7 @@ static PLACEHOLDERS: LazyLock<Placeholders> = LazyLock::new(|| {
             .map(|h| HostPattern::parse(h).expect("pattern"))
             .collect(),
     };
-    let entry = |id: &str, secret: &str, networking, mcp| Entry {
+    let entry = |id: &str, secret: &str, networking, mcp: Option<McpScope>| Entry {
         credential_id: id.into(),
         vault_id: "vlt_f".into(),
         placeholder: format!("ks-ph-{id}"),
