@@ -329,6 +329,21 @@ fn env(
         Ok(config) => config,
         Err(code) => return code,
     };
+    // With the database backend the credentials (and their placeholders) are stored there.
+    let config = if config.store.backend == keyswap::config::Backend::Postgres {
+        let Some(runtime) = runtime() else {
+            return ExitCode::FAILURE;
+        };
+        match runtime.block_on(keyswap::dbstore::commands::with_stored_vaults(config)) {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("keyswap: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        config
+    };
     // Never creates a CA: a sandbox configured for a CA that `run` would create differently
     // would trust nothing.
     let ca_cert = keyswap::ca::normalised(&config.tls.ca_cert);

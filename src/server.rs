@@ -40,8 +40,8 @@ pub enum RunError {
     Signal(std::io::Error),
     #[error(transparent)]
     Database(#[from] crate::dbstore::DbError),
-    #[error("the vaults in the database do not validate with this file: {0}")]
-    Stored(crate::config::ConfigErrors),
+    #[error(transparent)]
+    Stored(#[from] crate::dbstore::MergeError),
 }
 
 /// Runs keyswap with `config` until SIGTERM or SIGINT.
@@ -172,16 +172,7 @@ async fn with_database(config: Config) -> Result<(Config, Option<FromDatabase>),
     }
     let database = Arc::new(Database::from_settings(&config.store, &config)?);
     database.migrate().await?;
-    let (revision, vaults) = database.load().await?;
-    let path = config
-        .source
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_PATH));
-    let text = Zeroizing::new(std::fs::read_to_string(&path).unwrap_or_default());
-    let base = path.parent().unwrap_or(std::path::Path::new(""));
-    let mut merged = Config::with_vaults(&text, &vaults, &path.display().to_string(), base)
-        .map_err(RunError::Stored)?;
-    merged.source = config.source.clone();
+    let (merged, revision, vaults) = crate::dbstore::merged_config(&database, &config).await?;
     info!(
         revision,
         vaults = merged.vaults.len(),

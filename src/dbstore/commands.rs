@@ -50,6 +50,19 @@ async fn open(config: &Config) -> Result<Database, CommandError> {
     Ok(database)
 }
 
+/// `config` with the vaults stored now (the file's own with the file backend).
+pub async fn with_stored_vaults(config: Config) -> Result<Config, CommandError> {
+    if config.store.backend != crate::config::Backend::Postgres {
+        return Ok(config);
+    }
+    let database = open(&config).await?;
+    match super::merged_config(&database, &config).await {
+        Ok((merged, ..)) => Ok(merged),
+        Err(super::MergeError::Database(e)) => Err(e.into()),
+        Err(super::MergeError::Stored(errors)) => Err(CommandError::Invalid(errors)),
+    }
+}
+
 /// Creates or upgrades the schema.
 pub async fn migrate(config: &Config) -> Result<(), CommandError> {
     open(config).await.map(drop)

@@ -386,6 +386,34 @@ impl Database {
     }
 }
 
+/// `config` (read from its file) with the vaults stored now: what a replica starts on, and what
+/// `keyswap env` prints placeholders from. Also the revision and `[[vaults]]` text it holds.
+pub async fn merged_config(
+    database: &Database,
+    config: &Config,
+) -> Result<(Config, i64, Zeroizing<String>), MergeError> {
+    let (revision, vaults) = database.load().await?;
+    let path = config
+        .source
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from(crate::config::DEFAULT_PATH));
+    let text = Zeroizing::new(std::fs::read_to_string(&path).unwrap_or_default());
+    let base = path.parent().unwrap_or(std::path::Path::new(""));
+    let mut merged = Config::with_vaults(&text, &vaults, &path.display().to_string(), base)
+        .map_err(MergeError::Stored)?;
+    merged.source = config.source.clone();
+    Ok((merged, revision, vaults))
+}
+
+/// Why the stored vaults could not be merged with the file.
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error("the vaults in the database do not validate with this file: {0}")]
+    Stored(ConfigErrors),
+}
+
 /// Held while one replica refreshes one `mcp_oauth` credential's token (SPEC §10: single-flight
 /// across replicas): a session-level advisory lock on a connection of its own, released when the
 /// guard (the connection) is dropped — also when the replica dies.

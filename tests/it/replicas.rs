@@ -147,6 +147,29 @@ async fn a_change_through_one_replica_is_in_force_on_the_other_and_no_secret_is_
         "replica b never substituted the imported credential"
     );
     eprintln!("import → in force on replica b: {took:?}");
+    // `keyswap env` prints the stored credentials' placeholders (never a secret).
+    let env = Command::new(env!("CARGO_BIN_EXE_keyswap"))
+        .args([
+            "env",
+            "--format",
+            "json",
+            "--proxy-url",
+            "http://keyswap:8080",
+            "--config",
+        ])
+        .arg(a.config_path())
+        .env("KEYSWAP_DATABASE_URL", pg.url())
+        .env("KEYSWAP_STORE_KEY", KEY)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&env.stdout);
+    assert!(
+        env.status.success(),
+        "{}",
+        String::from_utf8_lossy(&env.stderr)
+    );
+    assert!(printed.contains("\"PG\":\"ks-ph-vcrd_pg\""), "{printed}");
+    assert!(!printed.contains("SECRET_"), "{printed}");
     // Importing again changes nothing (ids kept).
     let again = store_command(&a, &pg, &["import", "--from", from.to_str().unwrap()]);
     assert!(again.status.success());
