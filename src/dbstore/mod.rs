@@ -184,7 +184,7 @@ impl Database {
             .read_only(true)
             .start()
             .await?;
-        let loaded = self.read(&tx).await?;
+        let loaded = self.read(&tx, Secrets::Opened).await?;
         tx.commit().await?;
         Ok((
             loaded.revision,
@@ -206,7 +206,7 @@ impl Database {
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
             .await
             .map_err(DbError::from)?;
-        let before = self.read(&tx).await?;
+        let before = self.read(&tx, Secrets::Opened).await?;
         let text = rows::join(&before.vaults, &before.credentials);
         let config = merge(&text).map_err(WriteError::StoredInvalid)?;
         let mut document: toml_edit::DocumentMut = text
@@ -243,8 +243,8 @@ impl Database {
         }))
     }
 
-    /// Every row, secrets opened.
-    async fn read(&self, tx: &Transaction<'_>) -> Result<Loaded, DbError> {
+    /// Every row, with its secrets opened or left out.
+    async fn read(&self, tx: &Transaction<'_>, secrets: Secrets) -> Result<Loaded, DbError> {
         let revision: i64 = tx
             .query_one(
                 "SELECT coalesce(max(revision), 0) FROM keyswap_changes",
@@ -264,30 +264,23 @@ impl Database {
                 body: r.get(1),
             })
             .collect();
+        let columns = match secrets {
+            Secrets::Opened => "id, vault_id, body, secrets",
+            Secrets::Left => "id, vault_id, body",
+        };
+        let query = format!("SELECT {columns} FROM keyswap_credentials ORDER BY position, id");
         let mut credentials = Vec::new();
-        for r in tx
-            .query(
-                "SELECT id, vault_id, body, secrets FROM keyswap_credentials ORDER BY position, id",
-                &[],
-            )
-            .await?
-        {
+        for r in tx.query(&query, &[]).await? {
             let id: String = r.get(0);
-            let sealed: Vec<u8> = r.get(3);
-            let plain = self
-                .key
-                .open(&id, &sealed)
-                .map_err(|_| DbError::Sealed(id.clone()))?;
-            let secrets: std::collections::BTreeMap<String, String> =
-                serde_json::from_slice(&plain).map_err(|_| DbError::Sealed(id.clone()))?;
+            let secrets = match secrets {
+                Secrets::Opened => self.open(&id, r.get(3))?,
+                Secrets::Left => rows::Secrets::new(),
+            };
             credentials.push(rows::CredentialRow {
                 id,
                 vault_id: r.get(1),
                 body: r.get(2),
-                secrets: secrets
-                    .into_iter()
-                    .map(|(k, v)| (k, Zeroizing::new(v)))
-                    .collect(),
+                secrets,
             });
         }
         Ok(Loaded {
@@ -295,6 +288,18 @@ impl Database {
             vaults,
             credentials,
         })
+    }
+
+    /// A credential's sealed secrets, opened.
+    fn open(&self, id: &str, sealed: Vec<u8>) -> Result<rows::Secrets, DbError> {
+        let sealed_error = || DbError::Sealed(id.to_string());
+        let plain = self.key.open(id, &sealed).map_err(|_| sealed_error())?;
+        let secrets: std::collections::BTreeMap<String, String> =
+            serde_json::from_slice(&plain).map_err(|_| sealed_error())?;
+        Ok(secrets
+            .into_iter()
+            .map(|(k, v)| (k, Zeroizing::new(v)))
+            .collect())
     }
 
     /// Writes what differs from `before`: changed or new rows (secrets sealed afresh), and
@@ -355,35 +360,18 @@ impl Database {
     pub async fn export(&self) -> Result<String, DbError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let vaults: Vec<rows::VaultRow> = tx
-            .query(
-                "SELECT id, body FROM keyswap_vaults ORDER BY position, id",
-                &[],
-            )
-            .await?
-            .into_iter()
-            .map(|r| rows::VaultRow {
-                id: r.get(0),
-                body: r.get(1),
-            })
-            .collect();
-        let credentials: Vec<rows::CredentialRow> = tx
-            .query(
-                "SELECT id, vault_id, body FROM keyswap_credentials ORDER BY position, id",
-                &[],
-            )
-            .await?
-            .into_iter()
-            .map(|r| rows::CredentialRow {
-                id: r.get(0),
-                vault_id: r.get(1),
-                body: r.get(2),
-                secrets: rows::Secrets::new(),
-            })
-            .collect();
+        let stored = self.read(&tx, Secrets::Left).await?;
         tx.commit().await?;
-        Ok(rows::join(&vaults, &credentials).to_string())
+        Ok(rows::join(&stored.vaults, &stored.credentials).to_string())
     }
+}
+
+/// Whether [`Database::read`] opens the sealed secrets (to use them) or leaves them out (to show
+/// the rows: they are never read then).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Secrets {
+    Opened,
+    Left,
 }
 
 /// `config` (read from its file) with the vaults stored now: what a replica starts on, and what
