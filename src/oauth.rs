@@ -160,22 +160,16 @@ impl Refresher {
             .or_default()
             .clone();
         let mut last = flight.lock().await;
-        // Across replicas (database backend): one refresh at a time per credential, and the
-        // tokens another replica stored meanwhile are seen before deciding.
-        let _across = self
-            .live
-            .refresh_flight(credential_id)
-            .await
-            .map_err(|e| RefreshError::Persist(e.to_string()))?;
-        let config = self.live.store().load().config().clone();
-        let oauth = find(&config, vault_id, credential_id).ok_or(RefreshError::Gone)?;
-        let still_needed = match reason {
-            Reason::Expiring => oauth
-                .expires_at
-                .is_none_or(|t| t - EXPIRY_MARGIN <= OffsetDateTime::now_utc()),
-            Reason::Rejected(used) | Reason::Validation(used) => oauth.access_token == *used,
+        let still_needed = |config: &crate::config::Config| {
+            let oauth = find(config, vault_id, credential_id).ok_or(RefreshError::Gone)?;
+            Ok::<_, RefreshError>(match reason {
+                Reason::Expiring => oauth
+                    .expires_at
+                    .is_none_or(|t| t - EXPIRY_MARGIN <= OffsetDateTime::now_utc()),
+                Reason::Rejected(used) | Reason::Validation(used) => oauth.access_token == *used,
+            })
         };
-        if !still_needed {
+        if !still_needed(self.live.store().load().config())? {
             return Ok(Refreshed::AlreadyDone);
         }
         let recent = last.as_ref().filter(|l| {
@@ -193,6 +187,19 @@ impl Refresher {
                 (Ok(()), _) => Ok(Refreshed::AlreadyDone),
             };
         }
+        // Across replicas (database backend): one refresh at a time per credential — taken only
+        // now, so a burst of 401s in the cooldown costs no database connection — and the tokens
+        // another replica stored meanwhile are seen before deciding again.
+        let _across = self
+            .live
+            .refresh_flight(credential_id)
+            .await
+            .map_err(|e| RefreshError::Persist(e.to_string()))?;
+        let config = self.live.store().load().config().clone();
+        if !still_needed(&config)? {
+            return Ok(Refreshed::AlreadyDone);
+        }
+        let oauth = find(&config, vault_id, credential_id).ok_or(RefreshError::Gone)?;
         let result = self.exchange_and_save(vault_id, credential_id, oauth).await;
         *last = Some(Last {
             at: std::time::Instant::now(),
