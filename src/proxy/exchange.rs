@@ -280,9 +280,17 @@ fn head_of(request: &Request<ProxyBody>) -> Request<ProxyBody> {
     again
 }
 
-/// Whether the upstream refused the request without processing it: an HTTP/2 stream above the
-/// last one a graceful GOAWAY accepted, or refused with REFUSED_STREAM.
+/// Whether the request was never processed upstream: an HTTP/2 stream above the last one a
+/// graceful GOAWAY accepted, refused with REFUSED_STREAM, or given up by the pool before it was
+/// sent — hyper-util's `Canceled`, e.g. "ALPN upgraded to HTTP/2" when a new connection turned
+/// out to be HTTP/2 while the pooled one was closing. hyper-util has no accessor for that kind;
+/// its Display is the kind's name (checked against the locked 0.1 version).
 fn not_processed(e: &(dyn std::error::Error + 'static)) -> bool {
+    if e.downcast_ref::<hyper_util::client::legacy::Error>()
+        .is_some_and(|e| e.to_string() == "client error (Canceled)")
+    {
+        return true;
+    }
     let mut cause = Some(e);
     while let Some(err) = cause {
         if let Some(h2) = err.downcast_ref::<h2::Error>() {
