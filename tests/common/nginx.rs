@@ -57,6 +57,18 @@ pub struct World {
 }
 
 impl World {
+    /// curl through keyswap, trusting its CA: `--proxy` and `--cacert` before `args`.
+    pub async fn curl(&self, args: &[&str]) -> super::CurlOut {
+        let proxy = self.keyswap.proxy_url();
+        let via = [
+            "--proxy",
+            proxy.as_str(),
+            "--cacert",
+            self.bundle.to_str().unwrap(),
+        ];
+        super::curl(&[&via[..], args].concat()).await
+    }
+
     /// `None` where nginx is not installed (and not required).
     pub fn start() -> Option<World> {
         let ca = TestCa::new();

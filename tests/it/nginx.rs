@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::nginx::World;
-use common::{curl, python, sandbox_env};
+use common::{python, sandbox_env};
 
 const SECRET: &str = "SECRET_for_nginx_42";
 const PLACEHOLDER: &str = "ks-ph-vcrd_real";
@@ -156,14 +156,10 @@ async fn a_gibibyte_upload_streams_to_nginx_substituted_with_flat_memory() {
 /// wrong one is an HTTP/2 stream error or a truncated HTTP/1.1 body).
 #[tokio::test(flavor = "multi_thread")]
 async fn answers_whose_length_masking_changes_arrive_whole_over_both_protocols() {
-    let Some(World {
-        nginx,
-        keyswap,
-        bundle,
-    }) = World::start()
-    else {
+    let Some(w) = World::start() else {
         return;
     };
+    let nginx = &w.nginx;
     let body = |filler: usize| {
         let half = "y".repeat(filler / 2);
         format!("{SECRET}{half}{SECRET}{half}{SECRET}")
@@ -172,13 +168,11 @@ async fn answers_whose_length_masking_changes_arrive_whole_over_both_protocols()
     for (name, text) in &files {
         std::fs::write(nginx.root().join("static").join(name), text).unwrap();
     }
-    let proxy = keyswap.proxy_url();
     for port in [nginx.h2, nginx.h1] {
         for client in ["--http2", "--http1.1"] {
             for (name, text) in &files {
                 let url = format!("https://api.example.test:{port}/static/{name}");
-                let args = ["--proxy", &proxy, "--cacert", bundle.to_str().unwrap()];
-                let out = curl(&[&args[..], &[client, &url]].concat()).await;
+                let out = w.curl(&[client, &url]).await;
                 let what = format!("{name} from {port} over {client}");
                 assert_eq!(out.status, 200, "{what}: {out:?}");
                 assert_eq!(
@@ -201,25 +195,18 @@ async fn answers_whose_length_masking_changes_arrive_whole_over_both_protocols()
 /// other's HTTP/2 connection; a name nginx does not serve gets nginx's `421` as it came.
 #[tokio::test(flavor = "multi_thread")]
 async fn each_name_on_a_shared_port_reaches_its_own_server_and_a_421_passes_through() {
-    let Some(World {
-        nginx,
-        keyswap,
-        bundle,
-    }) = World::start()
-    else {
+    let Some(w) = World::start() else {
         return;
     };
-    let proxy = keyswap.proxy_url();
-    let args = ["--proxy", &proxy, "--cacert", bundle.to_str().unwrap()];
     for round in 0..3 {
         for (name, answer) in [("api", "api\n"), ("other", "other\n")] {
-            let url = format!("https://{name}.example.test:{}/r{round}", nginx.named);
-            let out = curl(&[&args[..], &["--http2", &url]].concat()).await;
+            let url = format!("https://{name}.example.test:{}/r{round}", w.nginx.named);
+            let out = w.curl(&["--http2", &url]).await;
             assert_eq!((out.status, out.body.as_str()), (200, answer), "{url}");
         }
     }
-    let url = format!("https://wild.example.test:{}/", nginx.named);
-    let out = curl(&[&args[..], &["--http2", &url]].concat()).await;
+    let url = format!("https://wild.example.test:{}/", w.nginx.named);
+    let out = w.curl(&["--http2", &url]).await;
     assert_eq!((out.status, out.body.as_str()), (421, "misdirected\n"));
 }
 

@@ -44,29 +44,16 @@ async fn curl_each(
 /// reflected secret comes back to the client as the placeholder.
 #[tokio::test(flavor = "multi_thread")]
 async fn nginx_over_http2_and_http1_receives_the_secret_and_the_client_never_sees_it() {
-    let Some(World {
-        nginx,
-        keyswap,
-        bundle,
-    }) = World::start()
-    else {
+    let Some(w) = World::start() else {
         return;
     };
-    let proxy = keyswap.proxy_url();
+    let nginx = &w.nginx;
     for (port, upstream_protocol) in [(nginx.h2, "HTTP/2.0"), (nginx.h1, "HTTP/1.1")] {
         for client in ["--http2", "--http1.1"] {
             let url = format!("https://api.example.test:{port}/hello");
-            let out = curl(&[
-                client,
-                "--proxy",
-                &proxy,
-                "--cacert",
-                bundle.to_str().unwrap(),
-                "-H",
-                "x-token: ks-ph-vcrd_real",
-                &url,
-            ])
-            .await;
+            let out = w
+                .curl(&[client, "-H", "x-token: ks-ph-vcrd_real", &url])
+                .await;
             assert_eq!(
                 out.status,
                 200,
@@ -98,27 +85,17 @@ async fn nginx_over_http2_and_http1_receives_the_secret_and_the_client_never_see
 /// A POST with a body (substituted whole) and many multiplexed HTTP/2 streams at once.
 #[tokio::test(flavor = "multi_thread")]
 async fn nginx_takes_bodies_and_many_multiplexed_streams() {
-    let Some(World {
+    let Some(w) = World::start() else {
+        return;
+    };
+    let World {
         nginx,
         keyswap,
         bundle,
-    }) = World::start()
-    else {
-        return;
-    };
-    let proxy = keyswap.proxy_url();
+    } = &w;
     let url = format!("https://api.example.test:{}/upload", nginx.h2);
-    let out = curl(&[
-        "--http2",
-        "--proxy",
-        &proxy,
-        "--cacert",
-        bundle.to_str().unwrap(),
-        "--data-binary",
-        "{\"token\":\"ks-ph-vcrd_real\"}",
-        &url,
-    ])
-    .await;
+    let body = "{\"token\":\"ks-ph-vcrd_real\"}";
+    let out = w.curl(&["--http2", "--data-binary", body, &url]).await;
     assert_eq!(out.status, 200, "{out:?}\n{}", nginx.error_log());
     assert_eq!(out.body, "received\n");
     // 50 streams at once on one connection (curl multiplexes --parallel transfers over HTTP/2).
@@ -133,7 +110,7 @@ async fn nginx_takes_bodies_and_many_multiplexed_streams() {
         "-H",
         "x-token: ks-ph-vcrd_real",
     ];
-    let (report, _) = curl_each(&keyswap, &bundle, &args, &urls).await;
+    let (report, _) = curl_each(keyswap, bundle, &args, &urls).await;
     assert_eq!(report.lines().count(), 50, "{report}");
     assert!(report.lines().all(|l| l.starts_with("200 2")), "{report}");
     let seen = nginx.seen_on(nginx.h2);
