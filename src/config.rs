@@ -15,6 +15,7 @@ mod node;
 mod oauth;
 mod raw;
 mod sessions;
+mod signing;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -45,6 +45,18 @@ pub enum ProxyError {
     UpstreamEncoding { host: String },
     #[error("{host} did not answer in time")]
     UpstreamTimeout { host: String },
+    #[error(
+        "the request signed with the placeholder of {credential} cannot be signed again: {detail}"
+    )]
+    SigningMismatch { credential: String, detail: String },
+    #[error("credential {credential} does not sign for {detail}")]
+    SigningScope { credential: String, detail: String },
+    #[error("credential {credential} cannot sign this request: {detail}")]
+    SigningUnsupported { credential: String, detail: String },
+    #[error(
+        "the body of a request credential {credential} signs is larger than keyswap holds ({limit} bytes)"
+    )]
+    PayloadTooLarge { credential: String, limit: usize },
     #[error("refreshing the OAuth token of credential {credential_id} failed: {detail}")]
     CredentialRefresh {
         credential_id: String,
@@ -120,6 +132,12 @@ impl ProxyError {
             ProxyError::UpstreamEncoding { .. } => (StatusCode::BAD_GATEWAY, "upstream-encoding"),
             ProxyError::UpstreamTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream-timeout"),
             ProxyError::CredentialRefresh { .. } => (StatusCode::BAD_GATEWAY, "credential-refresh"),
+            ProxyError::SigningMismatch { .. } => (StatusCode::BAD_REQUEST, "signing-mismatch"),
+            ProxyError::SigningScope { .. } => (StatusCode::FORBIDDEN, "signing-scope"),
+            ProxyError::SigningUnsupported { .. } => (StatusCode::FORBIDDEN, "signing-unsupported"),
+            ProxyError::PayloadTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large")
+            }
         }
     }
 
@@ -173,6 +191,18 @@ impl ProxyError {
             }
             ProxyError::UpstreamTimeout { .. } => {
                 "The upstream was too slow; retry, or raise the timeouts under [limits]."
+            }
+            ProxyError::SigningMismatch { .. } => {
+                "Sign with the AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the placeholder) that `keyswap env` prints, and send the body the signature covers, unchanged."
+            }
+            ProxyError::SigningScope { .. } => {
+                "Send the request to a region and service the credential's auth.regions / auth.services allow, or widen them."
+            }
+            ProxyError::SigningUnsupported { .. } => {
+                "Sign with AWS4-HMAC-SHA256 (SigV4), not SigV4A (AWS4-ECDSA-P256-SHA256); in the AWS SDKs, leave sigv4a off or use a regional endpoint."
+            }
+            ProxyError::PayloadTooLarge { .. } => {
+                "Sign the body as UNSIGNED-PAYLOAD or a chunk-signed stream (the AWS SDKs do for large uploads), or send a smaller body."
             }
             ProxyError::CredentialRefresh { .. } => {
                 "The stored tokens are unchanged. Check the credential's refresh settings (token_endpoint, client_id, client authentication), or store a new token through the admin API."

@@ -21,6 +21,7 @@ pub mod scope;
 pub mod secret;
 pub mod server;
 pub mod session;
+pub mod signing;
 pub mod store;
 pub mod substitute;
 pub mod truststore;

@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use keyswap::ca::CertificateAuthority;
 use keyswap::config::{self, Config};
-use keyswap::vault::Auth;
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
@@ -275,19 +274,25 @@ fn check(arg: ConfigArg) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (mut env, mut bearer, mut oauth) = (0, 0, 0);
+    // The three types of the vault API always; keyswap's signing types when present.
+    let mut counts: Vec<(&str, usize)> = ["environment_variable", "static_bearer", "mcp_oauth"]
+        .into_iter()
+        .map(|k| (k, 0))
+        .collect();
     for c in config.credentials() {
-        match c.auth {
-            Auth::EnvironmentVariable(_) => env += 1,
-            Auth::StaticBearer(_) => bearer += 1,
-            Auth::McpOauth(_) => oauth += 1,
+        let kind = c.auth.type_name();
+        match counts.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((kind, 1)),
         }
     }
     println!("{source}: ok");
     println!("vaults: {}", config.vaults.len());
+    let split: Vec<String> = counts.iter().map(|(k, n)| format!("{k}: {n}")).collect();
     println!(
-        "credentials: {} (environment_variable: {env}, static_bearer: {bearer}, mcp_oauth: {oauth})",
-        env + bearer + oauth
+        "credentials: {} ({})",
+        counts.iter().map(|(_, n)| n).sum::<usize>(),
+        split.join(", ")
     );
     println!("sessions: {}", config.sessions.len());
     println!("CA: {ca}");

@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
-use crate::vault::Auth;
+use crate::vault::{AWS_DUMMY_SECRET, Auth};
 
 /// Where Debian, Fedora/RHEL, Alpine and SUSE keep the system's web roots.
 const SYSTEM_BUNDLES: &[&str] = &[
@@ -162,29 +162,59 @@ pub fn variables(
             "-Dhttp.proxyHost={java_host} -Dhttp.proxyPort={port} -Dhttps.proxyHost={java_host} -Dhttps.proxyPort={port} -Dhttp.nonProxyHosts=localhost|127.0.0.1|[::1] -Djavax.net.ssl.trustStore={store} -Djavax.net.ssl.trustStoreType=PKCS12 -Djavax.net.ssl.trustStorePassword=changeit"
         ),
     );
+    let mut aws: Vec<(&str, &str)> = Vec::new();
     for credential in config.credentials().filter(|c| !c.archived) {
-        let in_session = session.is_none_or(|s| s.vault_ids.contains(&credential.vault_id));
-        if let (true, Auth::EnvironmentVariable(env)) = (in_session, &credential.auth) {
-            set(&env.secret_name, &env.placeholder);
+        if !session.is_none_or(|s| s.vault_ids.contains(&credential.vault_id)) {
+            continue;
+        }
+        match &credential.auth {
+            Auth::EnvironmentVariable(env) => set(&env.secret_name, &env.placeholder),
+            Auth::HmacSignature(h) => set(&h.secret_name, &h.placeholder),
+            Auth::AwsSigv4(a) => aws.push((&credential.id, &a.placeholder)),
+            Auth::StaticBearer(_) | Auth::McpOauth(_) => {}
+        }
+    }
+    // SPEC §11: the SDK signs with the first key by id and the fixed dummy secret; keyswap signs
+    // again. Other keys of the session work on the wire too: they are listed for the user.
+    aws.sort();
+    if let Some(((_, first), others)) = aws.split_first() {
+        set("AWS_ACCESS_KEY_ID", first);
+        set("AWS_SECRET_ACCESS_KEY", AWS_DUMMY_SECRET);
+        if !others.is_empty() {
+            let list: Vec<String> = others.iter().map(|(id, p)| format!("{id}={p}")).collect();
+            set(
+                COMMENT,
+                &format!("other aws_sigv4 access key ids: {}", list.join(" ")),
+            );
         }
     }
     Ok(out)
 }
+
+/// The name of a pair [`render`] writes as a comment line (and leaves out of JSON).
+const COMMENT: &str = "#";
 
 /// The variables printed in `format`.
 pub fn render(variables: &[(String, String)], format: Format) -> String {
     match format {
         Format::Sh => variables
             .iter()
-            .map(|(k, v)| format!("export {k}={}\n", shell_quote(v)))
+            .map(|(k, v)| match k.as_str() {
+                COMMENT => format!("# {v}\n"),
+                _ => format!("export {k}={}\n", shell_quote(v)),
+            })
             .collect(),
         Format::Dotenv => variables
             .iter()
-            .map(|(k, v)| format!("{k}={v}\n"))
+            .map(|(k, v)| match k.as_str() {
+                COMMENT => format!("# {v}\n"),
+                _ => format!("{k}={v}\n"),
+            })
             .collect(),
         Format::Json => {
             let object: serde_json::Map<String, serde_json::Value> = variables
                 .iter()
+                .filter(|(k, _)| k != COMMENT)
                 .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
                 .collect();
             format!("{}\n", serde_json::Value::Object(object))

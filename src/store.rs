@@ -19,8 +19,8 @@ use crate::secret::Secret;
 use crate::session::{self, SessionPolicy};
 use crate::substitute::scrub::{Masked, ScrubTable};
 use crate::substitute::stream::{Pair, StreamReplacer, Table};
-use crate::substitute::{Entry, McpScope, OauthState, Placeholders, Scrub};
-use crate::vault::{Auth, Injection, Networking};
+use crate::substitute::{Entry, McpScope, OauthState, Placeholders, Scrub, Signing};
+use crate::vault::{AWS_DUMMY_SECRET, Auth, Injection, Networking, default_placeholder};
 
 pub use crate::substitute::BuildError;
 
@@ -87,7 +87,33 @@ impl Store {
                     archived: credential.archived,
                     mcp: None,
                     oauth: None,
+                    masks: Vec::new(),
+                    signing: None,
                 },
+                Auth::AwsSigv4(aws) => signing_entry(
+                    credential,
+                    &aws.placeholder,
+                    &aws.access_key_id,
+                    &aws.networking,
+                    Signing::Aws(Arc::new(aws.clone())),
+                    [(aws.secret_access_key.clone(), AWS_DUMMY_SECRET.to_string())]
+                        .into_iter()
+                        .chain(aws.session_token.clone().map(|t| {
+                            (
+                                t,
+                                format!("{}-session-token", default_placeholder(&credential.id)),
+                            )
+                        }))
+                        .collect(),
+                ),
+                Auth::HmacSignature(h) => signing_entry(
+                    credential,
+                    &h.placeholder,
+                    &h.secret,
+                    &h.networking,
+                    Signing::Hmac(Arc::new(h.clone())),
+                    Vec::new(),
+                ),
                 Auth::StaticBearer(b) => mcp_entry(credential, &b.mcp_server_url, &b.token),
                 Auth::McpOauth(o) => Entry {
                     oauth: Some(OauthState {
@@ -227,15 +253,17 @@ impl Store {
     }
 
     fn compile_scrub(&self, order: &[usize], extra: Vec<Pair>) -> Option<ScrubTable> {
-        let masked = order.iter().filter_map(|&entry| {
-            let (secret, placeholder) = match self.entries().get(entry) {
-                Some(e) => (&e.secret, &e.placeholder),
-                None => {
-                    let r = self.retired.get(entry - self.entries().len())?;
-                    (&r.secret, &r.placeholder)
-                }
+        let masked = order.iter().flat_map(|&entry| {
+            let pairs: Vec<(&Secret, &str)> = match self.entries().get(entry) {
+                Some(e) => e.masked().collect(),
+                None => self
+                    .retired
+                    .get(entry - self.entries().len())
+                    .map(|r| (&r.secret, r.placeholder.as_str()))
+                    .into_iter()
+                    .collect(),
             };
-            Some(Masked {
+            pairs.into_iter().map(move |(secret, placeholder)| Masked {
                 entry,
                 secret: secret.expose(),
                 placeholder: placeholder.as_bytes(),
@@ -247,23 +275,31 @@ impl Store {
     /// Keeps masking what `old` could mask and this store cannot: the secrets of rotated or
     /// deleted credentials (the newest [`MAX_RETIRED`]).
     fn retire_from(&mut self, old: &Store) {
-        let gone = old.entries().iter().filter(|o| {
-            !self.entries().iter().any(|e| {
-                e.credential_id == o.credential_id && e.secret.expose() == o.secret.expose()
+        let kept = |o: &Entry, secret: &Secret| {
+            self.entries().iter().any(|e| {
+                e.credential_id == o.credential_id
+                    && e.masked().any(|(s, _)| s.expose() == secret.expose())
             })
+        };
+        let gone = old.entries().iter().flat_map(|o| {
+            o.masked()
+                .filter(|(s, _)| !kept(o, s))
+                .map(|(s, m)| (s.clone(), m.to_string(), o.networking.clone()))
+                .collect::<Vec<_>>()
         });
         let mut retired: Vec<Retired> = gone
-            .map(|o| Retired {
-                secret: o.secret.clone(),
-                placeholder: o.placeholder.clone(),
-                networking: o.networking.clone(),
+            .map(|(secret, placeholder, networking)| Retired {
+                secret,
+                placeholder,
+                networking,
             })
             .chain(old.retired.iter().cloned())
             .filter(|r| {
                 !self
                     .entries()
                     .iter()
-                    .any(|e| e.secret.expose() == r.secret.expose())
+                    .flat_map(Entry::masked)
+                    .any(|(s, _)| s.expose() == r.secret.expose())
             })
             .collect();
         retired.truncate(MAX_RETIRED);
@@ -327,6 +363,38 @@ fn mcp_entry(credential: &crate::vault::Credential, url: &str, token: &Secret) -
             path_prefix: uri.path().to_string(),
         }),
         oauth: None,
+        masks: Vec::new(),
+        signing: None,
+    }
+}
+
+/// A credential that signs (SPEC §11) as an entry: its placeholder is found like any other (for
+/// the log and the out-of-scope rule) but never swapped (`injection` all off), and its secrets
+/// are masked in answers where it is in scope.
+fn signing_entry(
+    credential: &crate::vault::Credential,
+    placeholder: &str,
+    secret: &Secret,
+    networking: &Networking,
+    signing: Signing,
+    masks: Vec<(Secret, String)>,
+) -> Entry {
+    Entry {
+        credential_id: credential.id.clone(),
+        vault_id: credential.vault_id.clone(),
+        placeholder: placeholder.to_string(),
+        secret: secret.clone(),
+        networking: networking.clone(),
+        injection: Injection {
+            header: false,
+            body: false,
+            query: false,
+        },
+        archived: credential.archived,
+        mcp: None,
+        oauth: None,
+        masks,
+        signing: Some(signing),
     }
 }
 

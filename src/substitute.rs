@@ -16,7 +16,7 @@ use zeroize::Zeroizing;
 
 use crate::vault::is_url_safe;
 
-pub use entry::{Entry, Location, McpScope, OauthState, Outcome, Target, VaultFilter};
+pub use entry::{Entry, Location, McpScope, OauthState, Outcome, Signing, Target, VaultFilter};
 pub use placeholders::{BuildError, Placeholders};
 
 /// What a response must not carry back: the secrets of credentials substituted into the request
@@ -148,6 +148,8 @@ pub fn decide(entry: &Entry, target: Target<'_>, location: Location) -> Outcome 
         || !entry.mcp.as_ref().is_none_or(|m| m.covers(target))
     {
         Outcome::OutOfScope
+    } else if entry.signing.is_some() {
+        Outcome::ToSign
     } else if !enabled {
         Outcome::LocationDisabled
     } else if !target.secrets_allowed {

@@ -49,6 +49,10 @@ pub enum Auth {
     EnvironmentVariable(EnvVarAuth),
     StaticBearer(BearerAuth),
     McpOauth(OauthAuth),
+    /// keyswap's extension (SPEC §11): requests are signed again with the real AWS key.
+    AwsSigv4(AwsSigv4Auth),
+    /// keyswap's extension (SPEC §11): a signature header computed with a shared secret.
+    HmacSignature(HmacAuth),
 }
 
 impl Auth {
@@ -58,8 +62,105 @@ impl Auth {
             Auth::EnvironmentVariable(_) => "environment_variable",
             Auth::StaticBearer(_) => "static_bearer",
             Auth::McpOauth(_) => "mcp_oauth",
+            Auth::AwsSigv4(_) => "aws_sigv4",
+            Auth::HmacSignature(_) => "hmac_signature",
         }
     }
+
+    /// The placeholder the sandbox holds (MCP credentials answer to `ks-ph-` + id).
+    pub fn placeholder(&self, credential_id: &str) -> String {
+        match self {
+            Auth::EnvironmentVariable(e) => e.placeholder.clone(),
+            Auth::AwsSigv4(a) => a.placeholder.clone(),
+            Auth::HmacSignature(h) => h.placeholder.clone(),
+            Auth::StaticBearer(_) | Auth::McpOauth(_) => default_placeholder(credential_id),
+        }
+    }
+
+    /// Every secret of the credential (what a placeholder must never contain).
+    pub fn secrets(&self) -> Vec<&Secret> {
+        match self {
+            Auth::EnvironmentVariable(e) => vec![&e.secret],
+            Auth::StaticBearer(b) => vec![&b.token],
+            Auth::McpOauth(o) => vec![&o.access_token],
+            Auth::AwsSigv4(a) => [&a.access_key_id, &a.secret_access_key]
+                .into_iter()
+                .chain(a.session_token.as_ref())
+                .collect(),
+            Auth::HmacSignature(h) => vec![&h.secret],
+        }
+    }
+}
+
+/// An AWS access key that never leaves keyswap: the sandbox signs with a placeholder key id and
+/// [`AWS_DUMMY_SECRET`]; keyswap signs the request again with this key.
+#[derive(Debug, Clone)]
+pub struct AwsSigv4Auth {
+    pub access_key_id: Secret,
+    pub secret_access_key: Secret,
+    pub session_token: Option<Secret>,
+    pub networking: Networking,
+    /// Empty: any region (service).
+    pub regions: Vec<String>,
+    pub services: Vec<String>,
+    pub placeholder: String,
+}
+
+/// The secret access key `keyswap env` hands every sandbox: well-formed (40 characters of the
+/// alphabet AWS uses), fixed, and worthless. The real secret is masked as this in answers.
+pub const AWS_DUMMY_SECRET: &str = "ksDummySecretKeySignedAgainByKeyswap0000";
+
+/// A shared secret that signs each request (exchange and payment APIs).
+#[derive(Debug, Clone)]
+pub struct HmacAuth {
+    pub secret_name: String,
+    pub secret: Secret,
+    pub placeholder: String,
+    pub algorithm: HmacAlgorithm,
+    /// Base64 (standard, padded) instead of lowercase hex.
+    pub base64: bool,
+    /// `{method}{path}…`: what is signed (SPEC §11).
+    pub message: String,
+    pub signature_header: http::HeaderName,
+    pub timestamp_header: Option<http::HeaderName>,
+    pub networking: Networking,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HmacAlgorithm {
+    Sha1,
+    Sha256,
+    Sha512,
+}
+
+impl HmacAlgorithm {
+    pub fn name(self) -> &'static str {
+        match self {
+            HmacAlgorithm::Sha1 => "sha1",
+            HmacAlgorithm::Sha256 => "sha256",
+            HmacAlgorithm::Sha512 => "sha512",
+        }
+    }
+}
+
+/// The default placeholder of an `aws_sigv4` credential: `AKIA` and 16 characters of the base32
+/// alphabet derived from the id, so that it looks like an access key id to every SDK and stays the
+/// same across restarts and replicas.
+pub fn default_aws_placeholder(credential_id: &str) -> String {
+    const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let digest = ring::digest::digest(&ring::digest::SHA256, credential_id.as_bytes());
+    let tail: String = digest.as_ref()[..16]
+        .iter()
+        .map(|b| BASE32[usize::from(b & 31)] as char)
+        .collect();
+    format!("AKIA{tail}")
+}
+
+/// Whether `s` can stand for an access key id: 16 to 128 characters of `[A-Z0-9]`.
+pub fn is_valid_aws_placeholder(s: &str) -> bool {
+    (16..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
 }
 
 /// A secret handed to the sandbox as a placeholder in an environment variable.

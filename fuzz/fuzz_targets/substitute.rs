@@ -45,6 +45,8 @@ static PLACEHOLDERS: LazyLock<Placeholders> = LazyLock::new(|| {
         archived: false,
         mcp,
         oauth: None,
+        masks: Vec::new(),
+        signing: None,
     };
     Placeholders::compile(vec![
         entry(

@@ -324,6 +324,13 @@ fn check_auth_update(stored: &Auth, update: &AuthUpdate) -> Result<(), ApiError>
             },
         ) if *u != s.mcp_server_url => immutable("mcp_server_url"),
         (
+            Auth::HmacSignature(s),
+            AuthUpdate::HmacSignature {
+                secret_name: Some(n),
+                ..
+            },
+        ) if *n != s.secret_name => immutable("secret_name"),
+        (
             Auth::McpOauth(s),
             AuthUpdate::McpOauth {
                 refresh: Some(Some(_)),

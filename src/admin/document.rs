@@ -222,6 +222,9 @@ pub fn new_credential(
             a.insert("mcp_server_url", mcp_server_url.as_str().into());
             a.insert("token", token.as_str().into());
         }
+        AuthCreate::AwsSigv4 { .. } | AuthCreate::HmacSignature { .. } => {
+            signing_auth(&mut a, auth);
+        }
         AuthCreate::McpOauth {
             access_token,
             mcp_server_url,
@@ -254,6 +257,139 @@ pub fn new_credential(
     }
     t.insert("auth", value(a));
     t
+}
+
+/// The two signing types (SPEC §11), created: their keys as given.
+fn signing_auth(a: &mut InlineTable, auth: &AuthCreate) {
+    match auth {
+        AuthCreate::AwsSigv4 {
+            access_key_id,
+            secret_access_key,
+            session_token,
+            networking: n,
+            regions,
+            services,
+            placeholder,
+        } => {
+            a.insert("type", "aws_sigv4".into());
+            a.insert("access_key_id", access_key_id.as_str().into());
+            a.insert("secret_access_key", secret_access_key.as_str().into());
+            if let Some(t) = session_token {
+                a.insert("session_token", t.as_str().into());
+            }
+            a.insert("networking", networking(n));
+            for (key, names) in [("regions", regions), ("services", services)] {
+                if let Some(names) = names {
+                    a.insert(key, strings(names));
+                }
+            }
+            if let Some(p) = placeholder {
+                a.insert("placeholder", p.as_str().into());
+            }
+        }
+        AuthCreate::HmacSignature {
+            secret_name,
+            secret_value,
+            placeholder,
+            algorithm,
+            encoding,
+            message,
+            signature_header,
+            timestamp_header,
+            networking: n,
+        } => {
+            a.insert("type", "hmac_signature".into());
+            a.insert("secret_name", secret_name.as_str().into());
+            a.insert("secret_value", secret_value.as_str().into());
+            for (key, v) in [
+                ("placeholder", placeholder),
+                ("algorithm", algorithm),
+                ("encoding", encoding),
+                ("message", message),
+                ("timestamp_header", timestamp_header),
+            ] {
+                if let Some(v) = v {
+                    a.insert(key, v.as_str().into());
+                }
+            }
+            a.insert("signature_header", signature_header.as_str().into());
+            a.insert("networking", networking(n));
+        }
+        _ => {}
+    }
+}
+
+fn strings(names: &[String]) -> Value {
+    Value::Array(names.iter().map(String::as_str).collect::<Array>())
+}
+
+/// Applies an update of a signing credential's `auth` (same type, checked).
+fn update_signing_auth(auth: &mut dyn TableLike, update: &AuthUpdate) {
+    match update {
+        AuthUpdate::AwsSigv4 {
+            access_key_id,
+            secret_access_key,
+            session_token,
+            networking: n,
+            regions,
+            services,
+        } => {
+            if let Some(s) = access_key_id {
+                set_secret(auth, "access_key_id", s);
+            }
+            if let Some(s) = secret_access_key {
+                set_secret(auth, "secret_access_key", s);
+            }
+            match session_token {
+                Some(Some(t)) => set_secret(auth, "session_token", t),
+                Some(None) => {
+                    for key in ["session_token", "session_token_env", "session_token_file"] {
+                        auth.remove(key);
+                    }
+                }
+                None => {}
+            }
+            if let Some(n) = n {
+                auth.insert("networking", Item::Value(networking(n)));
+            }
+            for (key, names) in [("regions", regions), ("services", services)] {
+                if let Some(names) = names {
+                    auth.insert(key, Item::Value(strings(names)));
+                }
+            }
+        }
+        AuthUpdate::HmacSignature {
+            secret_value,
+            algorithm,
+            encoding,
+            message,
+            signature_header,
+            timestamp_header,
+            networking: n,
+            ..
+        } => {
+            if let Some(s) = secret_value {
+                set_secret(auth, "secret_value", s);
+            }
+            for (key, v) in [
+                ("algorithm", algorithm),
+                ("encoding", encoding),
+                ("message", message),
+                ("signature_header", signature_header),
+            ] {
+                if let Some(v) = v {
+                    auth.insert(key, value(v.as_str()));
+                }
+            }
+            if let Some(t) = timestamp_header {
+                set_opt(auth, "timestamp_header", t.as_deref());
+            }
+            if let Some(n) = n {
+                auth.insert("networking", Item::Value(networking(n)));
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Applies an `auth` update to the stored `auth` table (already checked: same type, immutable
@@ -318,6 +454,9 @@ pub fn update_auth(auth: &mut dyn TableLike, update: &AuthUpdate) {
                 }
                 None => {}
             }
+        }
+        AuthUpdate::AwsSigv4 { .. } | AuthUpdate::HmacSignature { .. } => {
+            update_signing_auth(auth, update);
         }
     }
 }

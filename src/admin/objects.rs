@@ -38,15 +38,40 @@ pub fn credential(c: &Credential, fallback: OffsetDateTime) -> Value {
     })
 }
 
+fn networking(n: &Networking) -> Value {
+    match n {
+        Networking::Unrestricted => json!({ "type": "unrestricted" }),
+        Networking::Limited { allowed_hosts, .. } => {
+            json!({ "type": "limited", "allowed_hosts": allowed_hosts })
+        }
+    }
+}
+
+/// SECURITY: no secret is ever in it; for `aws_sigv4` that includes the access key id.
 fn auth(a: &Auth) -> Value {
     match a {
+        Auth::AwsSigv4(aws) => json!({
+            "type": "aws_sigv4",
+            "networking": networking(&aws.networking),
+            "regions": aws.regions,
+            "services": aws.services,
+            "placeholder": aws.placeholder,
+        }),
+        Auth::HmacSignature(h) => json!({
+            "type": "hmac_signature",
+            "secret_name": h.secret_name,
+            "placeholder": h.placeholder,
+            "algorithm": h.algorithm.name(),
+            "encoding": if h.base64 { "base64" } else { "hex" },
+            "message": h.message,
+            "signature_header": h.signature_header.as_str(),
+            "timestamp_header": h.timestamp_header.as_ref().map(http::HeaderName::as_str),
+            "networking": networking(&h.networking),
+        }),
         Auth::EnvironmentVariable(e) => json!({
             "type": "environment_variable",
             "secret_name": e.secret_name,
-            "networking": match &e.networking {
-                Networking::Unrestricted => json!({ "type": "unrestricted" }),
-                Networking::Limited { allowed_hosts, .. } => json!({ "type": "limited", "allowed_hosts": allowed_hosts }),
-            },
+            "networking": networking(&e.networking),
             "injection_location": { "header": e.injection.header, "body": e.injection.body, "query": e.injection.query },
             "placeholder": e.placeholder,
         }),

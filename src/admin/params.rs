@@ -71,6 +71,26 @@ pub enum AuthCreate {
         expires_at: Option<String>,
         refresh: Option<RefreshCreate>,
     },
+    AwsSigv4 {
+        access_key_id: String,
+        secret_access_key: String,
+        session_token: Option<String>,
+        networking: NetworkingParam,
+        regions: Option<Vec<String>>,
+        services: Option<Vec<String>>,
+        placeholder: Option<String>,
+    },
+    HmacSignature {
+        secret_name: String,
+        secret_value: String,
+        placeholder: Option<String>,
+        algorithm: Option<String>,
+        encoding: Option<String>,
+        message: Option<String>,
+        signature_header: String,
+        timestamp_header: Option<String>,
+        networking: NetworkingParam,
+    },
 }
 
 #[derive(Deserialize)]
@@ -94,6 +114,26 @@ pub enum AuthUpdate {
         #[serde(default, deserialize_with = "nullable")]
         refresh: Option<Option<RefreshUpdate>>,
     },
+    AwsSigv4 {
+        access_key_id: Option<String>,
+        secret_access_key: Option<String>,
+        #[serde(default, deserialize_with = "nullable")]
+        session_token: Option<Option<String>>,
+        networking: Option<NetworkingParam>,
+        regions: Option<Vec<String>>,
+        services: Option<Vec<String>>,
+    },
+    HmacSignature {
+        secret_name: Option<String>,
+        secret_value: Option<String>,
+        algorithm: Option<String>,
+        encoding: Option<String>,
+        message: Option<String>,
+        signature_header: Option<String>,
+        #[serde(default, deserialize_with = "nullable")]
+        timestamp_header: Option<Option<String>>,
+        networking: Option<NetworkingParam>,
+    },
 }
 
 impl AuthUpdate {
@@ -102,6 +142,8 @@ impl AuthUpdate {
             AuthUpdate::EnvironmentVariable { .. } => "environment_variable",
             AuthUpdate::StaticBearer { .. } => "static_bearer",
             AuthUpdate::McpOauth { .. } => "mcp_oauth",
+            AuthUpdate::AwsSigv4 { .. } => "aws_sigv4",
+            AuthUpdate::HmacSignature { .. } => "hmac_signature",
         }
     }
 }

@@ -45,8 +45,36 @@ impl Validator<'_> {
                 "expires_at",
                 "refresh",
             ],
+            "aws_sigv4" => &[
+                "access_key_id",
+                "access_key_id_env",
+                "access_key_id_file",
+                "secret_access_key",
+                "secret_access_key_env",
+                "secret_access_key_file",
+                "session_token",
+                "session_token_env",
+                "session_token_file",
+                "networking",
+                "regions",
+                "services",
+                "placeholder",
+            ],
+            "hmac_signature" => &[
+                "secret_name",
+                "secret_value",
+                "secret_value_env",
+                "secret_value_file",
+                "placeholder",
+                "algorithm",
+                "encoding",
+                "message",
+                "signature_header",
+                "timestamp_header",
+                "networking",
+            ],
             other => {
-                self.error(kind_span, format!("unknown auth.type `{other}`: use environment_variable, static_bearer or mcp_oauth"));
+                self.error(kind_span, format!("unknown auth.type `{other}`: use environment_variable, static_bearer, mcp_oauth, aws_sigv4 or hmac_signature"));
                 return None;
             }
         };
@@ -65,6 +93,12 @@ impl Validator<'_> {
             "environment_variable" => self
                 .env_var_auth(credential_id, raw, span)
                 .map(Auth::EnvironmentVariable),
+            "aws_sigv4" => self
+                .aws_sigv4_auth(credential_id, raw, span)
+                .map(Auth::AwsSigv4),
+            "hmac_signature" => self
+                .hmac_auth(credential_id, raw, span)
+                .map(Auth::HmacSignature),
             "static_bearer" => {
                 let mcp_server_url = self.mcp_url(raw.mcp_server_url, span.clone())?;
                 let token =
@@ -74,7 +108,7 @@ impl Validator<'_> {
                     token,
                 }))
             }
-            _ => {
+            "mcp_oauth" => {
                 let mcp_server_url = self.mcp_url(raw.mcp_server_url, span.clone())?;
                 let access_token = self.secret_source(
                     "access_token",
@@ -94,6 +128,7 @@ impl Validator<'_> {
                     refresh,
                 }))
             }
+            _ => None,
         }
     }
 

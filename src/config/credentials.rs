@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use crate::scope::{HostPattern, MAX_ALLOWED_HOSTS};
 use crate::secret::Secret;
-use crate::vault::{self, Auth, Credential, Metadata, Networking, Times, Vault};
+use crate::vault::{Credential, Metadata, Networking, Times, Vault};
 
 use super::{
     MAX_METADATA_KEY, MAX_METADATA_PAIRS, MAX_METADATA_VALUE, Validator, is_valid_id, raw,
@@ -23,7 +23,7 @@ impl Validator<'_> {
         let mut placeholders: HashMap<String, ()> = HashMap::new();
         // (credential id, placeholder, its span) and each credential's secret, checked at the end.
         let mut given: Vec<(String, String, Range<usize>)> = Vec::new();
-        let mut secrets: Vec<Secret> = Vec::new();
+        let mut secrets: Vec<(String, Secret)> = Vec::new();
         let mut vaults = Vec::new();
         for raw in raws {
             let raw = raw.into_inner();
@@ -57,20 +57,13 @@ impl Validator<'_> {
                     continue;
                 };
                 // MCP credentials answer to `ks-ph-` + id; every placeholder must be unique.
-                let placeholder = match &auth {
-                    Auth::EnvironmentVariable(env) => env.placeholder.clone(),
-                    _ => vault::default_placeholder(&cid),
-                };
+                let placeholder = auth.placeholder(&cid);
                 given.push((
                     cid.clone(),
                     placeholder.clone(),
                     placeholder_span.clone().unwrap_or_else(|| c_span.clone()),
                 ));
-                secrets.push(match &auth {
-                    Auth::EnvironmentVariable(env) => env.secret.clone(),
-                    Auth::StaticBearer(b) => b.token.clone(),
-                    Auth::McpOauth(o) => o.access_token.clone(),
-                });
+                secrets.extend(auth.secrets().into_iter().map(|s| (cid.clone(), s.clone())));
                 if placeholders.insert(placeholder.clone(), ()).is_some() {
                     let span = placeholder_span.unwrap_or_else(|| c_span.clone());
                     self.error(
@@ -107,18 +100,17 @@ impl Validator<'_> {
     pub(super) fn placeholders_hold_no_secret(
         &mut self,
         given: &[(String, String, Range<usize>)],
-        secrets: &[Secret],
+        secrets: &[(String, Secret)],
     ) {
         for (cid, placeholder, span) in given {
-            let holder = secrets.iter().position(|s| {
+            let holder = secrets.iter().find(|(_, s)| {
                 let s = s.expose();
                 !s.is_empty()
                     && (s == placeholder.as_bytes()
                         || (s.len() >= 8
                             && placeholder.as_bytes().windows(s.len()).any(|w| w == s)))
             });
-            if let Some(i) = holder {
-                let owner = &given[i].0;
+            if let Some((owner, _)) = holder {
                 self.error(
                     span.clone(),
                     format!(

@@ -10,8 +10,11 @@ use zeroize::Zeroizing;
 
 /// The keys whose values are secrets, at any depth of a credential (`auth.secret_value`,
 /// `auth.refresh.token_endpoint_auth.client_secret`, …).
-pub const SECRET_KEYS: [&str; 5] = [
+pub const SECRET_KEYS: [&str; 8] = [
     "secret_value",
+    "access_key_id",
+    "secret_access_key",
+    "session_token",
     "token",
     "access_token",
     "refresh_token",

@@ -15,7 +15,7 @@ use tracing::info;
 
 use super::budget::{Budget, Reservation};
 use super::hygiene::remove_hop_by_hop;
-use super::{Shared, bodies, upgrade};
+use super::{Shared, bodies, sign, upgrade};
 use crate::config::OutOfScope;
 use crate::destination::Destination;
 use crate::error::ProxyError;
@@ -25,13 +25,8 @@ use crate::store::Store;
 use crate::substitute::{self, Outcome, Report, Scrub, Target};
 use crate::upstream::ProxyBody;
 
-/// Where a request goes, and for whom.
-#[derive(Clone, Copy)]
-pub(super) struct To<'a> {
-    pub dest: &'a Destination,
-    pub scheme: &'a Scheme,
-    pub session: &'a SessionPolicy,
-}
+/// Where a request goes, and for whom: defined where the innermost stage that reads it is.
+pub(super) use super::sign::To;
 
 impl<'a> To<'a> {
     /// The facts a substitution decision uses, for a request to `path`.
@@ -106,8 +101,12 @@ pub(super) async fn attempt(
         // Compressed WebSocket frames could not be scrubbed.
         parts.headers.remove(header::SEC_WEBSOCKET_EXTENSIONS);
     }
-    let path = substituted_uri
+    // Last: the signature covers the head as it is sent.
+    let current = substituted_uri.clone().unwrap_or_else(|| parts.uri.clone());
+    let (body, signed_uri) = sign::request(&mut parts, &current, body, to, store, shared).await?;
+    let path = signed_uri
         .as_ref()
+        .or(substituted_uri.as_ref())
         .unwrap_or(&parts.uri)
         .path_and_query()
         .cloned();

@@ -20,6 +20,7 @@ mod oauth;
 mod pace;
 mod rewind;
 mod serve;
+mod sign;
 mod slots;
 mod strict;
 mod upgrade;

@@ -5,9 +5,10 @@
 //! functions and the fuzz targets can be driven from values built in place.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use crate::secret::Secret;
-use crate::vault::{Injection, Networking};
+use crate::vault::{AwsSigv4Auth, HmacAuth, Injection, Networking};
 
 /// One placeholder the proxy looks for, and everything needed to decide what to do with it.
 #[derive(Debug)]
@@ -24,6 +25,28 @@ pub struct Entry {
     pub mcp: Option<McpScope>,
     /// For `mcp_oauth` credentials: when the access token expires and whether it can be refreshed.
     pub oauth: Option<OauthState>,
+    /// Further secrets of the credential and what each is masked as in answers (an AWS key's
+    /// secret access key and session token; its key id is `secret`).
+    pub masks: Vec<(Secret, String)>,
+    /// For credentials that sign (SPEC §11): the key. Their placeholder is never swapped for
+    /// `secret` (`injection` is all off); the request is signed again instead.
+    pub signing: Option<Signing>,
+}
+
+impl Entry {
+    /// Every secret of the credential with what it is masked as: `secret` as the placeholder,
+    /// then `masks`.
+    pub fn masked(&self) -> impl Iterator<Item = (&Secret, &str)> {
+        std::iter::once((&self.secret, self.placeholder.as_str()))
+            .chain(self.masks.iter().map(|(s, m)| (s, m.as_str())))
+    }
+}
+
+/// The key of a credential that signs requests.
+#[derive(Debug, Clone)]
+pub enum Signing {
+    Aws(Arc<AwsSigv4Auth>),
+    Hmac(Arc<HmacAuth>),
 }
 
 /// What the request path needs to know to refresh an `mcp_oauth` token in time.
@@ -116,6 +139,9 @@ pub enum Outcome {
     LocationDisabled,
     /// In scope, but the upstream connection is unencrypted and `substitute_over_plain_http` is off.
     PlaintextUpstream,
+    /// The placeholder of a credential that signs (SPEC §11), in scope: never swapped; the
+    /// request is signed again if it carries a signature made with it.
+    ToSign,
 }
 
 impl Outcome {
@@ -126,6 +152,7 @@ impl Outcome {
             Outcome::Archived => "archived",
             Outcome::LocationDisabled => "location_disabled",
             Outcome::PlaintextUpstream => "plaintext_upstream",
+            Outcome::ToSign => "to_sign",
         }
     }
 }

@@ -28,6 +28,7 @@ pub struct Placeholders {
     /// only when such credentials exist.
     body_entries: Vec<usize>,
     mcp_entries: Vec<usize>,
+    signing_entries: Vec<usize>,
 }
 
 impl Placeholders {
@@ -64,7 +65,9 @@ impl Placeholders {
         };
         let body_entries = indices(|e| e.injection.body);
         let mcp_entries = indices(|e| e.mcp.is_some());
+        let signing_entries = indices(|e| e.signing.is_some());
         Ok(Self {
+            signing_entries,
             entries,
             searcher,
             body_table,
@@ -93,6 +96,11 @@ impl Placeholders {
     /// Entries whose `injection_location.body` is on.
     pub fn body_entries(&self) -> &[usize] {
         &self.body_entries
+    }
+
+    /// Entries of credentials that sign (`aws_sigv4`, `hmac_signature`).
+    pub fn signing_entries(&self) -> &[usize] {
+        &self.signing_entries
     }
 
     /// Entries of `static_bearer` and `mcp_oauth` credentials.

@@ -28,6 +28,8 @@ pub(crate) fn entry(id: &str, secret: &str, hosts: &[&str]) -> Entry {
         archived: false,
         mcp: None,
         oauth: None,
+        masks: Vec::new(),
+        signing: None,
     }
 }
 

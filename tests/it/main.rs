@@ -26,5 +26,6 @@ mod reload;
 mod replicas;
 mod servers;
 mod sessions;
+mod signing;
 mod tunnel;
 mod websocket;
