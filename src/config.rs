@@ -74,6 +74,8 @@ pub struct Position {
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
     pub listen: SocketAddr,
+    /// Accepts connections the kernel redirected (SPEC §12; Linux).
+    pub transparent_listen: Option<SocketAddr>,
     pub block_private_addresses: bool,
     pub allow_private_cidrs: Vec<IpNet>,
     pub substitute_over_plain_http: bool,

@@ -50,6 +50,13 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let (config, database) = with_database(config).await?;
     let proxy_listener = bind(config.proxy.listen).await?;
     let admin_listener = bind(config.admin.listen).await?;
+    let transparent_listener = match config.proxy.transparent_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    let transparent_addr = transparent_listener
+        .as_ref()
+        .and_then(|l| l.local_addr().ok());
     let proxy_addr = proxy_listener
         .local_addr()
         .map_err(|source| RunError::Bind {
@@ -92,7 +99,8 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         live = live.with_database(database, revision, vaults);
     }
     let live = Arc::new(live);
-    let dialer = Dialer::new(&config, store.clone(), vec![proxy_addr, admin_addr])?;
+    let own = [Some(proxy_addr), Some(admin_addr), transparent_addr];
+    let dialer = Dialer::new(&config, store.clone(), own.into_iter().flatten().collect())?;
     let client = Arc::new(UpstreamPool::new(
         dialer.clone(),
         config.limits.idle_timeout,
@@ -144,7 +152,21 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     info!("proxy listening on {proxy_addr}");
     info!("admin listening on {admin_addr}");
 
-    let proxy_task = tokio::spawn(proxy::serve(proxy_listener, shared, connections.clone()));
+    if let (Some(listener), Some(addr)) = (transparent_listener, transparent_addr) {
+        info!("transparent listening on {addr}");
+        tokio::spawn(proxy::serve(
+            listener,
+            proxy::Kind::Transparent,
+            shared.clone(),
+            connections.clone(),
+        ));
+    }
+    let proxy_task = tokio::spawn(proxy::serve(
+        proxy_listener,
+        proxy::Kind::Proxy,
+        shared,
+        connections.clone(),
+    ));
     let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state));
 
     wait_for_signal().await?;

@@ -27,6 +27,8 @@ pub struct SessionPolicy {
     /// Every vault for the implicit session.
     vaults: VaultFilter,
     network: Networking,
+    /// Client addresses that pick this session on the transparent listener.
+    source_cidrs: Vec<ipnet::IpNet>,
     /// The hosts some live credential of this session is scoped to (for `mitm = "auto"`).
     scopes: Scopes,
 }
@@ -41,6 +43,7 @@ impl SessionPolicy {
                 token: None,
                 vaults: VaultFilter::all(),
                 network: Networking::Unrestricted,
+                source_cidrs: Vec::new(),
                 scopes,
             }];
         }
@@ -55,6 +58,7 @@ impl SessionPolicy {
                     token: s.proxy_token.clone(),
                     vaults,
                     network: s.network.clone(),
+                    source_cidrs: s.source_cidrs.clone(),
                     scopes,
                 }
             })
@@ -81,6 +85,22 @@ impl SessionPolicy {
     pub fn could_apply_to(&self, host: &str) -> bool {
         self.scopes.covers(host)
     }
+}
+
+/// The session a transparent client's address picks (SPEC §12): the implicit session when there
+/// are no `[[sessions]]`; otherwise the first whose `source_cidrs` contains it, or none (refused).
+pub fn by_source(sessions: &[SessionPolicy], ip: std::net::IpAddr) -> Option<&SessionPolicy> {
+    let ip = ip.to_canonical();
+    if let [only] = sessions
+        && only.vaults.is_all()
+        && only.source_cidrs.is_empty()
+        && only.token.is_none()
+    {
+        return Some(only);
+    }
+    sessions
+        .iter()
+        .find(|s| s.source_cidrs.iter().any(|net| net.contains(&ip)))
 }
 
 /// Picks the session a `Proxy-Authorization` header proves. With the implicit session no header is

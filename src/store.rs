@@ -332,6 +332,11 @@ impl Store {
         session::authenticate(&self.sessions, header)
     }
 
+    /// The session a transparent client's address picks, or `None` (refused).
+    pub fn session_by_source(&self, ip: std::net::IpAddr) -> Option<&SessionPolicy> {
+        session::by_source(&self.sessions, ip)
+    }
+
     /// A session by id: a tunnel keeps its session id and finds it again in each request's store.
     pub fn session(&self, id: &str) -> Option<&SessionPolicy> {
         self.sessions.iter().find(|s| s.id == id)

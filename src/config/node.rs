@@ -93,8 +93,27 @@ impl Validator<'_> {
                 ),
             }
         }
+        let transparent_listen = raw
+            .transparent_listen
+            .as_ref()
+            .and_then(|l| self.socket_addr(l));
+        if let (Some(t), Some(span)) = (transparent_listen, raw.transparent_listen.as_ref()) {
+            if t == listen && t.port() != 0 {
+                self.error(
+                    span.span(),
+                    "transparent_listen must differ from [proxy] listen",
+                );
+            }
+            if !cfg!(target_os = "linux") {
+                self.error(
+                    span.span(),
+                    "transparent_listen needs Linux (SO_ORIGINAL_DST)",
+                );
+            }
+        }
         ProxySettings {
             listen,
+            transparent_listen,
             block_private_addresses: raw.block_private_addresses,
             allow_private_cidrs: cidrs,
             substitute_over_plain_http: raw.substitute_over_plain_http,

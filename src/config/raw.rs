@@ -89,6 +89,7 @@ pub enum OutOfScope {
 #[serde(deny_unknown_fields, default)]
 pub struct RawProxy {
     pub listen: Option<Spanned<String>>,
+    pub transparent_listen: Option<Spanned<String>>,
     pub block_private_addresses: bool,
     pub allow_private_cidrs: Vec<Spanned<String>>,
     pub substitute_over_plain_http: bool,
@@ -100,6 +101,7 @@ impl Default for RawProxy {
     fn default() -> Self {
         Self {
             listen: None,
+            transparent_listen: None,
             block_private_addresses: true,
             allow_private_cidrs: Vec::new(),
             substitute_over_plain_http: false,

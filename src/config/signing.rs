@@ -254,3 +254,130 @@ pub fn template_fields(template: &str) -> impl Iterator<Item = &str> {
         .skip(1)
         .filter_map(|s| s.split_once('}').map(|(f, _)| f))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+    use crate::vault::{Auth, HmacAlgorithm};
+
+    fn parse(auth: &str) -> Result<Config, String> {
+        let text = format!(
+            "[[vaults]]\nid = \"vlt_s\"\n[[vaults.credentials]]\nid = \"vcrd_s\"\nauth = {{ {auth} }}\n"
+        );
+        Config::from_toml(&text, "k.toml", Path::new("/")).map_err(|e| {
+            e.0.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+    }
+
+    const NET: &str = "networking = { type = \"unrestricted\" }";
+
+    #[test]
+    fn an_aws_key_gets_a_stable_akia_placeholder_and_its_limits() {
+        let c = parse(&format!(
+            "type = \"aws_sigv4\", access_key_id = \"AKIAREAL\", secret_access_key = \"s3cret\", session_token = \"tok\", regions = [\"us-east-1\"], services = [\"s3\"], {NET}"
+        ))
+        .unwrap();
+        let Auth::AwsSigv4(a) = &c.credentials().next().unwrap().auth else {
+            panic!("aws_sigv4");
+        };
+        assert_eq!(
+            a.placeholder,
+            crate::vault::default_aws_placeholder("vcrd_s")
+        );
+        assert!(crate::vault::is_valid_aws_placeholder(&a.placeholder));
+        assert_eq!(a.placeholder.len(), 20);
+        assert_eq!(a.regions, ["us-east-1"]);
+        assert!(a.session_token.is_some());
+    }
+
+    #[test]
+    fn bad_aws_and_hmac_keys_are_named() {
+        let cases = [
+            (
+                format!("type = \"aws_sigv4\", secret_access_key = \"s\", {NET}"),
+                "access_key_id",
+            ),
+            (
+                format!(
+                    "type = \"aws_sigv4\", access_key_id = \"a\", secret_access_key = \"s\", regions = [\"US\"], {NET}"
+                ),
+                "regions",
+            ),
+            (
+                format!(
+                    "type = \"aws_sigv4\", access_key_id = \"a\", secret_access_key = \"s\", placeholder = \"short\", {NET}"
+                ),
+                "access key id",
+            ),
+            (
+                format!(
+                    "type = \"aws_sigv4\", access_key_id = \"a\", secret_access_key = \"s\", token = \"t\", {NET}"
+                ),
+                "`token` does not belong",
+            ),
+            (
+                "type = \"aws_sigv4\", access_key_id = \"a\", secret_access_key = \"s\""
+                    .to_string(),
+                "networking",
+            ),
+            (
+                format!(
+                    "type = \"hmac_signature\", secret_name = \"S\", secret_value = \"v\", {NET}"
+                ),
+                "signature_header",
+            ),
+            (
+                format!(
+                    "type = \"hmac_signature\", secret_name = \"S\", secret_value = \"v\", signature_header = \"X-S\", algorithm = \"md5\", {NET}"
+                ),
+                "sha1, sha256 or sha512",
+            ),
+            (
+                format!(
+                    "type = \"hmac_signature\", secret_name = \"S\", secret_value = \"v\", signature_header = \"X-S\", encoding = \"b32\", {NET}"
+                ),
+                "hex or base64",
+            ),
+            (
+                format!(
+                    "type = \"hmac_signature\", secret_name = \"S\", secret_value = \"v\", signature_header = \"X-S\", message = \"{{nonce}}{{body}}\", {NET}"
+                ),
+                "{nonce}",
+            ),
+            (
+                format!(
+                    "type = \"hmac_signature\", secret_name = \"S\", secret_value = \"v\", signature_header = \"bad header\", {NET}"
+                ),
+                "signature_header",
+            ),
+        ];
+        for (auth, needle) in cases {
+            let e = parse(&auth).unwrap_err();
+            assert!(e.contains(needle), "{auth}: {e}");
+            assert!(!e.contains("s3cret"));
+        }
+    }
+
+    #[test]
+    fn an_hmac_credential_keeps_its_template() {
+        let c = parse(&format!(
+            "type = \"hmac_signature\", secret_name = \"EX\", secret_value = \"v\", algorithm = \"sha1\", encoding = \"base64\", message = \"{{method}}{{header:x-nonce}}\", signature_header = \"X-Sig\", timestamp_header = \"X-Ts\", {NET}"
+        ))
+        .unwrap();
+        let Auth::HmacSignature(h) = &c.credentials().next().unwrap().auth else {
+            panic!("hmac_signature");
+        };
+        assert_eq!(h.algorithm, HmacAlgorithm::Sha1);
+        assert!(h.base64);
+        assert_eq!(h.placeholder, "ks-ph-vcrd_s");
+        assert_eq!(
+            h.timestamp_header.as_ref().map(|h| h.as_str()),
+            Some("x-ts")
+        );
+    }
+}

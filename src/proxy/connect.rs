@@ -177,7 +177,7 @@ async fn tunnel(
 }
 
 /// Terminates the client's TLS with a leaf for the CONNECT host and serves the HTTP inside.
-async fn intercept_tls(
+pub(super) async fn intercept_tls(
     client: Rewind<TcpStream>,
     dest: Destination,
     session: Arc<str>,
@@ -261,16 +261,16 @@ fn warn_untrusted(host: &str) {
 }
 
 /// What every request inside one tunnel is bound to.
-struct Bound {
-    dest: Destination,
-    scheme: Scheme,
-    session: Arc<str>,
+pub(super) struct Bound {
+    pub dest: Destination,
+    pub scheme: Scheme,
+    pub session: Arc<str>,
     /// A TLS SNI that named another host: every request gets 421.
-    sni: Option<Arc<str>>,
+    pub sni: Option<Arc<str>>,
 }
 
 /// Serves HTTP inside a tunnel; every request is checked against, and sent to, the bound destination.
-async fn serve_bound<I>(io: I, bound: Bound, h2: bool, shared: Arc<Shared>)
+pub(super) async fn serve_bound<I>(io: I, bound: Bound, h2: bool, shared: Arc<Shared>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -304,7 +304,7 @@ where
 
 /// Copies bytes both ways without looking at them, until either side closes or no byte has
 /// moved either way for `idle` (SPEC §8: an idle relay must not hold its connection slots forever).
-async fn relay<C>(client: C, upstream: TcpStream, dest: &Destination, idle: Duration)
+pub(super) async fn relay<C>(client: C, upstream: TcpStream, dest: &Destination, idle: Duration)
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {

@@ -18,11 +18,26 @@ use super::serve::{
     h1_limits, rescue,
 };
 use super::slots::Slots;
-use super::{Shared, connect, forward};
+use super::{Shared, connect, forward, transparent};
 
-/// Accepts proxy clients until shutdown. A connection is accepted only when a permit of the
-/// `max_connections` semaphore is free, so excess clients wait in the kernel's backlog.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, connections: Arc<Semaphore>) {
+/// What a listener's clients are.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Proxy clients: CONNECT and absolute-form requests (`[proxy] listen`).
+    Proxy,
+    /// Connections the kernel redirected (`[proxy] transparent_listen`, SPEC §12).
+    Transparent,
+}
+
+/// Accepts clients until shutdown. A connection is accepted only when a permit of the
+/// `max_connections` semaphore is free (both listeners share it), so excess clients wait in the
+/// kernel's backlog.
+pub async fn serve(
+    listener: TcpListener,
+    kind: Kind,
+    shared: Arc<Shared>,
+    connections: Arc<Semaphore>,
+) {
     let mut shutdown = shared.shutdown.clone();
     loop {
         let permit = tokio::select! {
@@ -45,11 +60,16 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, connections: Arc<
         };
         let _ = stream.set_nodelay(true);
         debug!(%peer, "client connected");
-        tokio::spawn(serve_client(
-            stream,
-            shared.clone(),
-            Arc::new(Slots::new(permit)),
-        ));
+        let permit = Arc::new(Slots::new(permit));
+        match kind {
+            Kind::Proxy => tokio::spawn(serve_client(stream, shared.clone(), permit)),
+            Kind::Transparent => tokio::spawn(transparent::serve_redirected(
+                stream,
+                peer,
+                shared.clone(),
+                permit,
+            )),
+        };
     }
 }
 

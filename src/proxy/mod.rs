@@ -23,6 +23,7 @@ mod serve;
 mod sign;
 mod slots;
 mod strict;
+mod transparent;
 mod upgrade;
 
 use std::sync::Arc;
@@ -35,7 +36,7 @@ use crate::store::StoreHandle;
 use crate::upstream::{Dialer, UpstreamPool};
 
 pub use budget::Budget;
-pub use listener::serve;
+pub use listener::{Kind, serve};
 pub use slots::SessionSlots;
 
 /// Everything a proxy connection needs, shared by all of them.

@@ -106,80 +106,62 @@ enum Step {
     More,
 }
 
-/// The body, signed again on the fly.
-pub struct Resigned<B> {
-    inner: B,
+/// The re-signer without I/O: bytes in ([`Resigner::feed`]), re-signed bytes out
+/// ([`Resigner::advance`]). The body wrapper and the fuzz target both drive it.
+pub struct Resigner {
     chain: Chain,
     trailer: bool,
     state: State,
     input: BytesMut,
-    output: VecDeque<Bytes>,
-    inner_done: bool,
 }
 
-impl<B> Resigned<B>
-where
-    B: Body<Data = Bytes, Error = BoxError> + Unpin,
-{
-    pub fn new(inner: B, chain: Chain, trailer: bool) -> Self {
+impl Resigner {
+    pub fn new(chain: Chain, trailer: bool) -> Self {
         Self {
-            inner,
             chain,
             trailer,
             state: State::Header,
             input: BytesMut::new(),
-            output: VecDeque::new(),
-            inner_done: false,
         }
     }
 
-    /// Reads until the first chunk has been checked (or the body ends): so that a body whose
-    /// chain is wrong from the start is refused before anything is forwarded.
-    pub async fn first_chunk(&mut self) -> Result<(), BoxError> {
-        std::future::poll_fn(|cx| {
-            while self.output.is_empty() && !matches!(self.state, State::Done) {
-                ready!(self.fill(cx))?;
-            }
-            Poll::Ready(Ok(()))
-        })
-        .await
+    pub fn feed(&mut self, data: &[u8]) {
+        self.input.extend_from_slice(data);
     }
 
-    /// Parses what can be parsed; when more input is needed, reads it.
-    fn fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+    /// Bytes held (not yet passed on).
+    pub fn held(&self) -> usize {
+        self.input.len()
+    }
+
+    /// Parses all the input holds, pushing what is ready to `out`. `Ok(true)` once the body is
+    /// complete; `eof`: no more input will come (then an incomplete body is an error).
+    pub fn advance(&mut self, out: &mut VecDeque<Bytes>, eof: bool) -> Result<bool, ChunkError> {
         loop {
-            match self.step() {
-                Ok(Step::Ready) => return Poll::Ready(Ok(())),
-                Ok(Step::Again) => continue,
-                Ok(Step::More) => {}
+            if matches!(self.state, State::Done) {
+                return if self.input.is_empty() {
+                    Ok(true)
+                } else {
+                    Err(bad("bytes after the last chunk"))
+                };
+            }
+            match self.step(out) {
+                Ok(Step::Ready | Step::Again) => {}
+                Ok(Step::More) if eof => {
+                    self.state = State::Failed;
+                    return Err(bad("the body ended inside a chunk"));
+                }
+                Ok(Step::More) => return Ok(false),
                 Err(e) => {
                     self.state = State::Failed;
-                    return Poll::Ready(Err(Box::new(e)));
+                    return Err(e);
                 }
-            }
-            if self.inner_done {
-                self.state = State::Failed;
-                return Poll::Ready(Err(Box::new(ChunkError::Malformed(
-                    "the body ended inside a chunk",
-                ))));
-            }
-            match ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        self.input.extend_from_slice(&data);
-                    }
-                }
-                Some(Err(e)) => {
-                    self.state = State::Failed;
-                    return Poll::Ready(Err(e));
-                }
-                None => self.inner_done = true,
             }
         }
     }
 
     /// One parsing step on the buffered input.
-    fn step(&mut self) -> Result<Step, ChunkError> {
+    fn step(&mut self, out: &mut VecDeque<Bytes>) -> Result<Step, ChunkError> {
         match std::mem::replace(&mut self.state, State::Failed) {
             State::Header => {
                 let Some(line) = self.line()? else {
@@ -231,16 +213,16 @@ where
                 head.extend_from_slice(b";chunk-signature=");
                 head.extend_from_slice(ours.as_bytes());
                 head.extend_from_slice(b"\r\n");
-                self.output.push_back(head.freeze());
+                out.push_back(head.freeze());
                 if size > 0 {
-                    self.output.push_back(data);
-                    self.output.push_back(Bytes::from_static(b"\r\n"));
+                    out.push_back(data);
+                    out.push_back(Bytes::from_static(b"\r\n"));
                     self.state = State::Header;
                 } else if self.trailer {
                     self.state = State::Trailers { lines: Vec::new() };
                 } else {
                     // `0;chunk-signature=…\r\n\r\n`: the CRLF after the empty data ends it.
-                    self.output.push_back(Bytes::from_static(b"\r\n"));
+                    out.push_back(Bytes::from_static(b"\r\n"));
                     self.state = State::Done;
                 }
                 Ok(Step::Ready)
@@ -258,18 +240,20 @@ where
                     self.state = State::Trailers { lines };
                     return Ok(Step::Again);
                 };
+                // Signed as `name:value\n` lines in name order; passed on in the client's order.
+                let mut sorted: Vec<&Bytes> = lines.iter().collect();
+                sorted.sort();
                 let mut canonical = Vec::new();
-                for l in &lines {
+                for l in sorted {
                     canonical.extend_from_slice(l);
                     canonical.push(b'\n');
                 }
                 let ours = self.chain.next(signature, &sha256_hex(&canonical), true)?;
                 for l in lines {
-                    self.output.push_back(l);
-                    self.output.push_back(Bytes::from_static(b"\r\n"));
+                    out.push_back(l);
+                    out.push_back(Bytes::from_static(b"\r\n"));
                 }
-                self.output
-                    .push_back(Bytes::from(format!("x-amz-trailer-signature:{ours}\r\n")));
+                out.push_back(Bytes::from(format!("x-amz-trailer-signature:{ours}\r\n")));
                 self.state = State::Close;
                 Ok(Step::Ready)
             }
@@ -282,15 +266,12 @@ where
                     return Err(bad("the trailers do not end with an empty line"));
                 }
                 self.input.advance(2);
-                self.output.push_back(Bytes::from_static(b"\r\n"));
+                out.push_back(Bytes::from_static(b"\r\n"));
                 self.state = State::Done;
                 Ok(Step::Ready)
             }
             State::Done => {
                 self.state = State::Done;
-                if !self.input.is_empty() {
-                    return Err(bad("bytes after the last chunk"));
-                }
                 Ok(Step::Ready)
             }
             State::Failed => Err(bad("the body failed earlier")),
@@ -332,6 +313,63 @@ fn parse_header(line: &Bytes) -> Result<(Bytes, Bytes), ChunkError> {
     Ok((size, signature))
 }
 
+/// The body, signed again on the fly.
+pub struct Resigned<B> {
+    inner: B,
+    resigner: Resigner,
+    output: VecDeque<Bytes>,
+    inner_done: bool,
+    done: bool,
+}
+
+impl<B> Resigned<B>
+where
+    B: Body<Data = Bytes, Error = BoxError> + Unpin,
+{
+    pub fn new(inner: B, chain: Chain, trailer: bool) -> Self {
+        Self {
+            inner,
+            resigner: Resigner::new(chain, trailer),
+            output: VecDeque::new(),
+            inner_done: false,
+            done: false,
+        }
+    }
+
+    /// Reads until the first chunk has been checked (or the body ends): so that a body whose
+    /// chain is wrong from the start is refused before anything is forwarded.
+    pub async fn first_chunk(&mut self) -> Result<(), BoxError> {
+        std::future::poll_fn(|cx| {
+            while self.output.is_empty() && !self.done {
+                ready!(self.fill(cx))?;
+            }
+            Poll::Ready(Ok(()))
+        })
+        .await
+    }
+
+    /// Moves the re-signer on: output, the end, or one more frame read.
+    fn fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.resigner.advance(&mut self.output, self.inner_done)? {
+            self.done = true;
+            return Poll::Ready(Ok(()));
+        }
+        if !self.output.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        match ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    self.resigner.feed(&data);
+                }
+            }
+            Some(Err(e)) => return Poll::Ready(Err(e)),
+            None => self.inner_done = true,
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
 impl<B> Body for Resigned<B>
 where
     B: Body<Data = Bytes, Error = BoxError> + Unpin,
@@ -348,27 +386,25 @@ where
             if let Some(bytes) = this.output.pop_front() {
                 return Poll::Ready(Some(Ok(Frame::data(bytes))));
             }
-            match this.state {
-                State::Done => return Poll::Ready(None),
-                State::Failed => {
-                    return Poll::Ready(Some(Err(Box::new(bad("the body failed earlier")))));
-                }
-                _ => {}
+            if this.done {
+                return Poll::Ready(None);
             }
             if let Err(e) = ready!(this.fill(cx)) {
+                this.done = true;
                 return Poll::Ready(Some(Err(e)));
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.output.is_empty() && matches!(self.state, State::Done)
+        self.done && self.output.is_empty()
     }
 
     fn size_hint(&self) -> SizeHint {
         // The same number of bytes as came in (signatures are swapped, not resized): what is
         // still to be read, plus what is held.
-        let held = (self.input.len() + self.output.iter().map(Bytes::len).sum::<usize>()) as u64;
+        let held =
+            (self.resigner.held() + self.output.iter().map(Bytes::len).sum::<usize>()) as u64;
         let inner = self.inner.size_hint();
         let mut hint = SizeHint::new();
         hint.set_lower(inner.lower() + held);

@@ -32,8 +32,11 @@ Payload MODE for the puts: default (botocore's choice: over HTTPS, STREAMING-UNS
 with an x-amz-checksum-crc32 trailer), sha256 (a hex body hash in x-amz-content-sha256),
 unsigned (UNSIGNED-PAYLOAD), md5 (Content-MD5 header, hence UNSIGNED-PAYLOAD).
 
-Common options: --region (us-east-1), --bucket (keyswap-test), --path-style (default: botocore's
-"auto" addressing: virtual host BUCKET.s3.REGION.amazonaws.com for an AWS name, path style for an IP).
+Common options: --region (us-east-1), --bucket (keyswap-test), --addressing auto|path|virtual (S3
+addressing style; "auto", botocore's default, is path style whenever an endpoint URL is given, so
+the host stays ENDPOINT's; "virtual" makes it BUCKET.<ENDPOINT host>, e.g.
+keyswap-test.s3.us-east-1.amazonaws.com:PORT; s3-chunk-signed and cli-s3-cp follow the same choice;
+--path-style is --addressing path).
 The results carry "wire": what botocore put on the wire for each request (payload mode, content and
 transfer encodings, trailer, SignedHeaders), as seen by a before-send hook.
 
@@ -102,7 +105,7 @@ class Aws:
         self.session = boto3.Session(region_name=args.region)
 
     def client(self, service, **config):
-        s3 = {"addressing_style": "path" if self.args.path_style else "auto"}
+        s3 = {"addressing_style": self.args.addressing}
         settings = dict(
             region_name=self.args.region,
             retries={"total_max_attempts": 1},
@@ -242,8 +245,8 @@ def s3_presigned_get(aws, args):
         raise Failure(code or f"HTTP{response.status_code}", message, response.status_code)
     if response.content != data:
         raise Failure("BodyMismatch", "presigned GET returned other bytes")
-    return {"bytes": len(data), "url_host": urlsplit(url).netloc, "query_keys": sorted(
-        p.split("=")[0] for p in urlsplit(url).query.split("&"))}
+    query_keys = sorted(pair.split("=")[0] for pair in urlsplit(url).query.split("&"))
+    return {"bytes": len(data), "url_host": urlsplit(url).netloc, "query_keys": query_keys}
 
 
 # --- S3 chunk-signed upload, built by hand (botocore has no STREAMING-AWS4-HMAC-SHA256-PAYLOAD)
@@ -275,16 +278,23 @@ class ChunkSignedBody:
     def _sign(self, lines):
         return self._signer.signature("\n".join(lines), self._request)
 
-    def _chunk_sizes(self):
-        whole, rest = divmod(self.size, CHUNK)
+    @staticmethod
+    def chunk_sizes(size):
+        whole, rest = divmod(size, CHUNK)
         return [CHUNK] * whole + ([rest] if rest else [])
 
-    def __len__(self):
-        length = sum(len(f"{s:x}") + len(";chunk-signature=") + 64 + 2 + s + 2 for s in self._chunk_sizes())
-        length += len("0;chunk-signature=") + 64 + 2
-        if self._trailer:
+    @classmethod
+    def encoded_length(cls, size, trailer):
+        """The Content-Length of the aws-chunked body (signed before the body is produced)."""
+        signature = len(";chunk-signature=") + 64
+        length = sum(len(f"{s:x}") + signature + 2 + s + 2 for s in cls.chunk_sizes(size))
+        length += 1 + signature + 2  # the final, empty chunk
+        if trailer:
             length += len("x-amz-checksum-crc32:") + 8 + 2 + len("x-amz-trailer-signature:") + 64 + 2
         return length + 2
+
+    def __len__(self):
+        return self.encoded_length(self.size, self._trailer)
 
     def _signed_chunk(self, data, index):
         timestamp = self._request.context["timestamp"]
@@ -300,7 +310,7 @@ class ChunkSignedBody:
 
     def _generate(self):
         block = pattern(CHUNK, seed=7)
-        for index, size in enumerate(self._chunk_sizes()):
+        for index, size in enumerate(self.chunk_sizes(self.size)):
             data = block[:size]
             self.md5.update(data)
             self._crc = zlib.crc32(data, self._crc)
@@ -317,7 +327,8 @@ class ChunkSignedBody:
             ["AWS4-HMAC-SHA256-TRAILER", timestamp, scope, self._previous,
              hashlib.sha256(canonical.encode()).hexdigest()]
         )
-        yield final + f"x-amz-checksum-crc32:{checksum}\r\nx-amz-trailer-signature:{signature}\r\n\r\n".encode()
+        trailer = f"x-amz-checksum-crc32:{checksum}\r\nx-amz-trailer-signature:{signature}\r\n\r\n"
+        yield final + trailer.encode()
 
     def read(self, size=-1):
         while size < 0 or len(self._buffer) < size:
@@ -332,20 +343,20 @@ class ChunkSignedBody:
         return out
 
 
-def object_url(endpoint, bucket, key, path_style):
+def object_url(endpoint, bucket, key, addressing):
+    """The object's URL as botocore would build it from an endpoint URL: path style unless
+    virtual addressing is asked for."""
     parts = urlsplit(endpoint)
-    host = parts.hostname or ""
-    is_ip = re.fullmatch(r"[0-9.]+|[0-9a-fA-F:]+", host) is not None
-    if path_style or is_ip or "." in bucket:
-        return urlunsplit((parts.scheme, parts.netloc, f"/{bucket}/{quote(key)}", "", ""))
-    return urlunsplit((parts.scheme, f"{bucket}.{parts.netloc}", f"/{quote(key)}", "", ""))
+    if addressing == "virtual":
+        return urlunsplit((parts.scheme, f"{bucket}.{parts.netloc}", f"/{quote(key)}", "", ""))
+    return urlunsplit((parts.scheme, parts.netloc, f"/{bucket}/{quote(key)}", "", ""))
 
 
 def s3_chunk_signed(aws, args):
     size = int(args.n_mib * MIB)
     frozen = aws.session.get_credentials().get_frozen_credentials()
     credentials = Credentials(frozen.access_key, frozen.secret_key, frozen.token)
-    url = object_url(args.endpoint, args.bucket, f"chunk-signed-{args.n_mib}mib.bin", args.path_style)
+    url = object_url(args.endpoint, args.bucket, f"chunk-signed-{args.n_mib}mib.bin", args.addressing)
     mode = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD" + ("-TRAILER" if args.trailer else "")
     headers = {
         "Content-Encoding": "aws-chunked",
@@ -357,15 +368,20 @@ def s3_chunk_signed(aws, args):
         headers["X-Amz-Trailer"] = "x-amz-checksum-crc32"
     request = AWSRequest(method="PUT", url=url, headers=headers)
     signer = SeedSigner(credentials, "s3", args.region)
-    body = ChunkSignedBody(size, signer, request, None, args.trailer, args.tamper)
-    request.headers["Content-Length"] = str(len(body))
+    request.headers["Content-Length"] = str(ChunkSignedBody.encoded_length(size, args.trailer))
     signer.add_auth(request)
-    seed = re.search(r"Signature=([0-9a-f]{64})", request.headers["Authorization"]).group(1)
-    body._previous = seed
+    authorization = request.headers["Authorization"]
+    seed = re.search(r"Signature=([0-9a-f]{64})", authorization).group(1)
+    body = ChunkSignedBody(size, signer, request, seed, args.trailer, args.tamper)
     wire_headers = {name: value for name, value in request.headers.items()}
     aws.wire.append(
-        {"method": "PUT", "url": url, "x-amz-content-sha256": mode, "content-encoding": "aws-chunked",
-         "signed_headers": re.search(r"SignedHeaders=([^,]*)", request.headers["Authorization"]).group(1)}
+        {
+            "method": "PUT",
+            "url": url,
+            "x-amz-content-sha256": mode,
+            "content-encoding": "aws-chunked",
+            "signed_headers": re.search(r"SignedHeaders=([^,]*)", authorization).group(1),
+        }
     )
     # requests takes HTTPS_PROXY and REQUESTS_CA_BUNDLE from the environment; the sized file-like
     # body is sent with Content-Length, read piece by piece.
@@ -410,14 +426,15 @@ def cli_s3_cp(aws, args):
         raise Failure("NoAwsCli", "the aws CLI is not installed next to this Python nor on PATH")
     data = pattern(3000, seed=9)
     env = dict(os.environ)
+    env.setdefault("AWS_MAX_ATTEMPTS", "1")  # the CLI's legacy retry mode would retry errors
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "upload.bin")
         with open(path, "wb") as f:
             f.write(data)
-        if args.path_style:
+        if args.addressing != "auto":
             config = os.path.join(tmp, "config")
             with open(config, "w") as f:
-                f.write("[default]\ns3 =\n  addressing_style = path\n")
+                f.write(f"[default]\ns3 =\n  addressing_style = {args.addressing}\n")
             env["AWS_CONFIG_FILE"] = config
         command = [
             aws_cli, "s3", "cp", path, f"s3://{args.bucket}/cli-upload.bin",
@@ -452,7 +469,9 @@ def main():
     parser.add_argument("n_mib", nargs="?", type=float, default=1, help="s3-chunk-signed: size in MiB")
     parser.add_argument("--region", default="us-east-1")
     parser.add_argument("--bucket", default="keyswap-test")
-    parser.add_argument("--path-style", action="store_true")
+    parser.add_argument("--addressing", choices=["auto", "path", "virtual"], default="auto")
+    parser.add_argument("--path-style", dest="addressing", action="store_const", const="path",
+                        help="the same as --addressing path")
     parser.add_argument("--payload", choices=["default", "sha256", "unsigned", "md5"], default="default")
     parser.add_argument("--presign", choices=["v4", "default"], default="v4",
                         help="s3-presigned-get: SigV4 (default) or botocore's default (SigV2 in us-east-1)")

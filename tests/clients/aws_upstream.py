@@ -27,13 +27,17 @@ same codes for every service so that tests can grep one set:
     403 RequestTimeTooSkewed   x-amz-date more than 15 minutes away
     400 XAmzContentSHA256Mismatch / BadDigest / IncompleteBody / AuthorizationHeaderMalformed /
         InvalidRequest / MalformedTrailerError   body or framing problems
-Every request, accepted or refused, is one JSON line in --log: time, method, host, target, service,
-status, code (refusals), key_id, payload (the x-amz-content-sha256 mode), detail.
+Every request, accepted or refused, is one JSON line in --log (and on stderr): time, method, host,
+target, service, status, code (refusals), key_id, signed_headers, payload (the x-amz-content-sha256
+mode), content-encoding / transfer-encoding / x-amz-trailer / x-amz-security-token when present,
+detail (for SignatureDoesNotMatch: the canonical request the oracle expected).
 
 What it serves:
   * S3 (any host not recognised below; virtual-host `BUCKET.s3[.-]....amazonaws.com` or path style):
     PutObject, GetObject, HeadObject, DeleteObject, CreateBucket (accepted), CreateMultipartUpload,
-    UploadPart, CompleteMultipartUpload, AbortMultipartUpload, presigned GET/PUT/HEAD. Buckets
+    UploadPart, CompleteMultipartUpload, AbortMultipartUpload, presigned GET/PUT/HEAD (SigV4
+    X-Amz-Credential=..., and SigV2 AWSAccessKeyId=... as boto3 makes by default in us-east-1,
+    verified with botocore's HmacV1QueryAuth; SigV2 Authorization headers are refused). Buckets
     exist on demand. Bodies up to 1 MiB are kept; larger ones are hashed while streaming (sha256,
     md5 for the ETag, length) and not kept: GetObject of those answers 501.
     Payload modes (x-amz-content-sha256): a hex sha256 (the body must hash to it),
@@ -52,7 +56,6 @@ What it serves:
 
 import argparse
 import base64
-import binascii
 import datetime
 import hashlib
 import hmac
@@ -326,7 +329,7 @@ class ChunkChain:
 
     @staticmethod
     def _check(expected, signature, what):
-        if signature is None or not hmac.compare_digest(expected, signature):
+        if signature is None or not (signature.isascii() and hmac.compare_digest(expected, signature)):
             raise AwsError(
                 403,
                 "SignatureDoesNotMatch",
@@ -426,7 +429,7 @@ def consume_body(req, auth, expected_checksums):
         decoded = req.header("x-amz-decoded-content-length")
         if mode != STREAMING_UNSIGNED_TRAILER and not decoded:
             raise AwsError(411, "MissingContentLength", "x-amz-decoded-content-length is required")
-        if decoded and int(decoded) != summary.length:
+        if decoded and (not decoded.isdigit() or int(decoded) != summary.length):
             raise AwsError(
                 400,
                 "IncompleteBody",
@@ -495,10 +498,12 @@ class S3QueryVerifier(_ExactHeaders, S3SigV4QueryAuth):
 class Auth:
     """What a verified (or, for /echo-auth, merely parsed) signature told us."""
 
-    kind = None  # "header" | "query" | None (anonymous)
-    key_id = amz_date = region = service = scope = signature = None
+    kind = None  # "header" | "query" (SigV4 presigned) | "query-v2" (SigV2 presigned) | None
+    key_id = amz_date = region = service = scope = scope_date = signature = None
+    expires = None  # X-Amz-Expires (seconds), SigV4 presigned
+    expires_at = None  # Expires (epoch seconds), SigV2 presigned
     signed_headers = ()
-    signer = aws_request = None
+    signer = aws_request = None  # set once verified: they sign the chunks that follow
 
 
 def _parse_authorization(value):
@@ -577,15 +582,20 @@ def verify(req, auth, config, service, payload_hash):
         return verify_sigv2_query(req, auth, config)
     if service is not None and auth.service != service:
         raise AwsError(
-            400, "AuthorizationHeaderMalformed", f"Credential should be scoped to correct service: '{service}'."
+            400,
+            "AuthorizationHeaderMalformed",
+            f"Credential should be scoped to correct service: '{service}'.",
         )
     when = _parse_amz_date(auth.amz_date)
     if auth.scope_date != auth.amz_date[:8]:
         raise AwsError(400, "AuthorizationHeaderMalformed", "Credential date does not match X-Amz-Date.")
     now = datetime.datetime.now(datetime.timezone.utc)
     if auth.kind == "header" and abs(now - when) > MAX_SKEW:
-        raise AwsError(403, "RequestTimeTooSkewed", "The difference between the request time and now is too large.")
-    if auth.kind == "query" and not (when - MAX_SKEW <= now <= when + datetime.timedelta(seconds=auth.expires)):
+        raise AwsError(
+            403, "RequestTimeTooSkewed", "The difference between the request time and now is too large."
+        )
+    expiry = when + datetime.timedelta(seconds=auth.expires or 0)
+    if auth.kind == "query" and not (when - MAX_SKEW <= now <= expiry):
         raise AwsError(403, "AccessDenied", "Request has expired")
     if "host" not in auth.signed_headers:
         raise AwsError(403, "AccessDenied", "host must be a signed header")
@@ -594,14 +604,19 @@ def verify(req, auth, config, service, payload_hash):
         unsigned = sorted(n for n in present if n.startswith("x-amz-") and n not in auth.signed_headers)
         if unsigned:
             raise AwsError(
-                403, "AccessDenied", f"There were headers present in the request which were not signed: {unsigned}"
+                403,
+                "AccessDenied",
+                f"There were headers present in the request which were not signed: {unsigned}",
             )
     missing = [h for h in auth.signed_headers if h not in present]
     if missing:
         raise AwsError(403, "SignatureDoesNotMatch", f"signed headers missing from the request: {missing}")
 
     query_params = dict(parse_qsl(req.query, keep_blank_values=True))
-    token = req.header("x-amz-security-token") if auth.kind == "header" else query_params.get("X-Amz-Security-Token")
+    if auth.kind == "header":
+        token = req.header("x-amz-security-token")
+    else:
+        token = query_params.get("X-Amz-Security-Token")
     if config.session_token is not None:
         if token is None:
             raise AwsError(403, "InvalidToken", "The request lacks the x-amz-security-token of the session.")
@@ -636,7 +651,7 @@ def verify(req, auth, config, service, payload_hash):
     canonical_request = signer.canonical_request(aws_request)
     string_to_sign = signer.string_to_sign(aws_request, canonical_request)
     expected = signer.signature(string_to_sign, aws_request)
-    if not hmac.compare_digest(expected, auth.signature):
+    if not (auth.signature.isascii() and hmac.compare_digest(expected, auth.signature)):
         raise AwsError(
             403,
             "SignatureDoesNotMatch",
@@ -678,11 +693,13 @@ def verify_sigv2_query(req, auth, config):
             headers[name.lower()] = value
     bucket, _ = s3_location(req)
     auth_path = f"/{bucket}{req.path}" if s3_virtual_host(req) else None
-    signer = S3V2QueryVerifier(Credentials(config.access_key_id, config.secret, config.session_token), auth.expires_at)
+    credentials = Credentials(config.access_key_id, config.secret, config.session_token)
+    signer = S3V2QueryVerifier(credentials, auth.expires_at)
     split = urlsplit(f"https://{req.header('host') or 'localhost'}{req.target}")
     string_to_sign = signer.canonical_string(req.method, split, headers, auth_path=auth_path)
     expected = signer.sign_string(string_to_sign)
-    if auth.signature is None or not hmac.compare_digest(expected, auth.signature):
+    signature = auth.signature or ""
+    if not (signature.isascii() and hmac.compare_digest(expected, signature)):
         raise AwsError(
             403,
             "SignatureDoesNotMatch",
@@ -787,7 +804,7 @@ class Handler(BaseHTTPRequestHandler):
             "method": req.method,
             "host": req.header("host"),
             "target": req.target[:300],
-            "payload": req.payload_mode,
+            "payload": req.header("x-amz-content-sha256"),
         }
         service = None
         try:
@@ -798,10 +815,15 @@ class Handler(BaseHTTPRequestHandler):
             self.log_entry["service"] = service
             auth = parse_auth(req)
             self.log_entry["key_id"] = auth.key_id
+            self.log_entry["signed_headers"] = ";".join(auth.signed_headers)
+            for name in ("content-encoding", "transfer-encoding", "x-amz-trailer", "x-amz-security-token"):
+                if req.header(name):
+                    self.log_entry[name] = req.header(name)
             if service == "s3":
                 payload_hash = req.payload_mode if auth.kind == "header" else UNSIGNED_PAYLOAD
                 if auth.kind == "header" and req.header("x-amz-content-sha256") is None:
-                    raise AwsError(400, "InvalidRequest", "Missing required header for this request: x-amz-content-sha256")
+                    message = "Missing required header for this request: x-amz-content-sha256"
+                    raise AwsError(400, "InvalidRequest", message)
                 if auth.kind == "header" and not (
                     req.payload_mode in STREAMING_MODES
                     or req.payload_mode == UNSIGNED_PAYLOAD
@@ -825,7 +847,8 @@ class Handler(BaseHTTPRequestHandler):
             self._log(0, code="ConnectionLost", detail=str(error))
         except Exception as error:  # a bug here: say so rather than drop the connection
             self.close_connection = True
-            self._refuse(AwsError(500, "InternalError", f"{type(error).__name__}: {error}", fatal=True), service)
+            message = f"{type(error).__name__}: {error}"
+            self._refuse(AwsError(500, "InternalError", message, fatal=True), service)
             raise
 
     def _refuse(self, error, service):
@@ -841,7 +864,8 @@ class Handler(BaseHTTPRequestHandler):
             detail["canonical_request"] = error.extra["CanonicalRequest"]
         self._log(error.status, code=error.code, detail=detail)
         if service == "dynamodb":
-            body = json.dumps({"__type": f"com.amazonaws.dynamodb.v20120810#{error.code}", "message": error.message})
+            error_type = f"com.amazonaws.dynamodb.v20120810#{error.code}"
+            body = json.dumps({"__type": error_type, "message": error.message})
             self._send(error.status, body.encode(), "application/x-amz-json-1.0")
         elif service == "sts":
             body = (
@@ -872,11 +896,13 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def _ok(self, body=b"", content_type=None, headers=(), length=None, detail=None, status=200):
+        self.req.body.drain()  # a body nobody asked for must not poison the keep-alive connection
         self._log(status, detail=detail)
         self._send(status, body, content_type, headers, length)
 
     def _log(self, status, code=None, detail=None):
-        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **self.log_entry, "status": status}
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        entry = {"time": now, **self.log_entry, "status": status}
         if code:
             entry["code"] = code
         if detail:
@@ -902,9 +928,12 @@ class Handler(BaseHTTPRequestHandler):
                 raise AwsError(400, "InvalidRequest", "streaming payloads are not echoed")
             if HEX_SHA256.match(req.payload_mode) and hashlib.sha256(body).hexdigest() != req.payload_mode:
                 raise AwsError(400, "XAmzContentSHA256Mismatch", "body does not match x-amz-content-sha256")
-            payload_hash = req.header("x-amz-content-sha256") or (
-                UNSIGNED_PAYLOAD if auth.kind == "query" and auth.service == "s3" else hashlib.sha256(body).hexdigest()
-            )
+            if req.header("x-amz-content-sha256"):
+                payload_hash = req.header("x-amz-content-sha256")
+            elif auth.kind == "query" and auth.service == "s3":
+                payload_hash = UNSIGNED_PAYLOAD
+            else:
+                payload_hash = hashlib.sha256(body).hexdigest()
             verify(req, auth, self.server.config, None, payload_hash)
             result["verified"] = True
         except AwsError as error:
@@ -1046,7 +1075,8 @@ class Handler(BaseHTTPRequestHandler):
         upload_id = uuid.uuid4().hex
         with self.server.store.lock:
             self.server.store.uploads[upload_id] = {"bucket": bucket, "key": key, "parts": {}}
-        body = _xml("InitiateMultipartUploadResult", [("Bucket", bucket), ("Key", key), ("UploadId", upload_id)])
+        fields = [("Bucket", bucket), ("Key", key), ("UploadId", upload_id)]
+        body = _xml("InitiateMultipartUploadResult", fields)
         self._ok(body, "application/xml")
 
     def _upload_part(self, req, auth, params):
@@ -1102,10 +1132,9 @@ class Handler(BaseHTTPRequestHandler):
                 "content_type": "binary/octet-stream",
                 "mtime": time.time(),
             }
-        body = _xml(
-            "CompleteMultipartUploadResult",
-            [("Location", f"https://{req.header('host')}/{bucket}/{key}"), ("Bucket", bucket), ("Key", key), ("ETag", etag)],
-        )
+        location = f"https://{req.header('host')}/{bucket}/{key}"
+        fields = [("Location", location), ("Bucket", bucket), ("Key", key), ("ETag", etag)]
+        body = _xml("CompleteMultipartUploadResult", fields)
         self._ok(body, "application/xml", detail={"parts": len(listed), "bytes": size})
 
 
@@ -1121,6 +1150,7 @@ class TlsThreadingServer(socketserver.ThreadingMixIn, HTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128
 
     def __init__(self, address, context, config, log_path):
         super().__init__(address, Handler)

@@ -3,6 +3,7 @@
 //! into `tests/it` and into `benches/load.rs` (both through `#[path]`).
 #![allow(dead_code)]
 
+pub mod netns;
 pub mod nginx;
 pub mod postgres;
 
@@ -293,6 +294,8 @@ pub struct Setup<'a> {
     /// Lay the config out like a Kubernetes volume: `keyswap.toml -> ..data/keyswap.toml`,
     /// `..data -> ..v1`.
     pub symlinked: bool,
+    /// More `[upstream.resolve]` entries (name, address) besides [`NAMES`] → 127.0.0.1.
+    pub resolve: &'a [(&'a str, &'a str)],
 }
 
 impl Default for Setup<'_> {
@@ -302,6 +305,7 @@ impl Default for Setup<'_> {
             rest: "",
             env: &[],
             symlinked: false,
+            resolve: &[],
         }
     }
 }
@@ -312,7 +316,9 @@ impl Keyswap {
         std::fs::write(dir.path().join("upstream-ca.pem"), &ca.pem).unwrap();
         let resolve: String = NAMES
             .iter()
-            .map(|n| format!("\"{n}\" = \"127.0.0.1\"\n"))
+            .map(|n| (*n, "127.0.0.1"))
+            .chain(setup.resolve.iter().copied())
+            .map(|(n, a)| format!("\"{n}\" = \"{a}\"\n"))
             .collect();
         let config = format!(
             "# Operator comment: kept across admin writes.\n[proxy]\nlisten = \"127.0.0.1:0\"\n{}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[tls]\nupstream_ca_files = [\"upstream-ca.pem\"]\n\n[upstream.resolve]\n{resolve}\n{}\n",

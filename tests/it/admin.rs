@@ -568,3 +568,91 @@ async fn admin_errors_never_repeat_a_secret_from_the_request_or_the_file() {
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signing_credentials_are_created_read_and_updated_without_their_secrets() {
+    let w = World::start().await;
+    let r = w
+        .call(
+            "POST",
+            "/v1/vaults/vlt_hand/credentials",
+            Some(json!({"auth": {
+                "type": "aws_sigv4", "access_key_id": "AKIASECRETKEYID00001", "secret_access_key": "SECRET_aws_key",
+                "session_token": "SECRET_session", "regions": ["us-east-1"], "services": ["s3"],
+                "networking": {"type": "limited", "allowed_hosts": ["*.amazonaws.com"]}
+            }})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(!r.body.to_string().contains("SECRET"), "{}", r.body);
+    assert_eq!(r.body["auth"]["type"], "aws_sigv4");
+    assert_eq!(r.body["auth"]["regions"], json!(["us-east-1"]));
+    let placeholder = r.body["auth"]["placeholder"].as_str().unwrap().to_string();
+    assert!(
+        placeholder.starts_with("AKIA") && placeholder.len() == 20,
+        "{placeholder}"
+    );
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/vaults/vlt_hand/credentials/{id}");
+    let r = w
+        .call("POST", &path, Some(json!({"auth": {"type": "aws_sigv4", "secret_access_key": "SECRET_aws_key_2", "session_token": null, "services": ["s3", "sts"]}})))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["auth"]["services"], json!(["s3", "sts"]));
+    assert_eq!(
+        r.body["auth"]["placeholder"],
+        placeholder.as_str(),
+        "the placeholder stays"
+    );
+    let file = w.file();
+    assert!(
+        file.contains("SECRET_aws_key_2") && !file.contains("SECRET_session"),
+        "{file}"
+    );
+    let r = w.call("GET", &path, None).await;
+    assert!(!r.body.to_string().contains("SECRET"), "{}", r.body);
+
+    let r = w
+        .call(
+            "POST",
+            "/v1/vaults/vlt_hand/credentials",
+            Some(json!({"auth": {
+                "type": "hmac_signature", "secret_name": "EXCHANGE_SECRET", "secret_value": "SECRET_hmac",
+                "algorithm": "sha512", "encoding": "base64", "signature_header": "X-Sig",
+                "networking": {"type": "unrestricted"}
+            }})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(!r.body.to_string().contains("SECRET_hmac"), "{}", r.body);
+    assert_eq!(r.body["auth"]["algorithm"], "sha512");
+    assert_eq!(r.body["auth"]["message"], "{timestamp}{method}{path}{body}");
+    let hmac = format!(
+        "/v1/vaults/vlt_hand/credentials/{}",
+        r.body["id"].as_str().unwrap()
+    );
+    assert_error(
+        &w.call(
+            "POST",
+            &hmac,
+            Some(json!({"auth": {"type": "hmac_signature", "secret_name": "OTHER"}})),
+        )
+        .await,
+        400,
+        "invalid_request_error",
+    );
+    // Bad values are refused with what to change, and nothing is written.
+    let before = w.file();
+    for bad in [
+        json!({"auth": {"type": "aws_sigv4", "access_key_id": "A", "secret_access_key": "S", "regions": ["US EAST"], "networking": {"type": "unrestricted"}}}),
+        json!({"auth": {"type": "aws_sigv4", "access_key_id": "A", "secret_access_key": "S", "placeholder": "lowercase-placeholder", "networking": {"type": "unrestricted"}}}),
+        json!({"auth": {"type": "hmac_signature", "secret_name": "X", "secret_value": "S", "algorithm": "md5", "signature_header": "X-Sig", "networking": {"type": "unrestricted"}}}),
+        json!({"auth": {"type": "hmac_signature", "secret_name": "X", "secret_value": "S", "message": "{nonce}", "signature_header": "X-Sig", "networking": {"type": "unrestricted"}}}),
+    ] {
+        let r = w
+            .call("POST", "/v1/vaults/vlt_hand/credentials", Some(bad.clone()))
+            .await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+    }
+    assert_eq!(w.file(), before);
+}

@@ -10,6 +10,7 @@
 mod common;
 
 mod admin;
+mod aws;
 mod bodies;
 mod cli;
 mod clients;
@@ -27,5 +28,6 @@ mod replicas;
 mod servers;
 mod sessions;
 mod signing;
+mod transparent;
 mod tunnel;
 mod websocket;

@@ -1,0 +1,192 @@
+//! Linux network namespaces made by a test and removed when it ends (SPEC §12 tests): a client
+//! namespace whose traffic reaches the host only through a veth, and an upstream namespace behind
+//! another veth. Addresses are in 10.213.N.0/24, which exists only on these veths; nothing leaves
+//! the machine. Requires root, `ip` (iproute2) and `nft` (nftables).
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// One lab: `client` → (veth, host side `host_ip`) → keyswap on the host → (veth) → `upstream`.
+pub struct Lab {
+    pub id: String,
+    pub client_ns: String,
+    pub upstream_ns: String,
+    /// The host's address on the client's veth (where redirected connections arrive).
+    pub host_ip: String,
+    pub client_ip: String,
+    /// The upstream namespace's address.
+    pub upstream_ip: String,
+    table: Option<String>,
+}
+
+static NEXT: AtomicU8 = AtomicU8::new(0);
+
+/// Whether namespaces can be made here (root, ip, nft); with KEYSWAP_EXTERNAL_TOOLS=required
+/// their absence fails the test.
+pub fn available() -> bool {
+    let ok = rustix_is_root()
+        && Command::new("ip")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        && Command::new("nft")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var("KEYSWAP_EXTERNAL_TOOLS").as_deref() != Ok("required"),
+            "root, ip and nft are required here"
+        );
+        eprintln!("skipped: network namespaces need root, ip and nft");
+    }
+    ok
+}
+
+fn rustix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find(|l| l.starts_with("Uid:"))
+            .is_some_and(|l| l.split_whitespace().nth(2) == Some("0"))
+    })
+}
+
+/// Runs a command, failing the test on error.
+pub fn run(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Lab {
+    pub fn new() -> Lab {
+        let n = (std::process::id() % 200 + u32::from(NEXT.fetch_add(1, Ordering::Relaxed))) % 250;
+        let id = format!("ks{}x{n}", std::process::id() % 10000);
+        let net = format!("10.213.{n}");
+        let lab = Lab {
+            client_ns: format!("{id}c"),
+            upstream_ns: format!("{id}u"),
+            host_ip: format!("{net}.1"),
+            client_ip: format!("{net}.2"),
+            upstream_ip: format!("{net}.6"),
+            id,
+            table: None,
+        };
+        let (c, u) = (&lab.client_ns, &lab.upstream_ns);
+        let (hc, cc, hu, uu) = (
+            format!("{}h", lab.client_ns),
+            format!("{}p", lab.client_ns),
+            format!("{}h", lab.upstream_ns),
+            format!("{}p", lab.upstream_ns),
+        );
+        run(&["ip", "netns", "add", c]);
+        run(&["ip", "netns", "add", u]);
+        for (ns, host_end, ns_end, host_addr, ns_addr) in [
+            (c, &hc, &cc, format!("{net}.1/30"), format!("{net}.2/30")),
+            (u, &hu, &uu, format!("{net}.5/30"), format!("{net}.6/30")),
+        ] {
+            run(&[
+                "ip", "link", "add", host_end, "type", "veth", "peer", "name", ns_end,
+            ]);
+            run(&["ip", "link", "set", ns_end, "netns", ns]);
+            run(&["ip", "addr", "add", &host_addr, "dev", host_end]);
+            run(&["ip", "link", "set", host_end, "up"]);
+            run(&["ip", "-n", ns, "addr", "add", &ns_addr, "dev", ns_end]);
+            run(&["ip", "-n", ns, "link", "set", ns_end, "up"]);
+            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+            let gateway = host_addr.split('/').next().unwrap_or_default().to_string();
+            run(&["ip", "-n", ns, "route", "add", "default", "via", &gateway]);
+        }
+        lab
+    }
+
+    /// Redirects every TCP connection from the client namespace to `port` on the host's veth
+    /// address (nftables `redirect`, as an operator would write it).
+    pub fn redirect_tcp_to(&mut self, port: u16) {
+        let table = format!("{}t", self.id);
+        let rules = format!(
+            "table ip {table} {{\n chain pre {{\n  type nat hook prerouting priority dstnat; policy accept;\n  iifname \"{}h\" meta l4proto tcp redirect to :{port}\n }}\n}}\n",
+            self.client_ns
+        );
+        let mut child = Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(rules.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "nft rules");
+        self.table = Some(table);
+    }
+
+    /// `ip netns exec <ns> args…` as a command to finish and run.
+    pub fn exec(ns: &str, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new("ip");
+        cmd.args(["netns", "exec", ns])
+            .args(args)
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// Everything this lab made, to check that nothing is left behind.
+    pub fn traces(&self) -> Vec<String> {
+        let netns = String::from_utf8_lossy(
+            &Command::new("ip")
+                .args(["netns", "list"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .into_owned();
+        let links = String::from_utf8_lossy(
+            &Command::new("ip")
+                .args(["-o", "link"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .into_owned();
+        let tables = String::from_utf8_lossy(
+            &Command::new("nft")
+                .args(["list", "tables"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .into_owned();
+        [netns, links, tables]
+            .iter()
+            .flat_map(|s| s.lines())
+            .filter(|l| l.contains(&self.id))
+            .map(String::from)
+            .collect()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(table) = &self.table {
+            let _ = Command::new("nft")
+                .args(["delete", "table", "ip", table])
+                .output();
+        }
+        for ns in [&self.client_ns, &self.upstream_ns] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+        // Deleting a namespace deletes its veth ends, and with them the host's.
+        for host_end in [
+            format!("{}h", self.client_ns),
+            format!("{}h", self.upstream_ns),
+        ] {
+            let _ = Command::new("ip").args(["link", "del", &host_end]).output();
+        }
+    }
+}
