@@ -56,6 +56,19 @@ enum Command {
         #[arg(long, value_enum, default_value_t = keyswap::sandbox::Format::Sh)]
         format: keyswap::sandbox::Format,
     },
+    /// Run COMMAND in a network namespace whose only way out is keyswap (Linux, root or
+    /// CAP_NET_ADMIN): TCP goes through keyswap, DNS is answered by keyswap, the rest is dropped.
+    /// COMMAND gets the `keyswap env` variables; its exit status is keyswap exec's.
+    Exec {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The session the command's traffic belongs to (default: the implicit session).
+        #[arg(long)]
+        session: Option<String>,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<std::ffi::OsString>,
+    },
     /// The PostgreSQL store of `[store] backend = "postgres"` (several replicas).
     #[command(subcommand)]
     Store(StoreCommand),
@@ -103,6 +116,35 @@ fn main() -> ExitCode {
             env(config, session.as_deref(), &reach, format)
         }
         Command::Store(command) => store(command),
+        Command::Exec {
+            config,
+            session,
+            command,
+        } => exec(config, session, command),
+    }
+}
+
+fn exec(arg: ConfigArg, session: Option<String>, command: Vec<std::ffi::OsString>) -> ExitCode {
+    let config = match load(&arg) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let exposed = exposed_files(&config);
+    if !exposed.is_empty() {
+        for problem in exposed {
+            error!("{problem}");
+        }
+        return ExitCode::FAILURE;
+    }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(keyswap::exec::exec(config, session, command)) {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            error!("keyswap exec: {e}");
+            ExitCode::from(125)
+        }
     }
 }
 

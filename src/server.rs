@@ -46,6 +46,31 @@ pub enum RunError {
 
 /// Runs keyswap with `config` until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<(), RunError> {
+    serve(config, Options::default(), wait_for_signal()).await
+}
+
+/// Where a started keyswap listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Listening {
+    pub proxy: SocketAddr,
+    pub transparent: Option<SocketAddr>,
+}
+
+/// What `keyswap exec` adds to a server.
+#[derive(Default)]
+pub struct Options {
+    /// The names its DNS responder gave addresses: the transparent listener's binding.
+    pub allocations: Option<Arc<crate::dns::Allocations>>,
+    /// Told the addresses once everything listens.
+    pub ready: Option<tokio::sync::oneshot::Sender<Listening>>,
+}
+
+/// Runs keyswap with `config` until `stop` completes, then drains connections.
+pub async fn serve(
+    config: Config,
+    options: Options,
+    stop: impl std::future::Future<Output = Result<(), RunError>>,
+) -> Result<(), RunError> {
     // With the database backend the vaults come from there, validated with the file's settings.
     let (config, database) = with_database(config).await?;
     let proxy_listener = bind(config.proxy.listen).await?;
@@ -125,6 +150,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         session_slots: crate::proxy::SessionSlots::new(config.limits.max_connections_per_session),
         metrics: metrics.clone(),
         shutdown: shutdown_rx.clone(),
+        allocations: options.allocations,
     });
     let _watcher = file_watch::spawn(live.clone(), shutdown_rx.clone());
     if let Some((database, ..)) = database {
@@ -169,7 +195,13 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     ));
     let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state));
 
-    wait_for_signal().await?;
+    if let Some(ready) = options.ready {
+        let _ = ready.send(Listening {
+            proxy: proxy_addr,
+            transparent: transparent_addr,
+        });
+    }
+    stop.await?;
     info!(
         grace_secs = config.limits.shutdown_grace.as_secs(),
         "shutting down: draining connections"

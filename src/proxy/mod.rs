@@ -54,6 +54,9 @@ pub struct Shared {
     pub session_slots: SessionSlots,
     /// Counted at the edges (`serve::rescue`, `strict`) and where a stage learns something.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// `keyswap exec`: the names its DNS responder gave addresses, which bind transparent
+    /// connections instead of resolving the name.
+    pub allocations: Option<Arc<crate::dns::Allocations>>,
     /// Turns true when keyswap begins to shut down.
     pub shutdown: watch::Receiver<bool>,
 }

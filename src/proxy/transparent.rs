@@ -88,9 +88,19 @@ pub(super) async fn serve_redirected(
         return info!(session = %session_id, host = %host, "transparent: outside the session's network policy (egress-denied): closed");
     }
     // The binding rule: the name must resolve (`[upstream.resolve]` first, egress rules applied) to
-    // the address the client dialled.
+    // the address the client dialled; under `keyswap exec`, be the name its DNS answer gave that
+    // address.
+    let allocated = shared
+        .allocations
+        .as_ref()
+        .map(|a| a.name_of(original.ip()));
     match shared.dialer.permitted_addrs(&host, original.port()).await {
-        Ok(addrs) if addrs.iter().any(|a| same_ip(a.ip(), original.ip())) => {}
+        Ok(_)
+            if allocated
+                .as_ref()
+                .is_some_and(|name| name.as_deref() == Some(host.as_str())) => {}
+        Ok(addrs)
+            if allocated.is_none() && addrs.iter().any(|a| same_ip(a.ip(), original.ip())) => {}
         Ok(_) => {
             return info!(session = %session_id, host = %host, %original, code = "host-mismatch", "transparent: the name does not resolve to the address dialled: closed");
         }
@@ -123,20 +133,26 @@ pub(super) async fn serve_redirected(
     let _permit = permit;
     let client = Rewind::new(buffered, client);
     if !intercept {
-        // Relayed to the address the client dialled (checked above against the name).
-        match tokio::time::timeout(
-            shared.limits.upstream_connect_timeout,
-            TcpStream::connect(original),
-        )
-        .await
-        {
-            Ok(Ok(upstream)) => {
-                connect::relay(client, upstream, &dest, shared.limits.idle_timeout).await
+        // Relayed to the address the client dialled (checked above against the name); under
+        // `keyswap exec` that address is keyswap's own, so the name is dialled.
+        let upstream = if shared.allocations.is_some() {
+            shared
+                .dialer
+                .tcp(&dest.host, dest.port)
+                .await
+                .map_err(|e| e.to_string())
+        } else {
+            let connect = TcpStream::connect(original);
+            match tokio::time::timeout(shared.limits.upstream_connect_timeout, connect).await {
+                Ok(result) => result.map_err(|e| e.to_string()),
+                Err(_) => Err("connect timed out".to_string()),
             }
-            Ok(Err(e)) => {
-                debug!(host = %dest.host, error = %e, "transparent relay could not connect")
+        };
+        match upstream {
+            Ok(upstream) => {
+                connect::relay(client, upstream, &dest, shared.limits.idle_timeout).await;
             }
-            Err(_) => debug!(host = %dest.host, "transparent relay: connect timed out"),
+            Err(e) => debug!(host = %dest.host, error = %e, "transparent relay could not connect"),
         }
         return;
     }

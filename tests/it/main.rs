@@ -14,6 +14,7 @@ mod aws;
 mod bodies;
 mod cli;
 mod clients;
+mod exec;
 mod external;
 mod hostile;
 mod leaks;
