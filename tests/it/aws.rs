@@ -243,3 +243,27 @@ async fn a_session_token_is_added_and_signed_and_never_reaches_the_client() {
         );
     }
 }
+
+/// The figure of SPEC §11's note: keyswap's peak RSS while re-signing a 1 GiB chunk-signed upload.
+/// Not run by default (a minute of CPU); `cargo test --test it aws::one_gib -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn one_gib_chunk_signed_upload_keeps_memory_flat() {
+    let Some(python) = python() else { return };
+    let (ca, keyswap, env) = start(false).await;
+    let oracle = AwsOracle::start(&python, &ca, false).await;
+    let endpoint = format!("https://api.example.test:{}", oracle.port);
+    let before = common::peak_rss_kib(keyswap.pid());
+    let started = std::time::Instant::now();
+    let (ok, out) = aws_client(&python, &env, &["s3-chunk-signed", &endpoint, "1024", "--path-style"]).await;
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(ok, "{out}");
+    let peak = common::peak_rss_kib(keyswap.pid());
+    eprintln!(
+        "1 GiB chunk-signed upload: {seconds:.1} s ({:.0} MB/s end to end), keyswap peak RSS {} MiB (before: {} MiB)",
+        1024.0 * 1.048_576 / seconds,
+        peak / 1024,
+        before / 1024
+    );
+    assert!(peak < 64 * 1024, "memory is one chunk, not the body: {peak} KiB");
+}
