@@ -255,7 +255,12 @@ async fn one_gib_chunk_signed_upload_keeps_memory_flat() {
     let endpoint = format!("https://api.example.test:{}", oracle.port);
     let before = common::peak_rss_kib(keyswap.pid());
     let started = std::time::Instant::now();
-    let (ok, out) = aws_client(&python, &env, &["s3-chunk-signed", &endpoint, "1024", "--path-style"]).await;
+    let (ok, out) = aws_client(
+        &python,
+        &env,
+        &["s3-chunk-signed", &endpoint, "1024", "--path-style"],
+    )
+    .await;
     let seconds = started.elapsed().as_secs_f64();
     assert!(ok, "{out}");
     let peak = common::peak_rss_kib(keyswap.pid());
@@ -265,5 +270,8 @@ async fn one_gib_chunk_signed_upload_keeps_memory_flat() {
         peak / 1024,
         before / 1024
     );
-    assert!(peak < 64 * 1024, "memory is one chunk, not the body: {peak} KiB");
+    assert!(
+        peak < 64 * 1024,
+        "memory is one chunk, not the body: {peak} KiB"
+    );
 }
