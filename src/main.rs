@@ -100,7 +100,9 @@ struct ConfigArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    // `keyswap exec` shares its terminal with the command it runs: only warnings by default.
+    let quiet = matches!(cli.command, Command::Exec { .. });
+    init_tracing(cli.log_format, if quiet { "warn" } else { "info" });
     match cli.command {
         Command::Run(arg) => run(arg),
         Command::Check(arg) => check(arg),
@@ -197,9 +199,9 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
     }
 }
 
-fn init_tracing(format: LogFormat) {
+fn init_tracing(format: LogFormat, default_level: &str) {
     let mut filter =
-        EnvFilter::try_from_env("KEYSWAP_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+        EnvFilter::try_from_env("KEYSWAP_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
     // SECURITY: libraries that log what peers send, whatever KEYSWAP_LOG asks for: h2 prints
     // frames at debug (an upstream's GOAWAY debug data, which may reflect a secret), and notify
     // logs every file event at trace (a log file next to the config would feed itself).

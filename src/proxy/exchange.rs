@@ -102,8 +102,14 @@ pub(super) async fn attempt(
         parts.headers.remove(header::SEC_WEBSOCKET_EXTENSIONS);
     }
     // Last: the signature covers the head as it is sent.
-    let current = substituted_uri.clone().unwrap_or_else(|| parts.uri.clone());
-    let (body, signed_uri) = sign::request(&mut parts, &current, body, to, store, shared).await?;
+    let (body, signed_uri) = if store.placeholders().signing_entries().is_empty() {
+        (body, None)
+    } else {
+        let current = substituted_uri.clone().unwrap_or_else(|| parts.uri.clone());
+        // Boxed, as the rare detour it is: its state (held bodies, the chunk re-signer) stays
+        // off every request's future.
+        Box::pin(sign::request(&mut parts, &current, body, to, store, shared)).await?
+    };
     let path = signed_uri
         .as_ref()
         .or(substituted_uri.as_ref())

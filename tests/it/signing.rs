@@ -404,3 +404,54 @@ async fn a_hostile_upstream_reflecting_the_real_key_gets_back_the_placeholder_an
         out.body
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn several_aws_keys_in_one_session_the_first_by_id_is_printed_and_the_others_listed() {
+    let ca = TestCa::new();
+    let two = r#"
+[[vaults]]
+id = "vlt_two"
+[[vaults.credentials]]
+id = "vcrd_b_second"
+auth = { type = "aws_sigv4", access_key_id = "AKIASECOND000000002", secret_access_key = "second/secret", networking = { type = "unrestricted" } }
+[[vaults.credentials]]
+id = "vcrd_a_first"
+auth = { type = "aws_sigv4", access_key_id = "AKIAFIRST0000000001", secret_access_key = "first/secret", placeholder = "AKIAFIRSTPLACEHOLDR1", networking = { type = "unrestricted" } }
+"#;
+    let keyswap = Keyswap::start(
+        &ca,
+        Setup {
+            rest: two,
+            ..Setup::default()
+        },
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyswap"))
+        .args([
+            "env",
+            "--format",
+            "sh",
+            "--proxy-url",
+            &keyswap.proxy_url(),
+            "--config",
+        ])
+        .arg(keyswap.config_path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("export AWS_ACCESS_KEY_ID='AKIAFIRSTPLACEHOLDR1'\n"),
+        "{text}"
+    );
+    let second = keyswap::vault::default_aws_placeholder("vcrd_b_second");
+    assert!(
+        text.contains(&format!(
+            "# other aws_sigv4 access key ids: vcrd_b_second={second}"
+        )),
+        "{text}"
+    );
+    assert!(
+        !text.contains("AKIASECOND000000002") && !text.contains("AKIAFIRST0000000001"),
+        "{text}"
+    );
+}
