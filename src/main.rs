@@ -127,19 +127,9 @@ fn main() -> ExitCode {
 }
 
 fn exec(arg: ConfigArg, session: Option<String>, command: Vec<std::ffi::OsString>) -> ExitCode {
-    let config = match load(&arg) {
-        Ok(config) => config,
+    let (config, runtime) = match serving(&arg) {
+        Ok(ready) => ready,
         Err(code) => return code,
-    };
-    let exposed = exposed_files(&config);
-    if !exposed.is_empty() {
-        for problem in exposed {
-            error!("{problem}");
-        }
-        return ExitCode::FAILURE;
-    }
-    let Some(runtime) = runtime() else {
-        return ExitCode::FAILURE;
     };
     match runtime.block_on(keyswap::exec::exec(config, session, command)) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
@@ -260,21 +250,25 @@ fn exposed_files(config: &Config) -> Vec<String> {
         .collect()
 }
 
-fn run(arg: ConfigArg) -> ExitCode {
-    let config = match load(&arg) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
+/// The config and a runtime for a command that serves (`run`, `exec`).
+fn serving(arg: &ConfigArg) -> Result<(Config, tokio::runtime::Runtime), ExitCode> {
+    let config = load(arg)?;
     // SECURITY: refused before anything binds or reads the CA key.
     let exposed = exposed_files(&config);
     if !exposed.is_empty() {
         for problem in exposed {
             error!("{problem}");
         }
-        return ExitCode::FAILURE;
+        return Err(ExitCode::FAILURE);
     }
-    let Some(runtime) = runtime() else {
-        return ExitCode::FAILURE;
+    let runtime = runtime().ok_or(ExitCode::FAILURE)?;
+    Ok((config, runtime))
+}
+
+fn run(arg: ConfigArg) -> ExitCode {
+    let (config, runtime) = match serving(&arg) {
+        Ok(ready) => ready,
+        Err(code) => return code,
     };
     match runtime.block_on(keyswap::server::run(config)) {
         Ok(()) => ExitCode::SUCCESS,

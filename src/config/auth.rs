@@ -138,26 +138,8 @@ impl Validator<'_> {
         raw: raw::RawAuth,
         span: Range<usize>,
     ) -> Option<EnvVarAuth> {
-        let secret_name = match raw.secret_name {
-            Some(name) if vault::is_valid_secret_name(name.get_ref()) => name.into_inner(),
-            Some(name) => {
-                self.error(
-                    name.span(),
-                    format!(
-                        "secret_name `{}` must match ^[A-Za-z_][A-Za-z0-9_]*$",
-                        name.get_ref()
-                    ),
-                );
-                return None;
-            }
-            None => {
-                self.error(
-                    span,
-                    "environment_variable credential is missing `auth.secret_name`",
-                );
-                return None;
-            }
-        };
+        let secret_name =
+            self.secret_name("environment_variable", raw.secret_name, span.clone())?;
         let secret = self.secret_source(
             "secret_value",
             raw.secret_value,
@@ -194,17 +176,7 @@ impl Validator<'_> {
             }
             None => Injection::default(),
         };
-        let placeholder = match raw.placeholder {
-            Some(p) if vault::is_valid_placeholder(p.get_ref()) => p.into_inner(),
-            Some(p) => {
-                self.error(
-                    p.span(),
-                    "placeholder must be 8 to 256 characters from [A-Za-z0-9._~-]",
-                );
-                return None;
-            }
-            None => vault::default_placeholder(credential_id),
-        };
+        let placeholder = self.placeholder(raw.placeholder, credential_id)?;
         Some(EnvVarAuth {
             secret_name,
             secret: secret?,
@@ -212,6 +184,54 @@ impl Validator<'_> {
             injection,
             placeholder,
         })
+    }
+
+    /// `auth.secret_name`: the variable `keyswap env` prints the placeholder as.
+    pub(super) fn secret_name(
+        &mut self,
+        kind: &str,
+        raw: Option<Spanned<String>>,
+        span: Range<usize>,
+    ) -> Option<String> {
+        match raw {
+            Some(name) if vault::is_valid_secret_name(name.get_ref()) => Some(name.into_inner()),
+            Some(name) => {
+                self.error(
+                    name.span(),
+                    format!(
+                        "secret_name `{}` must match ^[A-Za-z_][A-Za-z0-9_]*$",
+                        name.get_ref()
+                    ),
+                );
+                None
+            }
+            None => {
+                self.error(
+                    span,
+                    format!("{kind} credential is missing `auth.secret_name`"),
+                );
+                None
+            }
+        }
+    }
+
+    /// `auth.placeholder`, or the default `ks-ph-` + the credential id.
+    pub(super) fn placeholder(
+        &mut self,
+        raw: Option<Spanned<String>>,
+        credential_id: &str,
+    ) -> Option<String> {
+        match raw {
+            Some(p) if vault::is_valid_placeholder(p.get_ref()) => Some(p.into_inner()),
+            Some(p) => {
+                self.error(
+                    p.span(),
+                    "placeholder must be 8 to 256 characters from [A-Za-z0-9._~-]",
+                );
+                None
+            }
+            None => Some(vault::default_placeholder(credential_id)),
+        }
     }
 
     /// Exactly one of a literal value, an environment variable or a file.

@@ -78,20 +78,7 @@ impl Validator<'_> {
         raw: raw::RawAuth,
         span: Range<usize>,
     ) -> Option<HmacAuth> {
-        let secret_name = match raw.secret_name {
-            Some(n) if vault::is_valid_secret_name(n.get_ref()) => Some(n.into_inner()),
-            Some(n) => {
-                self.error(n.span(), "secret_name must match ^[A-Za-z_][A-Za-z0-9_]*$");
-                None
-            }
-            None => {
-                self.error(
-                    span.clone(),
-                    "hmac_signature credential is missing `auth.secret_name`",
-                );
-                None
-            }
-        };
+        let secret_name = self.secret_name("hmac_signature", raw.secret_name, span.clone());
         let secret = self.secret_source(
             "secret_value",
             raw.secret_value,
@@ -100,17 +87,7 @@ impl Validator<'_> {
             span.clone(),
         );
         let networking = self.required_networking("hmac_signature", raw.networking, span.clone());
-        let placeholder = match raw.placeholder {
-            Some(p) if vault::is_valid_placeholder(p.get_ref()) => Some(p.into_inner()),
-            Some(p) => {
-                self.error(
-                    p.span(),
-                    "placeholder must be 8 to 256 characters from [A-Za-z0-9._~-]",
-                );
-                None
-            }
-            None => Some(vault::default_placeholder(credential_id)),
-        };
+        let placeholder = self.placeholder(raw.placeholder, credential_id);
         let algorithm = match raw
             .algorithm
             .as_ref()

@@ -135,40 +135,34 @@ impl Lab {
             .kill_on_drop(true);
         cmd
     }
+}
 
-    /// Everything this lab made, to check that nothing is left behind.
-    pub fn traces(&self) -> Vec<String> {
-        let netns = String::from_utf8_lossy(
-            &Command::new("ip")
-                .args(["netns", "list"])
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .into_owned();
-        let links = String::from_utf8_lossy(
-            &Command::new("ip")
-                .args(["-o", "link"])
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .into_owned();
-        let tables = String::from_utf8_lossy(
-            &Command::new("nft")
-                .args(["list", "tables"])
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .into_owned();
-        [netns, links, tables]
-            .iter()
-            .flat_map(|s| s.lines())
-            .filter(|l| l.contains(&self.id))
-            .map(String::from)
-            .collect()
+/// Namespaces, links, nftables tables and `/etc/netns` entries whose name contains `id`: what a
+/// test checks is gone after it.
+pub fn traces(id: &str) -> Vec<String> {
+    let listed = |args: &[&str]| {
+        let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut found: Vec<String> = [
+        listed(&["ip", "netns", "list"]),
+        listed(&["ip", "-o", "link"]),
+        listed(&["nft", "list", "tables"]),
+    ]
+    .iter()
+    .flat_map(|s| s.lines())
+    .filter(|l| l.contains(id))
+    .map(String::from)
+    .collect();
+    if let Ok(entries) = std::fs::read_dir("/etc/netns") {
+        found.extend(
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains(id)),
+        );
     }
+    found
 }
 
 impl Drop for Lab {

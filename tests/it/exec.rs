@@ -49,31 +49,7 @@ async fn exec(keyswap: &Keyswap, script: &str) -> (i32, String, String) {
 }
 
 fn leftovers(pid: u32) -> Vec<String> {
-    let name = format!("ksx{pid}");
-    let run = |args: &[&str]| {
-        String::from_utf8_lossy(
-            &std::process::Command::new(args[0])
-                .args(&args[1..])
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .into_owned()
-    };
-    let mut found: Vec<String> = [
-        run(&["ip", "netns", "list"]),
-        run(&["ip", "-o", "link"]),
-        run(&["nft", "list", "tables"]),
-    ]
-    .iter()
-    .flat_map(|s| s.lines())
-    .filter(|l| l.contains(&name))
-    .map(String::from)
-    .collect();
-    if std::path::Path::new("/etc/netns").join(&name).exists() {
-        found.push(format!("/etc/netns/{name}"));
-    }
-    found
+    netns::traces(&format!("ksx{pid}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -161,7 +161,7 @@ async fn redirected_tls_and_http_are_bound_to_sni_or_host_and_the_original_addre
             .contains("TLS without SNI")
     );
     drop(w);
-    let leftover = netns_traces(&id);
+    let leftover = netns::traces(&id);
     assert!(leftover.is_empty(), "left behind: {leftover:?}");
 }
 
@@ -181,27 +181,4 @@ async fn a_client_address_no_session_claims_is_closed() {
             .wait_log("no session claims")
             .contains("no session claims")
     );
-}
-
-fn netns_traces(id: &str) -> Vec<String> {
-    let run = |args: &[&str]| {
-        String::from_utf8_lossy(
-            &std::process::Command::new(args[0])
-                .args(&args[1..])
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .into_owned()
-    };
-    [
-        run(&["ip", "netns", "list"]),
-        run(&["ip", "-o", "link"]),
-        run(&["nft", "list", "tables"]),
-    ]
-    .iter()
-    .flat_map(|s| s.lines())
-    .filter(|l| l.contains(id))
-    .map(String::from)
-    .collect()
 }
