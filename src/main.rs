@@ -134,7 +134,7 @@ fn exec(arg: ConfigArg, session: Option<String>, command: Vec<std::ffi::OsString
     match runtime.block_on(keyswap::exec::exec(config, session, command)) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
-            error!("keyswap exec: {e}");
+            error!("{e}");
             ExitCode::from(125)
         }
     }

@@ -149,3 +149,34 @@ async fn no_way_around_the_exit_status_is_passed_and_nothing_is_left_behind() {
         leftovers(pid)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_cap_net_admin_it_says_what_is_missing() {
+    if !netns::available() {
+        return;
+    }
+    // As `nobody`, in a folder with no config (the embedded defaults): nothing to read as root.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let out = tokio::process::Command::new("runuser")
+        .args([
+            "-u",
+            "nobody",
+            "--",
+            env!("CARGO_BIN_EXE_keyswap"),
+            "exec",
+            "--",
+            "true",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(err.contains("needs root or CAP_NET_ADMIN"), "{err}");
+}
