@@ -162,16 +162,13 @@ async fn without_cap_net_admin_it_says_what_is_missing() {
         std::os::unix::fs::PermissionsExt::from_mode(0o777),
     )
     .unwrap();
+    // A copy of the binary `nobody` can run wherever the repository lives.
+    let binary = dir.path().join("keyswap");
+    std::fs::copy(env!("CARGO_BIN_EXE_keyswap"), &binary).unwrap();
     let out = tokio::process::Command::new("runuser")
-        .args([
-            "-u",
-            "nobody",
-            "--",
-            env!("CARGO_BIN_EXE_keyswap"),
-            "exec",
-            "--",
-            "true",
-        ])
+        .args(["-u", "nobody", "--"])
+        .arg(&binary)
+        .args(["exec", "--", "true"])
         .current_dir(dir.path())
         .output()
         .await
