@@ -1,6 +1,6 @@
 """An upstream for tests that run inside a network namespace (the transparent listener's): answers
 every request with 200 and a JSON echo of its method, path and headers, over TLS on --port and
-plain HTTP on --http-port, bound to --bind.
+plain HTTP on --http-port, bound to --bind (`::` for IPv6 and IPv4).
 
 Usage: echo_https.py --bind ADDR --port N --http-port M --cert CERT --key KEY
 """
@@ -8,6 +8,7 @@ Usage: echo_https.py --bind ADDR --port N --http-port M --cert CERT --key KEY
 import argparse
 import http.server
 import json
+import socket
 import socketserver
 import ssl
 import threading
@@ -42,6 +43,12 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     allow_reuse_address = True
 
 
+class Server6(Server):
+    """`--bind ::` takes IPv6 and, dual-stack, IPv4 too."""
+
+    address_family = socket.AF_INET6
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--bind", required=True)
@@ -50,11 +57,12 @@ def main():
     p.add_argument("--cert", required=True)
     p.add_argument("--key", required=True)
     a = p.parse_args()
-    tls = Server((a.bind, a.port), Echo)
+    kind = Server6 if ":" in a.bind else Server
+    tls = kind((a.bind, a.port), Echo)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(a.cert, a.key)
     tls.socket = context.wrap_socket(tls.socket, server_side=True)
-    plain = Server((a.bind, a.http_port), Echo)
+    plain = kind((a.bind, a.http_port), Echo)
     threading.Thread(target=plain.serve_forever, daemon=True).start()
     print("ready", flush=True)
     tls.serve_forever()

@@ -16,6 +16,9 @@ pub struct Lab {
     pub client_ip: String,
     /// The upstream namespace's address.
     pub upstream_ip: String,
+    /// The host's and the upstream's IPv6 addresses (ULA fd00:213::/32, on these veths only).
+    pub host_ip6: String,
+    pub upstream_ip6: String,
     table: Option<String>,
 }
 
@@ -41,6 +44,12 @@ pub fn available() -> bool {
         eprintln!("skipped: network namespaces need root, ip and nft");
     }
     ok
+}
+
+/// Whether this machine has IPv6 (the lab's IPv6 addresses and test need it).
+pub fn ipv6() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6")
+        .is_ok_and(|v| v.trim() == "0")
 }
 
 fn rustix_is_root() -> bool {
@@ -72,6 +81,8 @@ impl Lab {
             host_ip: format!("{net}.1"),
             client_ip: format!("{net}.2"),
             upstream_ip: format!("{net}.6"),
+            host_ip6: format!("fd00:213:{n}::1"),
+            upstream_ip6: format!("fd00:213:{n}:1::6"),
             id,
             table: None,
         };
@@ -84,9 +95,25 @@ impl Lab {
         );
         run(&["ip", "netns", "add", c]);
         run(&["ip", "netns", "add", u]);
-        for (ns, host_end, ns_end, host_addr, ns_addr) in [
-            (c, &hc, &cc, format!("{net}.1/30"), format!("{net}.2/30")),
-            (u, &hu, &uu, format!("{net}.5/30"), format!("{net}.6/30")),
+        for (ns, host_end, ns_end, host_addr, ns_addr, host6, ns6) in [
+            (
+                c,
+                &hc,
+                &cc,
+                format!("{net}.1/30"),
+                format!("{net}.2/30"),
+                format!("fd00:213:{n}::1/64"),
+                format!("fd00:213:{n}::2/64"),
+            ),
+            (
+                u,
+                &hu,
+                &uu,
+                format!("{net}.5/30"),
+                format!("{net}.6/30"),
+                format!("fd00:213:{n}:1::5/64"),
+                format!("fd00:213:{n}:1::6/64"),
+            ),
         ] {
             run(&[
                 "ip", "link", "add", host_end, "type", "veth", "peer", "name", ns_end,
@@ -99,6 +126,17 @@ impl Lab {
             run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
             let gateway = host_addr.split('/').next().unwrap_or_default().to_string();
             run(&["ip", "-n", ns, "route", "add", "default", "via", &gateway]);
+            // IPv6 where the machine has it (`nodad`: usable at once).
+            if ipv6() {
+                run(&["ip", "-6", "addr", "add", &host6, "dev", host_end, "nodad"]);
+                run(&[
+                    "ip", "-n", ns, "-6", "addr", "add", &ns6, "dev", ns_end, "nodad",
+                ]);
+                let gateway6 = host6.split('/').next().unwrap_or_default().to_string();
+                run(&[
+                    "ip", "-n", ns, "-6", "route", "add", "default", "via", &gateway6,
+                ]);
+            }
         }
         lab
     }
@@ -108,7 +146,7 @@ impl Lab {
     pub fn redirect_tcp_to(&mut self, port: u16) {
         let table = format!("{}t", self.id);
         let rules = format!(
-            "table ip {table} {{\n chain pre {{\n  type nat hook prerouting priority dstnat; policy accept;\n  iifname \"{}h\" meta l4proto tcp redirect to :{port}\n }}\n}}\n",
+            "table inet {table} {{\n chain pre {{\n  type nat hook prerouting priority dstnat; policy accept;\n  iifname \"{}h\" meta l4proto tcp redirect to :{port}\n }}\n}}\n",
             self.client_ns
         );
         let mut child = Command::new("nft")
@@ -169,7 +207,7 @@ impl Drop for Lab {
     fn drop(&mut self) {
         if let Some(table) = &self.table {
             let _ = Command::new("nft")
-                .args(["delete", "table", "ip", table])
+                .args(["delete", "table", "inet", table])
                 .output();
         }
         for ns in [&self.client_ns, &self.upstream_ns] {

@@ -12,13 +12,15 @@ use common::netns::{self, Lab};
 use common::{Keyswap, Setup, TestCa, python};
 
 const NAME: &str = "svc.transparent.test";
+/// The same upstream by its IPv6 address.
+const NAME6: &str = "svc6.transparent.test";
 
 const VAULT: &str = r#"
 [[vaults]]
 id = "vlt_t"
 [[vaults.credentials]]
 id = "vcrd_t"
-auth = { type = "environment_variable", secret_name = "T_TOKEN", secret_value = "SECRET_transparent_1", networking = { type = "limited", allowed_hosts = ["svc.transparent.test"] } }
+auth = { type = "environment_variable", secret_name = "T_TOKEN", secret_value = "SECRET_transparent_1", networking = { type = "limited", allowed_hosts = ["svc.transparent.test", "svc6.transparent.test"] } }
 "#;
 
 struct World {
@@ -29,18 +31,22 @@ struct World {
     _dir: tempfile::TempDir,
 }
 
-async fn start(python: &Path, sessions: &str) -> World {
+async fn start(python: &Path, sessions: &str, listen: &str) -> World {
     let ca = TestCa::new();
     let mut lab = Lab::new();
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = ca.leaf_pem(&[NAME]);
+    let (cert, key) = ca.leaf_pem(&[NAME, NAME6]);
     let cert_path = common::write(dir.path(), "cert.pem", &cert);
     let key_path = common::write(dir.path(), "key.pem", &key);
     let mut upstream = Lab::exec(&lab.upstream_ns, &[python.to_str().unwrap()])
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/echo_https.py"))
         .args([
             "--bind",
-            &lab.upstream_ip,
+            if netns::ipv6() {
+                "::"
+            } else {
+                &lab.upstream_ip
+            },
             "--port",
             "443",
             "--http-port",
@@ -57,17 +63,19 @@ async fn start(python: &Path, sessions: &str) -> World {
     use tokio::io::AsyncBufReadExt as _;
     let mut lines = tokio::io::BufReader::new(upstream.stdout.take().unwrap()).lines();
     assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("ready"));
-    let proxy = format!(
-        "block_private_addresses = false\ntransparent_listen = \"{}:0\"",
-        lab.host_ip
-    );
+    let listen = if listen.is_empty() {
+        lab.host_ip.clone()
+    } else {
+        listen.to_string()
+    };
+    let proxy = format!("block_private_addresses = false\ntransparent_listen = \"{listen}:0\"");
     let rest = format!("{VAULT}{sessions}");
     let keyswap = Keyswap::start(
         &ca,
         Setup {
             proxy: &proxy,
             rest: &rest,
-            resolve: &[(NAME, &lab.upstream_ip)],
+            resolve: &[(NAME, &lab.upstream_ip), (NAME6, &lab.upstream_ip6)],
             ..Setup::default()
         },
     );
@@ -93,7 +101,8 @@ impl World {
     /// own idea of where NAME is.
     async fn curl(&self, url: &str, resolve_to: &str) -> (i32, String) {
         let port = if url.starts_with("https") { 443 } else { 80 };
-        let resolve = format!("{NAME}:{port}:{resolve_to}");
+        let name = if url.contains(NAME6) { NAME6 } else { NAME };
+        let resolve = format!("{name}:{port}:{resolve_to}");
         let out = Lab::exec(
             &self.lab.client_ns,
             &["curl", "-sS", "--max-time", "10", "--noproxy", "*"],
@@ -121,7 +130,7 @@ async fn redirected_tls_and_http_are_bound_to_sni_or_host_and_the_original_addre
         return;
     }
     let Some(python) = python() else { return };
-    let w = start(&python, "").await;
+    let w = start(&python, "", "").await;
     let id = w.lab.id.clone();
     let upstream_ip = w.lab.upstream_ip.clone();
     // TLS: the secret reaches the upstream, its echo comes back as the placeholder.
@@ -172,7 +181,7 @@ async fn a_client_address_no_session_claims_is_closed() {
     }
     let Some(python) = python() else { return };
     let sessions = "\n[[sessions]]\nid = \"sesn_other\"\nvault_ids = [\"vlt_t\"]\nsource_cidrs = [\"10.213.255.0/24\"]\n";
-    let w = start(&python, sessions).await;
+    let w = start(&python, sessions, "").await;
     let upstream_ip = w.lab.upstream_ip.clone();
     let (code, out) = w.curl(&format!("https://{NAME}/x"), &upstream_ip).await;
     assert_ne!(code, 0, "{out}");
@@ -180,5 +189,32 @@ async fn a_client_address_no_session_claims_is_closed() {
         w.keyswap
             .wait_log("no session claims")
             .contains("no session claims")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dual_stack_listener_binds_ipv6_and_ipv4_redirected_connections() {
+    if !netns::available() || !netns::ipv6() {
+        return;
+    }
+    let Some(python) = python() else { return };
+    let w = start(&python, "", "[::]").await;
+    let upstream6 = format!("[{}]", w.lab.upstream_ip6);
+    // IPv6: the original destination from IP6T_SO_ORIGINAL_DST.
+    let (code, out) = w.curl(&format!("https://{NAME6}/v6"), &upstream6).await;
+    assert_eq!(code, 0, "{out}\n{}", w.keyswap.log());
+    assert!(out.contains("/v6") && out.contains("ks-ph-vcrd_t"), "{out}");
+    assert!(!out.contains("SECRET_transparent_1"), "{out}");
+    // IPv4 on the same listener arrives v4-mapped: still SO_ORIGINAL_DST's IPv4 answer.
+    let upstream4 = w.lab.upstream_ip.clone();
+    let (code, out) = w.curl(&format!("https://{NAME}/v4"), &upstream4).await;
+    assert_eq!(code, 0, "{out}\n{}", w.keyswap.log());
+    // The IPv6 name dialled at the IPv4 address: not what it resolves to.
+    let (code, out) = w.curl(&format!("https://{NAME6}/x"), &upstream4).await;
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        w.keyswap
+            .wait_log("host-mismatch")
+            .contains("host-mismatch")
     );
 }
