@@ -163,6 +163,7 @@ async fn tunnel(
                     scheme: Scheme::HTTP,
                     session,
                     sni: None,
+                    sticky: Default::default(),
                 },
                 false,
                 shared,
@@ -215,6 +216,7 @@ pub(super) async fn intercept_tls(
             scheme: Scheme::HTTPS,
             session,
             sni,
+            sticky: Default::default(),
         },
         h2,
         shared,
@@ -267,6 +269,8 @@ pub(super) struct Bound {
     pub session: Arc<str>,
     /// A TLS SNI that named another host: every request gets 421.
     pub sni: Option<Arc<str>>,
+    /// The tunnel's own upstream connection (HTTP/1.1 upstreams).
+    pub sticky: super::sticky::Sticky,
 }
 
 /// Serves HTTP inside a tunnel; every request is checked against, and sent to, the bound destination.
@@ -293,6 +297,7 @@ where
                     &bound.dest,
                     bound.scheme.clone(),
                     &bound.session,
+                    &bound.sticky,
                     &shared,
                 )
                 .await

@@ -25,8 +25,7 @@ use crate::store::Store;
 use crate::substitute::{self, Outcome, Report, Scrub, Target};
 use crate::upstream::ProxyBody;
 
-/// Where a request goes, and for whom: defined where the innermost stage that reads it is.
-pub(super) use super::sign::To;
+pub(super) use super::To;
 
 impl<'a> To<'a> {
     /// The facts a substitution decision uses, for a request to `path`.
@@ -59,6 +58,7 @@ pub(super) async fn attempt(
         dest,
         scheme,
         session,
+        ..
     } = to;
     // A cheap clone (shared bytes): the target borrows the path while the headers change.
     let uri = parts.uri.clone();
@@ -145,7 +145,7 @@ pub(super) async fn attempt(
             parts.headers.remove(header::HOST);
             parts.uri = upstream_uri(dest, scheme, path)
                 .ok_or(ProxyError::BadRequest("cannot build the upstream URI"))?;
-            exchange(Request::from_parts(parts, body), dest, store, shared).await?
+            exchange(Request::from_parts(parts, body), to, store, shared).await?
         }
     };
     let response =
@@ -199,12 +199,29 @@ fn check_report(
 /// Sends the request on the pooled client, within the response timeout.
 async fn exchange(
     request: Request<ProxyBody>,
-    dest: &Destination,
+    to: To<'_>,
     store: &Store,
     shared: &Shared,
 ) -> Result<Response<Incoming>, ProxyError> {
+    let dest = to.dest;
     let timeout = shared.limits.upstream_response_timeout;
     let started = std::time::Instant::now();
+    // The tunnel's own connection first (HTTP/1.1 upstreams); what it does not take, the pool.
+    let request = match to.sticky {
+        Some(sticky) => {
+            let own = super::sticky::send(sticky, request, dest, store.egress_epoch, shared);
+            match tokio::time::timeout(timeout, own).await {
+                Ok(Ok(result)) => return answered(result, started, dest, shared),
+                Ok(Err(request)) => request,
+                Err(_) => {
+                    return Err(ProxyError::UpstreamTimeout {
+                        host: dest.host.clone(),
+                    });
+                }
+            }
+        }
+        None => request,
+    };
     let client = shared.client.client(store);
     // A request whose body is empty or short can be sent again as it was: its head and body are
     // kept for a refusal of the kind below (the reservation holds the body's budget until then).
@@ -229,21 +246,41 @@ async fn exchange(
         result = tokio::time::timeout(left, client.request(request)).await;
     }
     match result {
-        Ok(Ok(response)) => {
+        Ok(result) => {
+            if let (Some(sticky), Ok(response)) = (to.sticky, &result) {
+                sticky.learn(response.version());
+            }
+            answered(result, started, dest, shared)
+        }
+        Err(_) => Err(ProxyError::UpstreamTimeout {
+            host: dest.host.clone(),
+        }),
+    }
+}
+
+/// An upstream's answer (counted) or its failure (classified and logged).
+fn answered<E>(
+    result: Result<Response<Incoming>, E>,
+    started: std::time::Instant,
+    dest: &Destination,
+    shared: &Shared,
+) -> Result<Response<Incoming>, ProxyError>
+where
+    E: std::error::Error + 'static,
+{
+    match result {
+        Ok(response) => {
             shared
                 .metrics
                 .upstream_latency
                 .observe(started.elapsed().as_secs_f64());
             Ok(response)
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             let err = ProxyError::from_upstream(&dest.host, &e);
             info!(host = %dest.host, error = err.code(), detail = %error_chain(&e), "upstream request failed");
             Err(err)
         }
-        Err(_) => Err(ProxyError::UpstreamTimeout {
-            host: dest.host.clone(),
-        }),
     }
 }
 

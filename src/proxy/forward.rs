@@ -14,6 +14,7 @@ use super::exchange::{To, attempt};
 use super::hygiene::remove_hop_by_hop;
 use super::pace::PacedBody;
 use super::slots::Slots;
+use super::sticky::Sticky;
 use super::{Shared, oauth, upgrade};
 use crate::destination::Destination;
 use crate::error::{EgressRule, ProxyError};
@@ -64,7 +65,7 @@ pub(super) async fn plain(
     };
     slots.admit(&session.id, &shared.session_slots)?;
     // The URI decides; a differing Host header is overwritten with the URI's authority in `send`.
-    send(req, &dest, scheme, &store, session, shared).await
+    send(req, &dest, scheme, &store, session, None, shared).await
 }
 
 /// A request inside a tunnel: its `Host` / `:authority` (and URI, if absolute) must name the
@@ -74,6 +75,7 @@ pub(super) async fn in_tunnel(
     dest: &Destination,
     scheme: Scheme,
     session_id: &str,
+    sticky: &Sticky,
     shared: &Shared,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let hosts = req.headers().get_all(header::HOST);
@@ -110,7 +112,7 @@ pub(super) async fn in_tunnel(
         info!(host = %dest.host, "407: no valid Proxy-Authorization for any session");
         return Err(ProxyError::ProxyAuthRequired);
     };
-    send(req, dest, scheme, &store, session, shared).await
+    send(req, dest, scheme, &store, session, Some(sticky), shared).await
 }
 
 /// Substitutes, sanitises and forwards `req` to `dest`, and relays the (scrubbed) answer.
@@ -120,6 +122,7 @@ async fn send(
     scheme: Scheme,
     store: &Store,
     session: &SessionPolicy,
+    sticky: Option<&Sticky>,
     shared: &Shared,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     // One id joins every log line of this request (the span is on each line, text and JSON).
@@ -128,7 +131,7 @@ async fn send(
     // may carry a placeholder or a secret.
     // A cheap clone (shared bytes): the access line prints its path, never its query.
     let uri = req.uri().clone();
-    match forward(req, dest, scheme, store, session, shared)
+    match forward(req, dest, scheme, store, session, sticky, shared)
         .instrument(span.clone())
         .await
     {
@@ -150,6 +153,7 @@ async fn forward(
     scheme: Scheme,
     store: &Store,
     session: &SessionPolicy,
+    sticky: Option<&Sticky>,
     shared: &Shared,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     if !session.reaches(&dest.host) {
@@ -183,6 +187,7 @@ async fn forward(
         dest,
         scheme: &scheme,
         session,
+        sticky,
     };
     if upgrade.is_none()
         && let Some(entry) = oauth::refreshable_credential(store, to, &parts)

@@ -22,6 +22,7 @@ mod rewind;
 mod serve;
 mod sign;
 mod slots;
+mod sticky;
 mod strict;
 mod transparent;
 mod upgrade;
@@ -38,6 +39,16 @@ use crate::upstream::{Dialer, UpstreamPool};
 pub use budget::Budget;
 pub use listener::{Kind, serve};
 pub use slots::SessionSlots;
+
+/// Where a request goes, for whom, and on what: the view the request stages pass inward.
+#[derive(Clone, Copy)]
+pub(super) struct To<'a> {
+    pub dest: &'a crate::destination::Destination,
+    pub scheme: &'a http::uri::Scheme,
+    pub session: &'a crate::session::SessionPolicy,
+    /// The tunnel's own upstream connection (`None` outside a tunnel).
+    pub sticky: Option<&'a sticky::Sticky>,
+}
 
 /// Everything a proxy connection needs, shared by all of them.
 pub struct Shared {

@@ -14,10 +14,8 @@ use http::{HeaderMap, Uri};
 use http_body_util::BodyExt as _;
 
 use super::budget::Reserved;
-use super::{Shared, bodies};
-use crate::destination::Destination;
+use super::{Shared, To, bodies};
 use crate::error::ProxyError;
-use crate::session::SessionPolicy;
 use crate::signing::chunked::{Chain, Resigned};
 use crate::signing::hmac;
 use crate::signing::sigv4::{self, Canonical, Credential, HeaderAuth};
@@ -32,14 +30,6 @@ pub const MAX_SIGNED_BODY: usize = 64 << 20;
 const SECURITY_TOKEN: HeaderName = HeaderName::from_static("x-amz-security-token");
 const AMZ_DATE: HeaderName = HeaderName::from_static("x-amz-date");
 const CONTENT_SHA256: HeaderName = HeaderName::from_static("x-amz-content-sha256");
-
-/// Where the request goes, and for whom (the exchange stage's view, passed inward).
-#[derive(Clone, Copy)]
-pub(super) struct To<'a> {
-    pub dest: &'a Destination,
-    pub scheme: &'a http::uri::Scheme,
-    pub session: &'a SessionPolicy,
-}
 
 /// Signs the request again if it carries a signature made with a signing credential's
 /// placeholder. Returns the body to send and the URI when the query changed.

@@ -164,6 +164,7 @@ pub(super) async fn serve_redirected(
             scheme,
             session: session_id,
             sni: None,
+            sticky: Default::default(),
         };
         connect::serve_bound(client, bound, false, shared).await;
     }
