@@ -173,3 +173,45 @@ async fn no_way_around_the_exit_status_is_passed_and_nothing_is_left_behind() {
         leftovers(pid)
     );
 }
+
+/// A process the command left running in the namespace must stay confined while keyswap exec
+/// tears the namespace down: removing the nftables table while the veth is still up opens, for a
+/// moment, every port of the host (and forwarding) to it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_process_left_behind_reaches_nothing_while_the_namespace_is_removed() {
+    if !netns::available() {
+        return;
+    }
+    let (_ca, _upstream, keyswap) = start().await;
+    // A service of the host, on every address.
+    let listener = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    // In the background, for 3 s: datagrams to the gateway (the host); the command exits at once.
+    let script = format!(
+        "exec bash -c 'gw=$(ip route | awk \"/default/{{print \\$3}}\"); ( end=$((SECONDS+3)); while [ $SECONDS -lt $end ]; do echo leak > /dev/udp/$gw/{port}; done ) >/dev/null 2>&1 & sleep 0.3'"
+    );
+    let (code, out, err) = exec(&keyswap, &script).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let received = tokio::task::spawn_blocking(move || {
+        let mut buf = [0u8; 64];
+        let mut received = Vec::new();
+        let until = std::time::Instant::now() + Duration::from_secs(4);
+        while std::time::Instant::now() < until {
+            if let Ok((_, from)) = listener.recv_from(&mut buf) {
+                received.push(from);
+            }
+        }
+        received
+    })
+    .await
+    .unwrap();
+    assert!(
+        received.is_empty(),
+        "{} datagrams from the namespace reached the host, first from {:?}",
+        received.len(),
+        received.first()
+    );
+}
