@@ -78,9 +78,24 @@ pub async fn exec(
 
     let (ready_tx, ready_rx) = oneshot::channel();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    // SECURITY: a reload (SIGHUP, an edit of the file, an admin write) compiles the file's
+    // sessions again; without this the command's address would lose the session `--session`
+    // chose, and could be claimed by another session's `source_cidrs`.
+    let client = net.client_ip;
+    let chosen = session.clone();
+    let adjust: crate::store::Adjust = Arc::new(move |config: &mut Config| {
+        if bind_session(config, chosen.as_deref(), client).is_err() {
+            // The session chosen is gone: no session claims the command any more (refused).
+            let ip = IpAddr::V4(client);
+            for s in &mut config.sessions {
+                s.source_cidrs.retain(|net| !net.contains(&ip));
+            }
+        }
+    });
     let options = Options {
         allocations: Some(allocations),
         ready: Some(ready_tx),
+        adjust: Some(adjust),
     };
     let server = tokio::spawn(server::serve(config.clone(), options, async move {
         let _ = stop_rx.await;
@@ -121,7 +136,17 @@ fn for_exec(
     config.proxy.listen = loopback;
     config.admin.listen = loopback;
     config.proxy.transparent_listen = Some(SocketAddr::new(IpAddr::V4(net.host_ip), 0));
-    let client = ipnet::IpNet::from(IpAddr::V4(net.client_ip));
+    bind_session(&mut config, session, net.client_ip)?;
+    Ok(config)
+}
+
+/// The session picked by the command's address: the one chosen, and no other.
+fn bind_session(
+    config: &mut Config,
+    session: Option<&str>,
+    client: std::net::Ipv4Addr,
+) -> Result<(), ExecError> {
+    let client = ipnet::IpNet::from(IpAddr::V4(client));
     match session {
         Some(id) => {
             let Some(chosen) = config.sessions.iter_mut().find(|s| s.id == id) else {
@@ -137,7 +162,7 @@ fn for_exec(
         None if !config.sessions.is_empty() => return Err(ExecError::SessionRequired),
         None => {}
     }
-    Ok(config)
+    Ok(())
 }
 
 /// `keyswap env`'s variables for the session, without the proxy variables (the namespace needs

@@ -215,3 +215,76 @@ async fn a_process_left_behind_reaches_nothing_while_the_namespace_is_removed() 
         received.first()
     );
 }
+
+/// `--session` binds the command's address to the session chosen; a reload of the configuration
+/// (SIGHUP, or an edit of the file) while the command runs must not undo that binding: new
+/// connections would be refused, or picked by another session's `source_cidrs`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_while_the_command_runs_keeps_the_session_chosen() {
+    if !netns::available() {
+        return;
+    }
+    let ca = TestCa::new();
+    let upstream = Upstream::https(&ca).await;
+    let rest = format!(
+        "{VAULT}
+[[vaults]]
+id = \"vlt_y\"
+[[vaults.credentials]]
+id = \"vcrd_y\"
+auth = {{ type = \"environment_variable\", secret_name = \"Y_TOKEN\", secret_value = \"SECRET_exec_other\", networking = {{ type = \"limited\", allowed_hosts = [\"api.example.test\"] }} }}
+
+[[sessions]]
+id = \"sesn_cmd\"
+vault_ids = [\"vlt_x\"]
+proxy_token_env = \"PROXY_TOKEN_CMD\"
+
+[[sessions]]
+id = \"sesn_wide\"
+vault_ids = [\"vlt_y\"]
+source_cidrs = [\"0.0.0.0/0\"]
+"
+    );
+    let keyswap = Keyswap::start(
+        &ca,
+        Setup {
+            rest: &rest,
+            env: &[("PROXY_TOKEN_CMD", "token-cmd")],
+            ..Setup::default()
+        },
+    );
+    let port = upstream.port();
+    let curl = |path: &str| {
+        format!(
+            "curl -sS --max-time 10 -H \"x-token: $X_TOKEN\" -H \"x-other: ks-ph-vcrd_y\" https://api.example.test:{port}/{path}; echo \" {path}=$?\""
+        )
+    };
+    let script = format!(
+        "{}; kill -HUP $PPID; sleep 2; {}",
+        curl("before"),
+        curl("after")
+    );
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_keyswap"))
+        .args(["exec", "--config"])
+        .arg(keyswap.config_path())
+        .args(["--session", "sesn_cmd", "--", "sh", "-c", &script])
+        .env("PROXY_TOKEN_CMD", "token-cmd")
+        .env("KEYSWAP_LOG", "info")
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        stdout.contains("before=0") && stdout.contains("after=0"),
+        "{stdout}{stderr}"
+    );
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 2, "{stdout}{stderr}");
+    for request in &seen {
+        assert_eq!(request.header("x-token"), Some("SECRET_exec_1"), "{request:?}");
+        assert_eq!(request.header("x-other"), Some("ks-ph-vcrd_y"), "{request:?}");
+    }
+}
