@@ -116,7 +116,8 @@ pub async fn exec(
     let ready_ms = started.elapsed().as_millis();
     info!(namespace = %net.name, ready_ms, "keyswap exec: the namespace is ready");
 
-    let status = run_command(&net, &command, &variables).await;
+    let inherited = inherited_environment(&config);
+    let status = run_command(&net, &command, &inherited, &variables).await;
     let _ = stop_tx.send(());
     let _ = server.await;
     dns_task.abort();
@@ -195,6 +196,47 @@ fn sandbox_variables(
         .collect())
 }
 
+/// keyswap exec's own environment as the command may have it. SECURITY: without the variables
+/// the configuration read secrets from (`…_env` keys: an AWS session token in AWS_SESSION_TOKEN,
+/// which `keyswap env` does not replace, a token under another name than its `secret_name`), nor
+/// any other that holds a secret of the configuration, nor the admin API key; and without proxy
+/// variables, which would send the command to a proxy it cannot reach.
+fn inherited_environment(config: &Config) -> Vec<(OsString, OsString)> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let mut secrets: Vec<&[u8]> = Vec::new();
+    for credential in config.credentials() {
+        secrets.extend(credential.auth.secrets().into_iter().map(Secret::expose));
+        if let crate::vault::Auth::McpOauth(o) = &credential.auth
+            && let Some(refresh) = &o.refresh
+        {
+            secrets.push(refresh.refresh_token.expose());
+            if let crate::vault::TokenEndpointAuth::ClientSecretBasic(s)
+            | crate::vault::TokenEndpointAuth::ClientSecretPost(s) = &refresh.token_endpoint_auth
+            {
+                secrets.push(s.expose());
+            }
+        }
+    }
+    secrets.extend(
+        config
+            .sessions
+            .iter()
+            .filter_map(|s| s.proxy_token.as_ref())
+            .map(Secret::expose),
+    );
+    secrets.retain(|s| !s.is_empty());
+    std::env::vars_os()
+        .filter(|(k, v)| {
+            let name = k.to_string_lossy();
+            !is_proxy_variable(&name)
+                && name != config.admin.api_key_env
+                && !secrets
+                    .iter()
+                    .any(|s| memchr::memmem::find(v.as_bytes(), s).is_some())
+        })
+        .collect()
+}
+
 fn is_proxy_variable(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     lower.ends_with("_proxy") || lower == "node_use_env_proxy" || lower == "npm_config_https_proxy"
@@ -205,13 +247,15 @@ fn is_proxy_variable(name: &str) -> bool {
 async fn run_command(
     net: &netns::Netns,
     command: &[OsString],
+    inherited: &[(OsString, OsString)],
     variables: &[(String, String)],
 ) -> Result<i32, ExecError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut child = net
         .command(command)
-        .envs(std::env::vars_os().filter(|(k, _)| !is_proxy_variable(&k.to_string_lossy())))
-        .env_remove("HTTP_PROXY")
+        // Not the whole environment: a Command inherits every variable unless cleared.
+        .env_clear()
+        .envs(inherited.iter().map(|(k, v)| (k, v)))
         .envs(variables.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::inherit())
         .kill_on_drop(true)

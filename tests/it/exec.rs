@@ -288,3 +288,64 @@ source_cidrs = [\"0.0.0.0/0\"]
         assert_eq!(request.header("x-other"), Some("ks-ph-vcrd_y"), "{request:?}");
     }
 }
+
+/// The command gets `keyswap env`'s variables, not keyswap's own environment: the real secrets
+/// keyswap read from `_env` keys (here an AWS key whose session token is in AWS_SESSION_TOKEN,
+/// which `keyswap env` does not print) and the proxy variables stay out of it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_command_inherits_no_real_secret_and_no_proxy_variable() {
+    if !netns::available() {
+        return;
+    }
+    let ca = TestCa::new();
+    let rest = r#"
+[[vaults]]
+id = "vlt_aws"
+[[vaults.credentials]]
+id = "vcrd_aws"
+auth = { type = "aws_sigv4", access_key_id_env = "REAL_AKID", secret_access_key_env = "REAL_AWS_SECRET", session_token_env = "AWS_SESSION_TOKEN", networking = { type = "limited", allowed_hosts = ["api.example.test"] } }
+[[vaults.credentials]]
+id = "vcrd_x"
+auth = { type = "environment_variable", secret_name = "X_TOKEN", secret_value_env = "REAL_X_TOKEN", networking = { type = "limited", allowed_hosts = ["api.example.test"] } }
+"#;
+    let secrets = [
+        ("REAL_AKID", "AKIAREALEXEC00000001"),
+        ("REAL_AWS_SECRET", "realExecSecretValue0000000000000000000000"),
+        ("AWS_SESSION_TOKEN", "RealExecSessionToken0000"),
+        ("REAL_X_TOKEN", "SECRET_exec_inherited"),
+    ];
+    let keyswap = Keyswap::start(
+        &ca,
+        Setup {
+            rest,
+            env: &secrets,
+            ..Setup::default()
+        },
+    );
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_keyswap"))
+        .args(["exec", "--config"])
+        .arg(keyswap.config_path())
+        .args(["--", "env"])
+        .envs(secrets)
+        .env("HTTPS_PROXY", "http://corp-proxy.example:3128")
+        .env("no_proxy", "internal.example")
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("AWS_ACCESS_KEY_ID=AKIA"), "{stdout}");
+    for (name, value) in secrets {
+        assert!(
+            !stdout.contains(value),
+            "the command got the real value of {name}: {stdout}"
+        );
+    }
+    assert!(
+        !stdout.to_ascii_lowercase().contains("_proxy="),
+        "the command got a proxy variable: {stdout}"
+    );
+}
