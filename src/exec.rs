@@ -88,7 +88,13 @@ pub async fn exec(
             // The session chosen is gone: no session claims the command any more (refused).
             let ip = IpAddr::V4(client);
             for s in &mut config.sessions {
+                let before = s.source_cidrs.len();
                 s.source_cidrs.retain(|net| !net.contains(&ip));
+                if before > 0 && s.source_cidrs.is_empty() {
+                    // Never left without any: a lone session with none claims every address.
+                    s.source_cidrs
+                        .push(ipnet::IpNet::from(IpAddr::V4(std::net::Ipv4Addr::BROADCAST)));
+                }
             }
         }
     });
