@@ -78,9 +78,31 @@ pub async fn exec(
 
     let (ready_tx, ready_rx) = oneshot::channel();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    // SECURITY: a reload (SIGHUP, an edit of the file, an admin write) compiles the file's
+    // sessions again; without this the command's address would lose the session `--session`
+    // chose, and could be claimed by another session's `source_cidrs`.
+    let client = net.client_ip;
+    let chosen = session.clone();
+    let adjust: crate::store::Adjust = Arc::new(move |config: &mut Config| {
+        if bind_session(config, chosen.as_deref(), client).is_err() {
+            // The session chosen is gone: no session claims the command any more (refused).
+            let ip = IpAddr::V4(client);
+            for s in &mut config.sessions {
+                let before = s.source_cidrs.len();
+                s.source_cidrs.retain(|net| !net.contains(&ip));
+                if before > 0 && s.source_cidrs.is_empty() {
+                    // Never left without any: a lone session with none claims every address.
+                    s.source_cidrs.push(ipnet::IpNet::from(IpAddr::V4(
+                        std::net::Ipv4Addr::BROADCAST,
+                    )));
+                }
+            }
+        }
+    });
     let options = Options {
         allocations: Some(allocations),
         ready: Some(ready_tx),
+        adjust: Some(adjust),
     };
     let server = tokio::spawn(server::serve(config.clone(), options, async move {
         let _ = stop_rx.await;
@@ -101,7 +123,8 @@ pub async fn exec(
     let ready_ms = started.elapsed().as_millis();
     info!(namespace = %net.name, ready_ms, "keyswap exec: the namespace is ready");
 
-    let status = run_command(&net, &command, &variables).await;
+    let inherited = inherited_environment(&config);
+    let status = run_command(&net, &command, &inherited, &variables).await;
     let _ = stop_tx.send(());
     let _ = server.await;
     dns_task.abort();
@@ -121,7 +144,17 @@ fn for_exec(
     config.proxy.listen = loopback;
     config.admin.listen = loopback;
     config.proxy.transparent_listen = Some(SocketAddr::new(IpAddr::V4(net.host_ip), 0));
-    let client = ipnet::IpNet::from(IpAddr::V4(net.client_ip));
+    bind_session(&mut config, session, net.client_ip)?;
+    Ok(config)
+}
+
+/// The session picked by the command's address: the one chosen, and no other.
+fn bind_session(
+    config: &mut Config,
+    session: Option<&str>,
+    client: std::net::Ipv4Addr,
+) -> Result<(), ExecError> {
+    let client = ipnet::IpNet::from(IpAddr::V4(client));
     match session {
         Some(id) => {
             let Some(chosen) = config.sessions.iter_mut().find(|s| s.id == id) else {
@@ -137,7 +170,7 @@ fn for_exec(
         None if !config.sessions.is_empty() => return Err(ExecError::SessionRequired),
         None => {}
     }
-    Ok(config)
+    Ok(())
 }
 
 /// `keyswap env`'s variables for the session, without the proxy variables (the namespace needs
@@ -170,6 +203,47 @@ fn sandbox_variables(
         .collect())
 }
 
+/// keyswap exec's own environment as the command may have it. SECURITY: without the variables
+/// the configuration read secrets from (`…_env` keys: an AWS session token in AWS_SESSION_TOKEN,
+/// which `keyswap env` does not replace, a token under another name than its `secret_name`), nor
+/// any other that holds a secret of the configuration, nor the admin API key; and without proxy
+/// variables, which would send the command to a proxy it cannot reach.
+fn inherited_environment(config: &Config) -> Vec<(OsString, OsString)> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let mut secrets: Vec<&[u8]> = Vec::new();
+    for credential in config.credentials() {
+        secrets.extend(credential.auth.secrets().into_iter().map(Secret::expose));
+        if let crate::vault::Auth::McpOauth(o) = &credential.auth
+            && let Some(refresh) = &o.refresh
+        {
+            secrets.push(refresh.refresh_token.expose());
+            if let crate::vault::TokenEndpointAuth::ClientSecretBasic(s)
+            | crate::vault::TokenEndpointAuth::ClientSecretPost(s) = &refresh.token_endpoint_auth
+            {
+                secrets.push(s.expose());
+            }
+        }
+    }
+    secrets.extend(
+        config
+            .sessions
+            .iter()
+            .filter_map(|s| s.proxy_token.as_ref())
+            .map(Secret::expose),
+    );
+    secrets.retain(|s| !s.is_empty());
+    std::env::vars_os()
+        .filter(|(k, v)| {
+            let name = k.to_string_lossy();
+            !is_proxy_variable(&name)
+                && name != config.admin.api_key_env
+                && !secrets
+                    .iter()
+                    .any(|s| memchr::memmem::find(v.as_bytes(), s).is_some())
+        })
+        .collect()
+}
+
 fn is_proxy_variable(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     lower.ends_with("_proxy") || lower == "node_use_env_proxy" || lower == "npm_config_https_proxy"
@@ -180,13 +254,15 @@ fn is_proxy_variable(name: &str) -> bool {
 async fn run_command(
     net: &netns::Netns,
     command: &[OsString],
+    inherited: &[(OsString, OsString)],
     variables: &[(String, String)],
 ) -> Result<i32, ExecError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut child = net
         .command(command)
-        .envs(std::env::vars_os().filter(|(k, _)| !is_proxy_variable(&k.to_string_lossy())))
-        .env_remove("HTTP_PROXY")
+        // Not the whole environment: a Command inherits every variable unless cleared.
+        .env_clear()
+        .envs(inherited.iter().map(|(k, v)| (k, v)))
         .envs(variables.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::inherit())
         .kill_on_drop(true)

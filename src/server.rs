@@ -63,6 +63,9 @@ pub struct Options {
     pub allocations: Option<Arc<crate::dns::Allocations>>,
     /// Told the addresses once everything listens.
     pub ready: Option<tokio::sync::oneshot::Sender<Listening>>,
+    /// Applied to every configuration a reload or an admin write puts in force (the one given to
+    /// [`serve`] is already adjusted).
+    pub adjust: Option<crate::store::Adjust>,
 }
 
 /// Runs keyswap with `config` until `stop` completes, then drains connections.
@@ -113,7 +116,9 @@ pub async fn serve(
         .and_then(|p| std::fs::read_to_string(p).ok())
         .map(Zeroizing::new);
     let metrics = Arc::new(Metrics::new());
-    let store = Arc::new(StoreHandle::new(Store::build(config.clone(), 1)?));
+    let store = Arc::new(
+        StoreHandle::new(Store::build(config.clone(), 1)?).with_adjust(options.adjust.clone()),
+    );
     let mut live = Live::new(
         path,
         store.clone(),

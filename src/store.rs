@@ -403,11 +403,25 @@ fn signing_entry(
     }
 }
 
+/// A change made to every configuration before it is compiled: what the process that serves it
+/// overrides in the file's settings (`keyswap exec` binds its command's address to its session).
+pub type Adjust = Arc<dyn Fn(&mut Config) + Send + Sync>;
+
 /// The live store: readers load it without waiting, a reload swaps in a whole new one.
-#[derive(Debug)]
 pub struct StoreHandle {
     current: ArcSwap<Store>,
     next_generation: AtomicU64,
+    adjust: Option<Adjust>,
+}
+
+impl std::fmt::Debug for StoreHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreHandle")
+            .field("current", &self.current)
+            .field("next_generation", &self.next_generation)
+            .field("adjust", &self.adjust.is_some())
+            .finish()
+    }
 }
 
 impl StoreHandle {
@@ -416,7 +430,16 @@ impl StoreHandle {
         Self {
             current: ArcSwap::from_pointee(store),
             next_generation: AtomicU64::new(next),
+            adjust: None,
         }
+    }
+
+    /// Applies `adjust` to every configuration [`StoreHandle::replace`] puts in force (the first
+    /// store's is the caller's to adjust).
+    #[must_use]
+    pub fn with_adjust(mut self, adjust: Option<Adjust>) -> Self {
+        self.adjust = adjust;
+        self
     }
 
     /// The store in force now; hold it for the whole request.
@@ -427,6 +450,12 @@ impl StoreHandle {
     /// Builds a store from `config` with the next generation number and puts it in force.
     pub fn replace(&self, config: impl Into<Arc<Config>>) -> Result<u64, BuildError> {
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+        let mut config: Arc<Config> = config.into();
+        if let Some(adjust) = &self.adjust {
+            let mut adjusted = Arc::unwrap_or_clone(config);
+            adjust(&mut adjusted);
+            config = Arc::new(adjusted);
+        }
         let mut store = Store::build(config, generation)?;
         let old = self.current.load();
         store.retire_from(&old);

@@ -192,6 +192,14 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        // SECURITY: the veth first. A process the command left running keeps the namespace (and
+        // so its end of the veth) alive after `ip netns del`; were the table removed while the
+        // link is up, that process would reach every port of the host, and beyond it by
+        // forwarding, until the link went. Deleting one end of a veth deletes both.
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_link])
+            .stderr(Stdio::null())
+            .status();
         // The table is named after the namespace; deleting a missing one fails harmlessly.
         let _ = Command::new("nft")
             .args(["delete", "table", "inet", &self.name])
@@ -200,11 +208,6 @@ impl Drop for Netns {
         if let Err(e) = ip(&["netns", "del", &self.name]) {
             debug!(namespace = %self.name, error = %e, "cannot remove the namespace");
         }
-        // The namespace's end of the veth went with it; the host's end goes with its peer, or here.
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.host_link])
-            .stderr(Stdio::null())
-            .status();
         let _ = std::fs::remove_dir_all(&self.etc);
         debug!(namespace = %self.name, "namespace removed");
     }

@@ -51,6 +51,24 @@ pub struct Reservation {
     bytes: usize,
 }
 
+impl Reservation {
+    /// Reserves `more` bytes besides these; `false` (and nothing reserved) when they are not free.
+    pub fn grow(&mut self, more: usize) -> bool {
+        let limit = self.budget.limit;
+        let grown = self
+            .budget
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(more).filter(|&total| total <= limit)
+            })
+            .is_ok();
+        if grown {
+            self.bytes += more;
+        }
+        grown
+    }
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
         self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
@@ -95,6 +113,18 @@ impl<B: Body + Unpin> Body for Reserved<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reservation_grows_within_the_budget_and_gives_it_all_back() {
+        let budget = Budget::new(100);
+        let mut a = budget.reserve(0).unwrap();
+        assert!(a.grow(70));
+        assert!(!a.grow(31), "past the limit");
+        assert_eq!(budget.used(), 70);
+        assert!(a.grow(30));
+        drop(a);
+        assert_eq!(budget.used(), 0);
+    }
 
     #[test]
     fn reservations_share_the_budget_and_give_it_back() {

@@ -105,7 +105,7 @@ pub(super) async fn request(
             .is_some_and(|v| v.as_bytes().trim_ascii() == entry.placeholder.as_bytes());
         if holds && to.session.vaults().allows(entry) && !entry.archived {
             in_scope(entry, to)?;
-            return hmac_header(parts, uri, body, entry, h, &host).await;
+            return hmac_header(parts, uri, body, entry, h, &host, shared).await;
         }
     }
     Ok((body, None))
@@ -378,10 +378,11 @@ async fn hmac_header(
     entry: &Entry,
     h: &HmacAuth,
     host: &str,
+    shared: &Shared,
 ) -> Result<(ProxyBody, Option<Uri>), ProxyError> {
     let (body, held) = if hmac::needs_body(&h.message) {
-        let held = read_limited(&parts.headers, body, entry).await?;
-        (bodies::full(held.clone()), held)
+        let (held, body) = hold(&parts.headers, body, entry, shared).await?;
+        (body, held)
     } else {
         (body, Bytes::new())
     };
@@ -411,9 +412,13 @@ async fn hmac_header(
 
 /// The whole body, within the buffering budget and [`MAX_SIGNED_BODY`], and the body to send
 /// (holding its share of the budget until it is sent).
+///
+/// SECURITY: every byte held is reserved before it is kept, announced or not (HTTP/2 and chunked
+/// bodies announce no length): else many streams each sending up to 64 MiB pin memory without
+/// bound (SPEC §8 `max_buffered_body_bytes`).
 async fn hold(
     headers: &HeaderMap,
-    body: ProxyBody,
+    mut body: ProxyBody,
     entry: &Entry,
     shared: &Shared,
 ) -> Result<(Bytes, ProxyBody), ProxyError> {
@@ -426,38 +431,38 @@ async fn hold(
         return Err(too_large());
     }
     // Held bodies count against max_buffered_body_bytes with all the others.
-    let reservation = match length {
-        Some(n) if n > 0 => Some(shared.buffered.reserve(n).ok_or_else(too_large)?),
-        _ => None,
-    };
-    let held = read_limited(headers, body, entry).await?;
-    let body = match reservation {
-        Some(r) => Reserved::new(bodies::full(held.clone()), r).boxed(),
-        None => bodies::full(held.clone()),
-    };
-    Ok((held, body))
-}
-
-async fn read_limited(
-    headers: &HeaderMap,
-    body: ProxyBody,
-    entry: &Entry,
-) -> Result<Bytes, ProxyError> {
-    if content_length(headers).is_some_and(|n| n > MAX_SIGNED_BODY) {
-        return Err(ProxyError::PayloadTooLarge {
-            credential: entry.credential_id.clone(),
-            limit: MAX_SIGNED_BODY,
-        });
+    let mut reservation = shared
+        .buffered
+        .reserve(length.unwrap_or(0))
+        .ok_or_else(too_large)?;
+    let mut reserved = length.unwrap_or(0);
+    let mut out = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            if e.is::<crate::error::BodyTooSlow>() {
+                ProxyError::BodyTooSlow
+            } else {
+                ProxyError::BadRequest("the request body ended before its Content-Length")
+            }
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let total = out.len() + data.len();
+        if total > MAX_SIGNED_BODY {
+            return Err(too_large());
+        }
+        if total > reserved {
+            if !reservation.grow(total - reserved) {
+                return Err(too_large());
+            }
+            reserved = total;
+        }
+        out.extend_from_slice(&data);
     }
-    bodies::read_request_body(body, MAX_SIGNED_BODY)
-        .await
-        .map_err(|e| match e {
-            ProxyError::BadRequest(_) => ProxyError::PayloadTooLarge {
-                credential: entry.credential_id.clone(),
-                limit: MAX_SIGNED_BODY,
-            },
-            other => other,
-        })
+    let held = out.freeze();
+    let body = Reserved::new(bodies::full(held.clone()), reservation).boxed();
+    Ok((held, body))
 }
 
 fn content_length(headers: &HeaderMap) -> Option<usize> {

@@ -177,3 +177,190 @@ async fn without_cap_net_admin_it_says_what_is_missing() {
     assert_eq!(out.status.code(), Some(125), "{err}");
     assert!(err.contains("needs root or CAP_NET_ADMIN"), "{err}");
 }
+
+/// A process the command left running in the namespace must stay confined while keyswap exec
+/// tears the namespace down: removing the nftables table while the veth is still up opens, for a
+/// moment, every port of the host (and forwarding) to it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_process_left_behind_reaches_nothing_while_the_namespace_is_removed() {
+    if !netns::available() {
+        return;
+    }
+    let (_ca, _upstream, keyswap) = start().await;
+    // A service of the host, on every address.
+    let listener = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    // In the background, for 3 s: datagrams to the gateway (the host); the command exits at once.
+    let script = format!(
+        "exec bash -c 'gw=$(ip route | awk \"/default/{{print \\$3}}\"); ( end=$((SECONDS+3)); while [ $SECONDS -lt $end ]; do echo leak > /dev/udp/$gw/{port}; done ) >/dev/null 2>&1 & sleep 0.3'"
+    );
+    let (code, out, err) = exec(&keyswap, &script).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let received = tokio::task::spawn_blocking(move || {
+        let mut buf = [0u8; 64];
+        let mut received = Vec::new();
+        let until = std::time::Instant::now() + Duration::from_secs(4);
+        while std::time::Instant::now() < until {
+            if let Ok((_, from)) = listener.recv_from(&mut buf) {
+                received.push(from);
+            }
+        }
+        received
+    })
+    .await
+    .unwrap();
+    assert!(
+        received.is_empty(),
+        "{} datagrams from the namespace reached the host, first from {:?}",
+        received.len(),
+        received.first()
+    );
+}
+
+/// `--session` binds the command's address to the session chosen; a reload of the configuration
+/// (SIGHUP, or an edit of the file) while the command runs must not undo that binding: new
+/// connections would be refused, or picked by another session's `source_cidrs`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_while_the_command_runs_keeps_the_session_chosen() {
+    if !netns::available() {
+        return;
+    }
+    let ca = TestCa::new();
+    let upstream = Upstream::https(&ca).await;
+    let rest = format!(
+        "{VAULT}
+[[vaults]]
+id = \"vlt_y\"
+[[vaults.credentials]]
+id = \"vcrd_y\"
+auth = {{ type = \"environment_variable\", secret_name = \"Y_TOKEN\", secret_value = \"SECRET_exec_other\", networking = {{ type = \"limited\", allowed_hosts = [\"api.example.test\"] }} }}
+
+[[sessions]]
+id = \"sesn_cmd\"
+vault_ids = [\"vlt_x\"]
+proxy_token_env = \"PROXY_TOKEN_CMD\"
+
+[[sessions]]
+id = \"sesn_wide\"
+vault_ids = [\"vlt_y\"]
+source_cidrs = [\"0.0.0.0/0\"]
+"
+    );
+    let keyswap = Keyswap::start(
+        &ca,
+        Setup {
+            rest: &rest,
+            env: &[("PROXY_TOKEN_CMD", "token-cmd")],
+            ..Setup::default()
+        },
+    );
+    let port = upstream.port();
+    let curl = |path: &str| {
+        format!(
+            "curl -sS --max-time 10 -H \"x-token: $X_TOKEN\" -H \"x-other: ks-ph-vcrd_y\" https://api.example.test:{port}/{path}; echo \" {path}=$?\""
+        )
+    };
+    let script = format!(
+        "{}; kill -HUP $PPID; sleep 2; {}",
+        curl("before"),
+        curl("after")
+    );
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_keyswap"))
+        .args(["exec", "--config"])
+        .arg(keyswap.config_path())
+        .args(["--session", "sesn_cmd", "--", "sh", "-c", &script])
+        .env("PROXY_TOKEN_CMD", "token-cmd")
+        .env("KEYSWAP_LOG", "info")
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        stdout.contains("before=0") && stdout.contains("after=0"),
+        "{stdout}{stderr}"
+    );
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 2, "{stdout}{stderr}");
+    for request in &seen {
+        assert_eq!(
+            request.header("x-token"),
+            Some("SECRET_exec_1"),
+            "{request:?}"
+        );
+        assert_eq!(
+            request.header("x-other"),
+            Some("ks-ph-vcrd_y"),
+            "{request:?}"
+        );
+    }
+}
+
+/// The command gets `keyswap env`'s variables, not keyswap's own environment: the real secrets
+/// keyswap read from `_env` keys (here an AWS key whose session token is in AWS_SESSION_TOKEN,
+/// which `keyswap env` does not print) and the proxy variables stay out of it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_command_inherits_no_real_secret_and_no_proxy_variable() {
+    if !netns::available() {
+        return;
+    }
+    let ca = TestCa::new();
+    let rest = r#"
+[[vaults]]
+id = "vlt_aws"
+[[vaults.credentials]]
+id = "vcrd_aws"
+auth = { type = "aws_sigv4", access_key_id_env = "REAL_AKID", secret_access_key_env = "REAL_AWS_SECRET", session_token_env = "AWS_SESSION_TOKEN", networking = { type = "limited", allowed_hosts = ["api.example.test"] } }
+[[vaults.credentials]]
+id = "vcrd_x"
+auth = { type = "environment_variable", secret_name = "X_TOKEN", secret_value_env = "REAL_X_TOKEN", networking = { type = "limited", allowed_hosts = ["api.example.test"] } }
+"#;
+    let secrets = [
+        ("REAL_AKID", "AKIAREALEXEC00000001"),
+        (
+            "REAL_AWS_SECRET",
+            "realExecSecretValue0000000000000000000000",
+        ),
+        ("AWS_SESSION_TOKEN", "RealExecSessionToken0000"),
+        ("REAL_X_TOKEN", "SECRET_exec_inherited"),
+    ];
+    let keyswap = Keyswap::start(
+        &ca,
+        Setup {
+            rest,
+            env: &secrets,
+            ..Setup::default()
+        },
+    );
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_keyswap"))
+        .args(["exec", "--config"])
+        .arg(keyswap.config_path())
+        .args(["--", "env"])
+        .envs(secrets)
+        .env("HTTPS_PROXY", "http://corp-proxy.example:3128")
+        .env("no_proxy", "internal.example")
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("AWS_ACCESS_KEY_ID=AKIA"), "{stdout}");
+    for (name, value) in secrets {
+        assert!(
+            !stdout.contains(value),
+            "the command got the real value of {name}: {stdout}"
+        );
+    }
+    assert!(
+        !stdout.to_ascii_lowercase().contains("_proxy="),
+        "the command got a proxy variable: {stdout}"
+    );
+}

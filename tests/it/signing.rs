@@ -455,3 +455,79 @@ auth = { type = "aws_sigv4", access_key_id = "AKIAFIRST0000000001", secret_acces
         "{text}"
     );
 }
+
+/// 413, or the stream reset that may overtake it while the client still sends (curl: 92).
+fn refused(out: &CurlOut) -> bool {
+    out.status == 413 || (out.status == 0 && out.stderr.contains("(92)"))
+}
+
+/// Bodies held to be signed count against `[limits] max_buffered_body_bytes` like every other
+/// held body (SPEC §8), whether or not the request announces its length, and for
+/// `hmac_signature` as for `aws_sigv4`: else many streams each sending up to 64 MiB pin memory
+/// without bound.
+#[tokio::test(flavor = "multi_thread")]
+async fn held_bodies_count_against_the_buffering_budget_for_hmac_and_unannounced_lengths() {
+    let ca = TestCa::new();
+    let upstream = Upstream::https(&ca).await;
+    let rest = format!("[limits]\nmax_buffered_body_bytes = 4096\n{VAULT}");
+    let keyswap = Keyswap::start(
+        &ca,
+        Setup {
+            proxy: "block_private_addresses = false\nmitm = \"always\"",
+            rest: &rest,
+            ..Setup::default()
+        },
+    );
+    let env = sandbox_env(&keyswap);
+    let body = std::env::temp_dir().join(format!("ks-held-{}", std::process::id()));
+    // Past the budget, within one HTTP/2 flow-control window (the client has sent it all when
+    // the refusal comes).
+    std::fs::write(&body, vec![b'a'; 16 << 10]).unwrap();
+    let data = format!("@{}", body.display());
+    let bundle = keyswap.client_bundle(&ca);
+    let url = format!("https://api.example.test:{}/v1/order", upstream.port());
+    // The body an aws_sigv4 request announces (Content-Length) is refused past the budget.
+    let key = var(&env, "AWS_ACCESS_KEY_ID").to_string();
+    let out = aws_curl(
+        &keyswap,
+        &ca,
+        "aws:amz:us-east-1:execute-api",
+        &key,
+        &["--data-binary", &data],
+        &url,
+    )
+    .await;
+    assert!(refused(&out), "{out:?}");
+    // The same body without Content-Length.
+    let out = aws_curl(
+        &keyswap,
+        &ca,
+        "aws:amz:us-east-1:execute-api",
+        &key,
+        &["--data-binary", &data, "-H", "Transfer-Encoding: chunked"],
+        &url,
+    )
+    .await;
+    assert!(refused(&out), "{out:?}");
+    // hmac_signature with {body}.
+    let header = format!("X-Signature: {}", var(&env, "EXCHANGE_API_SECRET"));
+    let out = curl(&[
+        "--proxy",
+        &keyswap.proxy_url(),
+        "--cacert",
+        bundle.to_str().unwrap(),
+        "-H",
+        &header,
+        "--data-binary",
+        &data,
+        &url,
+    ])
+    .await;
+    assert!(refused(&out), "{out:?}");
+    let _ = std::fs::remove_file(&body);
+    assert!(
+        upstream.requests().is_empty(),
+        "{}",
+        upstream.requests().len()
+    );
+}
