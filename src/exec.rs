@@ -63,6 +63,9 @@ pub async fn exec(
         return Err(ExecError::NotLinux);
     }
     let started = Instant::now();
+    // SECURITY: the command shares keyswap's uid when run by root; a non-dumpable process's memory
+    // and /proc/<pid>/environ are then closed to it (it has no CAP_SYS_PTRACE, see `command`).
+    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
     let net = netns::Netns::create()?;
     let config = for_exec(config, session.as_deref(), &net)?;
     let allocations = Arc::new(Allocations::default());
@@ -259,7 +262,7 @@ async fn run_command(
 ) -> Result<i32, ExecError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut child = net
-        .command(command)
+        .command(command, invoking_user())
         // Not the whole environment: a Command inherits every variable unless cleared.
         .env_clear()
         .envs(inherited.iter().map(|(k, v)| (k, v)))
@@ -295,6 +298,16 @@ async fn run_command(
             Ok(128 + forwarded.as_raw())
         }
     }
+}
+
+/// The user who ran `sudo keyswap exec` (`SUDO_UID`, `SUDO_GID`): the command runs as them, not
+/// as root. Without sudo the command keeps keyswap's user, with every capability dropped.
+fn invoking_user() -> Option<(u32, u32)> {
+    if !rustix::process::geteuid().is_root() {
+        return None;
+    }
+    let id = |name: &str| std::env::var(name).ok()?.parse::<u32>().ok();
+    Some((id("SUDO_UID")?, id("SUDO_GID")?)).filter(|(uid, _)| *uid != 0)
 }
 
 fn exit_code(status: std::io::Result<std::process::ExitStatus>) -> i32 {

@@ -42,7 +42,11 @@ pub struct Netns {
 
 impl Netns {
     pub fn create() -> Result<Netns, NetnsError> {
-        for (tool, package) in [("ip", "iproute2"), ("nft", "nftables")] {
+        for (tool, package) in [
+            ("ip", "iproute2"),
+            ("nft", "nftables"),
+            ("setpriv", "util-linux"),
+        ] {
             let found = Command::new(tool)
                 .arg(if tool == "ip" { "-V" } else { "--version" })
                 .stdout(Stdio::null())
@@ -182,10 +186,28 @@ impl Netns {
         Ok(())
     }
 
-    /// `ip netns exec <name> COMMAND…`.
-    pub fn command(&self, command: &[OsString]) -> tokio::process::Command {
+    /// `ip netns exec <name> setpriv … COMMAND…`: COMMAND with no capability it could use to
+    /// leave the namespace (`setns` needs CAP_SYS_ADMIN) or read keyswap's memory and environment
+    /// (CAP_SYS_PTRACE), none to regain (`no_new_privs`: setuid programs stay unprivileged), as
+    /// `user` (uid, gid) when given.
+    pub fn command(
+        &self,
+        command: &[OsString],
+        user: Option<(u32, u32)>,
+    ) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new("ip");
-        cmd.args(["netns", "exec"]).arg(&self.name).args(command);
+        cmd.args(["netns", "exec"]).arg(&self.name).args([
+            "setpriv",
+            "--no-new-privs",
+            "--bounding-set=-all",
+            "--inh-caps=-all",
+        ]);
+        if let Some((uid, gid)) = user {
+            cmd.arg(format!("--reuid={uid}"))
+                .arg(format!("--regid={gid}"))
+                .arg("--clear-groups");
+        }
+        cmd.arg("--").args(command);
         cmd
     }
 }

@@ -364,3 +364,23 @@ auth = { type = "environment_variable", secret_name = "X_TOKEN", secret_value_en
         "the command got a proxy variable: {stdout}"
     );
 }
+
+/// Run by root, the command still cannot leave the namespace (no CAP_SYS_ADMIN for `setns`) nor
+/// read keyswap's environment or memory (keyswap is not dumpable; no CAP_SYS_PTRACE), and setuid
+/// programs give nothing back (`no_new_privs`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_root_command_cannot_enter_keyswaps_namespace_or_read_its_environment() {
+    if !netns::available() {
+        return;
+    }
+    let (_ca, _upstream, keyswap) = start().await;
+    let script = "nsenter -t $PPID -n true 2>/dev/null; echo nsenter=$?; \
+                  cat /proc/$PPID/environ >/dev/null 2>&1; echo environ=$?; \
+                  grep -c SECRET_exec_1 /proc/$PPID/environ 2>/dev/null; \
+                  grep CapEff /proc/self/status";
+    let (code, out, err) = exec(&keyswap, script).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("nsenter=0"), "{out}");
+    assert!(!out.contains("environ=0"), "{out}");
+    assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
+}
