@@ -216,16 +216,6 @@ fn inherited_environment(config: &Config) -> Vec<(OsString, OsString)> {
     let mut secrets: Vec<&[u8]> = Vec::new();
     for credential in config.credentials() {
         secrets.extend(credential.auth.secrets().into_iter().map(Secret::expose));
-        if let crate::vault::Auth::McpOauth(o) = &credential.auth
-            && let Some(refresh) = &o.refresh
-        {
-            secrets.push(refresh.refresh_token.expose());
-            if let crate::vault::TokenEndpointAuth::ClientSecretBasic(s)
-            | crate::vault::TokenEndpointAuth::ClientSecretPost(s) = &refresh.token_endpoint_auth
-            {
-                secrets.push(s.expose());
-            }
-        }
     }
     secrets.extend(
         config

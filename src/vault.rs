@@ -77,12 +77,24 @@ impl Auth {
         }
     }
 
-    /// Every secret of the credential (what a placeholder must never contain).
+    /// Every secret of the credential, the OAuth refresh token and client secret included (what a
+    /// placeholder must never contain, what `keyswap exec` keeps from the command).
     pub fn secrets(&self) -> Vec<&Secret> {
         match self {
             Auth::EnvironmentVariable(e) => vec![&e.secret],
             Auth::StaticBearer(b) => vec![&b.token],
-            Auth::McpOauth(o) => vec![&o.access_token],
+            Auth::McpOauth(o) => {
+                let mut all = vec![&o.access_token];
+                if let Some(r) = &o.refresh {
+                    all.push(&r.refresh_token);
+                    if let TokenEndpointAuth::ClientSecretBasic(s)
+                    | TokenEndpointAuth::ClientSecretPost(s) = &r.token_endpoint_auth
+                    {
+                        all.push(s);
+                    }
+                }
+                all
+            }
             Auth::AwsSigv4(a) => [&a.access_key_id, &a.secret_access_key]
                 .into_iter()
                 .chain(a.session_token.as_ref())
