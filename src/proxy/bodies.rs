@@ -162,13 +162,7 @@ pub(super) async fn read_request_body(
     let mismatch = ProxyError::BadRequest("the request body does not match its Content-Length");
     let mut out = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            if e.is::<BodyTooSlow>() {
-                ProxyError::BodyTooSlow
-            } else {
-                ProxyError::BadRequest("the request body ended before its Content-Length")
-            }
-        })?;
+        let frame = frame.map_err(|e| broken_body(&*e))?;
         if let Ok(data) = frame.into_data() {
             if out.len() + data.len() > limit {
                 return Err(mismatch);
@@ -177,6 +171,15 @@ pub(super) async fn read_request_body(
         }
     }
     Ok(out.freeze())
+}
+
+/// What a request body's failure while it is held means for the client: too slow, or cut short.
+pub(super) fn broken_body(e: &(dyn std::error::Error + Send + Sync + 'static)) -> ProxyError {
+    if e.is::<BodyTooSlow>() {
+        ProxyError::BodyTooSlow
+    } else {
+        ProxyError::BadRequest("the request body ended before its Content-Length")
+    }
 }
 
 /// The whole body, or `None` when it fails or is longer than `limit`.

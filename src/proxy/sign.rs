@@ -438,13 +438,7 @@ async fn hold(
     let mut reserved = length.unwrap_or(0);
     let mut out = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            if e.is::<crate::error::BodyTooSlow>() {
-                ProxyError::BodyTooSlow
-            } else {
-                ProxyError::BadRequest("the request body ended before its Content-Length")
-            }
-        })?;
+        let frame = frame.map_err(|e| bodies::broken_body(&*e))?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
