@@ -398,6 +398,15 @@ impl Keyswap {
         path
     }
 
+    /// curl with `args` through this keyswap, trusting its CA and `ca`.
+    pub async fn curl(&self, ca: &TestCa, args: &[&str]) -> CurlOut {
+        let bundle = self.client_bundle(ca);
+        let proxy = self.proxy_url();
+        let mut all = vec!["--proxy", &proxy, "--cacert", bundle.to_str().unwrap()];
+        all.extend_from_slice(args);
+        curl(&all).await
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("keyswap.toml")
     }

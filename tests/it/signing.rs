@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
-use common::{CurlOut, Keyswap, Seen, Setup, TestCa, Upstream, curl, python, sandbox_env};
+use common::{CurlOut, Keyswap, Seen, Setup, TestCa, Upstream, python, sandbox_env};
 
 const KEY_ID: &str = "AKIAREALKEY000000001";
 const SECRET: &str = "realSecretKey/+ABCDEFGHIJKLMNOPQRSTUVWXYZ0";
@@ -87,22 +87,11 @@ async fn aws_curl(
     extra: &[&str],
     url: &str,
 ) -> CurlOut {
-    let bundle = keyswap.client_bundle(ca);
     let user = format!("{key}:{}", keyswap::vault::AWS_DUMMY_SECRET);
-    let proxy = keyswap.proxy_url();
-    let mut args = vec![
-        "--proxy",
-        &proxy,
-        "--cacert",
-        bundle.to_str().unwrap(),
-        "--aws-sigv4",
-        sigv4,
-        "--user",
-        &user,
-    ];
+    let mut args = vec!["--aws-sigv4", sigv4, "--user", &user];
     args.extend_from_slice(extra);
     args.push(url);
-    curl(&args).await
+    keyswap.curl(ca, &args).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -302,22 +291,15 @@ async fn out_of_scope_regions_hosts_and_sigv4a_are_refused_and_nothing_is_forwar
         out.headers.get("x-keyswap-error").map(String::as_str),
         Some("placeholder-out-of-scope")
     );
-    let bundle = keyswap.client_bundle(&ca);
     let v4a = format!(
         "Authorization: AWS4-ECDSA-P256-SHA256 Credential={key}/20261204/us-east-1/s3/aws4_request, SignedHeaders=host;x-amz-date, Signature=00"
     );
-    let out = curl(&[
-        "--proxy",
-        &keyswap.proxy_url(),
-        "--cacert",
-        bundle.to_str().unwrap(),
-        "-H",
-        &v4a,
-        "-H",
-        "x-amz-date: 20261204T000000Z",
-        &url,
-    ])
-    .await;
+    let out = keyswap
+        .curl(
+            &ca,
+            &["-H", &v4a, "-H", "x-amz-date: 20261204T000000Z", &url],
+        )
+        .await;
     assert_eq!(out.status, 403, "{out:?}");
     assert_eq!(
         out.headers.get("x-keyswap-error").map(String::as_str),
@@ -330,24 +312,14 @@ async fn out_of_scope_regions_hosts_and_sigv4a_are_refused_and_nothing_is_forwar
 async fn hmac_signature_header_gets_the_real_signature() {
     let (ca, upstream, keyswap, env) = start().await;
     let placeholder = var(&env, "EXCHANGE_API_SECRET").to_string();
-    let bundle = keyswap.client_bundle(&ca);
     let url = format!(
         "https://api.example.test:{}/v1/order?sym=BTC",
         upstream.port()
     );
     let header = format!("X-Signature: {placeholder}");
-    let out = curl(&[
-        "--proxy",
-        &keyswap.proxy_url(),
-        "--cacert",
-        bundle.to_str().unwrap(),
-        "-H",
-        &header,
-        "--data",
-        "qty=1",
-        &url,
-    ])
-    .await;
+    let out = keyswap
+        .curl(&ca, &["-H", &header, "--data", "qty=1", &url])
+        .await;
     assert_eq!(out.status, 200, "{out:?}");
     let seen = upstream.only();
     let timestamp = seen
@@ -363,16 +335,7 @@ async fn hmac_signature_header_gets_the_real_signature() {
     assert_eq!(seen.header("x-signature"), Some(expected.as_str()));
     // Out of scope: refused, nothing forwarded.
     let other = format!("https://other.example.test:{}/v1/order", upstream.port());
-    let out = curl(&[
-        "--proxy",
-        &keyswap.proxy_url(),
-        "--cacert",
-        bundle.to_str().unwrap(),
-        "-H",
-        &header,
-        &other,
-    ])
-    .await;
+    let out = keyswap.curl(&ca, &["-H", &header, &other]).await;
     assert_eq!(out.status, 403, "{out:?}");
     assert_eq!(upstream.requests().len(), 1);
 }
@@ -484,7 +447,6 @@ async fn held_bodies_count_against_the_buffering_budget_for_hmac_and_unannounced
     // the refusal comes).
     std::fs::write(&body, vec![b'a'; 16 << 10]).unwrap();
     let data = format!("@{}", body.display());
-    let bundle = keyswap.client_bundle(&ca);
     let url = format!("https://api.example.test:{}/v1/order", upstream.port());
     // The body an aws_sigv4 request announces (Content-Length) is refused past the budget.
     let key = var(&env, "AWS_ACCESS_KEY_ID").to_string();
@@ -511,18 +473,9 @@ async fn held_bodies_count_against_the_buffering_budget_for_hmac_and_unannounced
     assert!(refused(&out), "{out:?}");
     // hmac_signature with {body}.
     let header = format!("X-Signature: {}", var(&env, "EXCHANGE_API_SECRET"));
-    let out = curl(&[
-        "--proxy",
-        &keyswap.proxy_url(),
-        "--cacert",
-        bundle.to_str().unwrap(),
-        "-H",
-        &header,
-        "--data-binary",
-        &data,
-        &url,
-    ])
-    .await;
+    let out = keyswap
+        .curl(&ca, &["-H", &header, "--data-binary", &data, &url])
+        .await;
     assert!(refused(&out), "{out:?}");
     let _ = std::fs::remove_file(&body);
     assert!(
