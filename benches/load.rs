@@ -39,7 +39,8 @@ struct Options {
     mitmdump: Option<String>,
     /// `--soak S`: run (c) for S seconds more, sampling keyswap's RSS every 10 s.
     soak: u64,
-    /// `--only b` or `--only c`: run (a) and that scenario, then stop (for profiling keyswap).
+    /// `--only b`, `--only c`, `--only floor` or `--only f`: run (a) and that scenario, then
+    /// stop (for profiling keyswap, or keyswap and the floor peer, or idle memory).
     only: Option<String>,
     /// `--nginx`: a real nginx (Debian's package) as the upstream, over HTTP/1.1 and HTTP/2.
     nginx: bool,
@@ -176,20 +177,24 @@ struct Keyswap {
 }
 
 impl Drop for Keyswap {
-    /// SIGTERM (a profiler wrapping keyswap writes its data at exit), SIGKILL if it lingers.
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        for _ in 0..600 {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child);
     }
+}
+
+/// SIGTERM (a profiler wrapping the child writes its data at exit), SIGKILL if it lingers.
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    for _ in 0..600 {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 fn start_keyswap(upstream_ca: &str) -> Keyswap {
@@ -266,8 +271,7 @@ struct Floor {
 
 impl Drop for Floor {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child);
     }
 }
 
@@ -278,7 +282,18 @@ fn start_floor(upstream_ca: &str) -> Floor {
         dir.path().join("ca.pem"),
     );
     std::fs::write(&ca_in, upstream_ca).unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
+    // KEYSWAP_BENCH_FLOOR_WRAPPER, like KEYSWAP_BENCH_WRAPPER, profiles the floor peer.
+    let wrapper = std::env::var("KEYSWAP_BENCH_FLOOR_WRAPPER").unwrap_or_default();
+    let mut words = wrapper.split_whitespace();
+    let mut command = match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(std::env::current_exe().unwrap());
+            c
+        }
+        None => Command::new(std::env::current_exe().unwrap()),
+    };
+    let mut child = command
         .arg("--floor-peer")
         .args([&ca_in, &ca_out])
         .stdout(Stdio::piped())
@@ -300,7 +315,14 @@ fn start_floor(upstream_ca: &str) -> Floor {
 /// keyswap against the floor peer, each in its own process: CPU per request (µs, from
 /// `/proc/<pid>/stat`) without and with one substitution, over alternating slices so drift hits
 /// both alike, and new tunnels per second.
-async fn compare_floor(keyswap: &Keyswap, upstream_ca: &str, port: u16, c: usize, t: u64) {
+async fn compare_floor(
+    keyswap: &Keyswap,
+    upstream_ca: &str,
+    port: u16,
+    c: usize,
+    t: u64,
+    new_tunnels: bool,
+) {
     let floor = start_floor(upstream_ca);
     let peers = [
         (
@@ -318,6 +340,7 @@ async fn compare_floor(keyswap: &Keyswap, upstream_ca: &str, port: u16, c: usize
     let slice = (t / 2).max(1);
     let mut per = [[0.0f64; 2]; 2];
     let mut rps = [[0.0f64; 2]; 2];
+    let mut split = [[0.0f64; 2]; 2];
     for _ in 0..2 {
         for (p, (_, pid, route)) in peers.iter().enumerate() {
             for (s, header) in [None, Some("Bearer ks-ph-vcrd_bench")]
@@ -325,20 +348,26 @@ async fn compare_floor(keyswap: &Keyswap, upstream_ca: &str, port: u16, c: usize
                 .enumerate()
             {
                 let cpu = Cpu::sample(*pid);
+                let (user, system) = cpu_split(&pid.to_string());
                 let f = drive(route, port, c, slice, header, false).await;
                 per[p][s] += cpu.since(*pid).1 / f.requests as f64 * 1e6 / 2.0;
+                let (user2, system2) = cpu_split(&pid.to_string());
+                split[p][0] += (user2 - user) / f.requests as f64 * 1e6 / 4.0;
+                split[p][1] += (system2 - system) / f.requests as f64 * 1e6 / 4.0;
                 rps[p][s] += f.rps() / 2.0;
             }
         }
     }
     for (p, (name, ..)) in peers.iter().enumerate() {
         println!(
-            "    {name:<11} CPU per request: {:>5.1} µs plain, {:>5.1} µs with a substitution (+{:.1} %); {:>6.0} / {:>6.0} req/s",
+            "    {name:<11} CPU per request: {:>5.1} µs plain, {:>5.1} µs with a substitution (+{:.1} %); {:>6.0} / {:>6.0} req/s; user {:.1} + kernel {:.1} µs",
             per[p][0],
             per[p][1],
             (per[p][1] / per[p][0] - 1.0) * 100.0,
             rps[p][0],
-            rps[p][1]
+            rps[p][1],
+            split[p][0],
+            split[p][1]
         );
     }
     println!(
@@ -346,6 +375,9 @@ async fn compare_floor(keyswap: &Keyswap, upstream_ca: &str, port: u16, c: usize
         per[0][0] / per[1][0],
         per[0][1] / per[1][1]
     );
+    if !new_tunnels {
+        return;
+    }
     let mut tunnels = [0.0; 2];
     for (p, (_, _, route)) in peers.iter().enumerate() {
         tunnels[p] = drive(route, port, c, slice, None, true).await.rps();
@@ -612,6 +644,12 @@ impl Cpu {
 
 /// utime + stime of `/proc/<pid>/stat`, in seconds (clock ticks of 1/100 s).
 fn cpu_seconds(pid: &str) -> f64 {
+    let (user, system) = cpu_split(pid);
+    user + system
+}
+
+/// (utime, stime) of `/proc/<pid>/stat`, in seconds: user space against the kernel's share.
+fn cpu_split(pid: &str) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) start after the last ')'.
     let fields: Vec<&str> = stat
@@ -625,7 +663,7 @@ fn cpu_seconds(pid: &str) -> f64 {
             .and_then(|f| f.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    (ticks(11) + ticks(12)) / 100.0
+    (ticks(11) / 100.0, ticks(12) / 100.0)
 }
 
 fn rss_kib(pid: u32, field: &str) -> u64 {
@@ -646,6 +684,32 @@ fn report(name: &str, f: &Figures, direct: &Figures) {
         f.percentile(0.99),
         f.percentile(0.999),
     );
+}
+
+/// (f) `n` intercepted connections (CONNECT + TLS) that send nothing: keyswap's RSS each.
+async fn idle_connections(
+    pid: u32,
+    proxied: &Route,
+    port: u16,
+    n: usize,
+) -> Vec<hyper::client::conn::http1::SendRequest<Empty<Bytes>>> {
+    let before = rss_kib(pid, "VmRSS:");
+    let mut idle = Vec::new();
+    for _ in 0..n {
+        let tls = connect(proxied, port).await;
+        let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        idle.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib(pid, "VmRSS:");
+    println!(
+        "(f) {n} idle intercepted connections: {:.1} KiB RSS each",
+        (after.saturating_sub(before)) as f64 / n as f64
+    );
+    idle
 }
 
 /// `--nginx`: (a) direct to nginx over HTTP/1.1, then (b) and (c) through keyswap with nginx on its
@@ -686,7 +750,7 @@ async fn run_nginx(o: &Options) {
         );
     }
     println!("(g) keyswap and the floor peer -> nginx HTTP/1.1");
-    compare_floor(&keyswap, &ca.pem, nginx.h1, c, t).await;
+    compare_floor(&keyswap, &ca.pem, nginx.h1, c, t, true).await;
 }
 
 /// The distinct connections nginx logged requests on, for `port`, after its first `skip` lines.
@@ -736,10 +800,18 @@ async fn run(o: Options) {
         "    CPU per request: client+upstream {base:.1} µs (direct), keyswap {ks:.1} µs -> ceiling for (b)/(a) {:.2}",
         base / (base + ks)
     );
+    if o.only.as_deref() == Some("f") {
+        idle_connections(pid, &proxied, port, o.idle).await;
+        return;
+    }
+    if o.only.as_deref() == Some("floor") {
+        // Keep-alive requests only: no new tunnels to weigh on a profile.
+        return compare_floor(&keyswap, &upstream_ca, port, c, t, false).await;
+    }
     if o.only.is_some() {
         return;
     }
-    compare_floor(&keyswap, &upstream_ca, port, c, t).await;
+    compare_floor(&keyswap, &upstream_ca, port, c, t, true).await;
     let cc = drive(&proxied, port, c, t, Some("Bearer ks-ph-vcrd_bench"), false).await;
     report("(c) through keyswap, substitution", &cc, &a);
     // Back to back, drift between the two runs weighs on the ratio; alternating short slices of
@@ -800,23 +872,7 @@ async fn run(o: Options) {
     );
 
     let pid = keyswap.child.id();
-    let before = rss_kib(pid, "VmRSS:");
-    let mut idle: Vec<hyper::client::conn::http1::SendRequest<Empty<Bytes>>> = Vec::new();
-    for _ in 0..o.idle {
-        let tls = connect(&proxied, port).await;
-        let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        idle.push(s);
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = rss_kib(pid, "VmRSS:");
-    println!(
-        "(f) {} idle intercepted connections: {:.1} KiB RSS each",
-        o.idle,
-        (after.saturating_sub(before)) as f64 / o.idle as f64
-    );
+    let idle = idle_connections(pid, &proxied, port, o.idle).await;
     println!("keyswap peak RSS: {} MiB", rss_kib(pid, "VmHWM:") / 1024);
 
     if o.soak > 0 {
