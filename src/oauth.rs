@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 use crate::live::{Live, WriteError};
 use crate::metrics::{Metrics, OutcomeLabel};
 use crate::secret::Secret;
-use crate::upstream::{UpstreamClient, UpstreamPool};
+use crate::upstream::UpstreamPool;
 use crate::vault::{Auth, OauthAuth, OauthRefresh, TokenEndpointAuth};
 pub use exchange::Captured;
 
@@ -142,7 +142,7 @@ impl Refresher {
     }
 
     /// The upstream client for the egress rules in force now.
-    pub fn client(&self) -> UpstreamClient {
+    pub fn client(&self) -> Arc<crate::upstream::Pooled> {
         self.pool.client(&self.live.store().load())
     }
 

@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use aho_corasick::AhoCorasick;
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 
@@ -315,7 +314,7 @@ impl Store {
         &self.policy
     }
 
-    pub fn searcher(&self) -> Option<&AhoCorasick> {
+    pub fn searcher(&self) -> Option<&crate::substitute::placeholders::Searcher> {
         self.placeholders.searcher()
     }
 

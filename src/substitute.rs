@@ -235,9 +235,7 @@ pub fn headers(
             *value = new;
             continue;
         }
-        if !searcher.is_match(value.as_bytes()) {
-            continue;
-        }
+        // One scan: `replace` finds nothing in most values and then allocates nothing.
         let Some(bytes) = replace(
             placeholders,
             target,
@@ -335,7 +333,7 @@ pub fn query(
 ) -> Option<Uri> {
     let searcher = placeholders.searcher()?;
     let query = uri.query()?;
-    if !searcher.is_match(query) {
+    if !searcher.is_match(query.as_bytes()) {
         return None;
     }
     let replaced = replace(

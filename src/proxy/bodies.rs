@@ -293,18 +293,17 @@ pub async fn scrub_response(
                 .ok_or_else(|| ProxyError::UpstreamConnect {
                     host: host.to_string(),
                 })?;
-        let settled = scrubber.push(bytes);
-        let tail = scrubber.finish();
-        // Usually nothing matched: the body goes on as it came, uncopied.
-        let out = if tail.is_empty() {
-            settled
-        } else {
-            bytes::Bytes::from([settled.as_ref(), tail.as_ref()].concat())
-        };
-        parts
-            .headers
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
-        let body = Reserved::new(full(out), reservation);
+        // Usually nothing matched: the body goes on as it came, uncopied, and so does its one
+        // Content-Length.
+        let out = scrubber.whole(bytes);
+        let kept =
+            out.len() == limit && parts.headers.get_all(header::CONTENT_LENGTH).iter().count() == 1;
+        if !kept {
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+        }
+        let body = Reserved::new(Full::new(out).map_err(|never| match never {}), reservation);
         return Ok(Response::from_parts(parts, body.boxed()));
     }
     parts.headers.remove(header::CONTENT_LENGTH);

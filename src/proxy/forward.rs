@@ -82,24 +82,21 @@ pub(super) async fn in_tunnel(
     if hosts.iter().count() > 1 {
         return Err(ProxyError::BadRequest("more than one Host header"));
     }
+    // Checked as they are, without a copy: a name that is not UTF-8 names no destination.
     let named = req
         .uri()
         .authority()
-        .map(|a| a.as_str().to_string())
+        .map(|a| a.as_str().as_bytes())
         .into_iter()
-        .chain(
-            hosts
-                .iter()
-                .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned()),
-        );
+        .chain(hosts.iter().map(|h| h.as_bytes()));
     let mut any = false;
     for name in named {
         any = true;
-        if !dest.matches_authority(&name) {
+        if !std::str::from_utf8(name).is_ok_and(|name| dest.matches_authority(name)) {
             info!(host = %dest.host, "request names another host than its tunnel");
             return Err(ProxyError::HostMismatch {
                 expected: dest.to_string(),
-                got: printable(&name),
+                got: printable(&String::from_utf8_lossy(name)),
             });
         }
     }
@@ -131,7 +128,10 @@ async fn send(
     // may carry a placeholder or a secret.
     // A cheap clone (shared bytes): the access line prints its path, never its query.
     let uri = req.uri().clone();
-    match forward(req, dest, scheme, store, session, sticky, shared)
+    // Boxed, once per request: the exchange's state is several KiB, and every layer above (the
+    // span's wrapper, the handler, hyper's slot for the request in flight, which every idle
+    // connection holds too) would otherwise hold it inline and copy it as each one starts.
+    match Box::pin(forward(req, dest, scheme, store, session, sticky, shared))
         .instrument(span.clone())
         .await
     {

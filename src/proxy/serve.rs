@@ -13,13 +13,14 @@ use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::Shared;
 use super::framing::Mode;
 use super::idle::{Activity, Tracked};
+use super::rewind::Rewind;
 use super::slots::Slots;
 use super::strict::Strict;
 use crate::error::ProxyError;
@@ -159,6 +160,11 @@ where
     Fut: Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send + 'static,
 {
     let activity = Activity::new();
+    // An idle tunnel holds only its TLS state until the client speaks: hyper's connection and
+    // its read buffer (8 KiB) are made at the first byte.
+    let Some(io) = first_byte(io, &shared, &activity).await else {
+        return;
+    };
     let service = {
         let (activity, shared) = (activity.clone(), shared.clone());
         service_fn(move |req: Request<Incoming>| {
@@ -195,6 +201,31 @@ where
             shared,
             activity
         );
+    }
+}
+
+/// The stream with its first byte put back, once the client has sent one; `None` when it ends
+/// first, the idle timeout passes, or shutdown begins.
+async fn first_byte<I>(mut io: I, shared: &Shared, activity: &Activity) -> Option<Rewind<I>>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut byte = [0u8; 1];
+    let mut shutdown = shared.shutdown.clone();
+    let read = tokio::select! {
+        read = io.read(&mut byte) => read,
+        _ = shutdown.changed() => return None,
+        _ = activity.expired(shared.limits.idle_timeout) => {
+            debug!("closing an idle client connection");
+            return None;
+        }
+    };
+    match read {
+        Ok(1) => Some(Rewind::new(Bytes::copy_from_slice(&byte), io)),
+        _ => {
+            let _ = io.shutdown().await;
+            None
+        }
     }
 }
 

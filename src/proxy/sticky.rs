@@ -99,7 +99,9 @@ pub(super) async fn send(
     let mut sender = match sticky.take(epoch) {
         Slot::Pool => return Err(request),
         Slot::Ready(sender) => sender,
-        Slot::Dial => match dial(dest, request.uri().scheme(), shared).await {
+        // Boxed: dialling happens once per tunnel, and its handshake state would otherwise
+        // weigh on every request's future.
+        Slot::Dial => match Box::pin(dial(dest, request.uri().scheme(), shared)).await {
             Some(sender) => sender,
             None => {
                 sticky.give_up();

@@ -70,13 +70,14 @@ pub(super) fn upgrade_protocol(headers: &HeaderMap, version: Version) -> Option<
     if version != Version::HTTP_11 {
         return None;
     }
+    // `Upgrade` first: most requests have none, and one lookup settles them.
+    let protocol = headers.get(header::UPGRADE)?;
     let asks = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    let protocol = headers.get(header::UPGRADE)?;
     (asks && !protocol.as_bytes().eq_ignore_ascii_case(b"h2c")).then(|| protocol.clone())
 }
 

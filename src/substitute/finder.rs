@@ -31,7 +31,15 @@ pub struct Found {
 }
 
 /// A multi-pattern searcher.
-pub enum Finder {
+pub struct Finder {
+    /// The shortest pattern's length: a shorter haystack holds none, whatever its bytes. Most
+    /// response header values (`Content-Length: 5`, a date) are shorter than any secret, and
+    /// answering them here costs a compare instead of an automaton's start-up.
+    shortest: usize,
+    search: Search,
+}
+
+enum Search {
     Automaton(AhoCorasick),
     Sampled(Sampled),
 }
@@ -40,27 +48,36 @@ impl Finder {
     /// The searcher for `patterns` (at least one; empty patterns are not allowed).
     pub fn new(patterns: &[&[u8]]) -> Option<Finder> {
         let shortest = patterns.iter().map(|p| p.len()).min()?;
-        if shortest >= W && patterns.len() > Sampled::MIN_PATTERNS {
-            return Some(Finder::Sampled(Sampled::new(patterns, shortest)));
-        }
-        AhoCorasick::builder()
-            .match_kind(MatchKind::Standard)
-            .build(patterns)
-            .ok()
-            .map(Finder::Automaton)
+        let search = if shortest >= W && patterns.len() > Sampled::MIN_PATTERNS {
+            Search::Sampled(Sampled::new(patterns, shortest))
+        } else {
+            Search::Automaton(
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::Standard)
+                    .build(patterns)
+                    .ok()?,
+            )
+        };
+        Some(Finder { shortest, search })
     }
 
     pub fn is_match(&self, haystack: &[u8]) -> bool {
-        match self {
-            Finder::Automaton(ac) => ac.is_match(haystack),
-            Finder::Sampled(s) => s.any(haystack),
+        if haystack.len() < self.shortest {
+            return false;
+        }
+        match &self.search {
+            Search::Automaton(ac) => ac.is_match(haystack),
+            Search::Sampled(s) => s.any(haystack),
         }
     }
 
     /// Every match, overlapping ones included, by start (then longest first, then pattern).
     pub fn overlapping(&self, haystack: &[u8]) -> Vec<Found> {
-        let mut found: Vec<Found> = match self {
-            Finder::Automaton(ac) => ac
+        if haystack.len() < self.shortest {
+            return Vec::new();
+        }
+        let mut found: Vec<Found> = match &self.search {
+            Search::Automaton(ac) => ac
                 .find_overlapping_iter(haystack)
                 .map(|m| Found {
                     start: m.start(),
@@ -68,7 +85,7 @@ impl Finder {
                     pattern: m.pattern().as_usize(),
                 })
                 .collect(),
-            Finder::Sampled(s) => s.all(haystack),
+            Search::Sampled(s) => s.all(haystack),
         };
         found.sort_unstable_by_key(|f| (f.start, std::cmp::Reverse(f.end), f.pattern));
         found
@@ -223,16 +240,23 @@ mod tests {
                 })
                 .collect();
             let refs: Vec<&[u8]> = patterns.iter().map(Vec::as_slice).collect();
-            let sampled = Sampled::new(&refs, refs.iter().map(|p| p.len()).min().unwrap());
-            let sampled = Finder::Sampled(sampled);
-            let automaton = Finder::Automaton(
-                AhoCorasick::builder()
-                    .match_kind(MatchKind::Standard)
-                    .build(&refs)
-                    .unwrap(),
-            );
+            let shortest = refs.iter().map(|p| p.len()).min().unwrap();
+            let sampled = Finder {
+                shortest,
+                search: Search::Sampled(Sampled::new(&refs, shortest)),
+            };
+            // Ungated: the length gate must never hide a match the automaton finds.
+            let automaton = Finder {
+                shortest: 0,
+                search: Search::Automaton(
+                    AhoCorasick::builder()
+                        .match_kind(MatchKind::Standard)
+                        .build(&refs)
+                        .unwrap(),
+                ),
+            };
             let mut text = Vec::new();
-            for _ in 0..20 {
+            for _ in 0..rng.next(20) {
                 if rng.next(3) == 0 {
                     text.extend_from_slice(&patterns[rng.next(count)]);
                 } else {
@@ -244,6 +268,11 @@ mod tests {
                 automaton.overlapping(&text),
                 "round {round}"
             );
+            assert_eq!(
+                sampled.is_match(&text),
+                automaton.is_match(&text),
+                "round {round}"
+            );
         }
     }
 
@@ -253,14 +282,15 @@ mod tests {
             .map(|i| format!("secret-number-{i:03}").into_bytes())
             .collect();
         let refs: Vec<&[u8]> = long.iter().map(Vec::as_slice).collect();
-        assert!(matches!(Finder::new(&refs), Some(Finder::Sampled(_))));
-        assert!(matches!(
-            Finder::new(&refs[..3]),
-            Some(Finder::Automaton(_))
-        ));
+        let search = |refs: &[&[u8]]| Finder::new(refs).map(|f| f.search);
+        assert!(matches!(search(&refs), Some(Search::Sampled(_))));
+        assert!(matches!(search(&refs[..3]), Some(Search::Automaton(_))));
         let mut short = refs.clone();
         short.push(b"short");
-        assert!(matches!(Finder::new(&short), Some(Finder::Automaton(_))));
+        assert!(matches!(search(&short), Some(Search::Automaton(_))));
+        // A haystack shorter than every pattern is answered by its length alone.
+        let finder = Finder::new(&short).unwrap();
+        assert!(finder.is_match(b"short") && !finder.is_match(b"shor"));
         let finder = Finder::new(&refs).unwrap();
         let text = b"x secret-number-007 y secret-number-039";
         let found: Vec<usize> = finder.overlapping(text).iter().map(|f| f.pattern).collect();

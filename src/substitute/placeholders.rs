@@ -15,13 +15,37 @@ use super::stream::Table;
 #[error("cannot build the placeholder searcher: {0}")]
 pub struct BuildError(#[from] aho_corasick::BuildError);
 
+/// One search over every placeholder. Leftmost-longest, so a placeholder that is a prefix of
+/// another never cuts the longer one.
+#[derive(Debug)]
+pub struct Searcher {
+    automaton: AhoCorasick,
+    /// The shortest placeholder's length: a value shorter than that (most header values are)
+    /// holds none, settled by one compare instead of the automaton's start-up.
+    shortest: usize,
+}
+
+impl Searcher {
+    pub fn is_match(&self, haystack: &[u8]) -> bool {
+        haystack.len() >= self.shortest && self.automaton.is_match(haystack)
+    }
+
+    pub fn find_iter<'a, 'h>(&'a self, haystack: &'h [u8]) -> aho_corasick::FindIter<'a, 'h> {
+        let searched = if haystack.len() < self.shortest {
+            &haystack[..0]
+        } else {
+            haystack
+        };
+        self.automaton.find_iter(searched)
+    }
+}
+
 /// The compiled placeholders; immutable once built.
 #[derive(Debug, Default)]
 pub struct Placeholders {
     /// Indexed by the searcher's pattern id.
     entries: Vec<Entry>,
-    /// Leftmost-longest, so a placeholder that is a prefix of another never cuts the longer one.
-    searcher: Option<AhoCorasick>,
+    searcher: Option<Searcher>,
     /// Placeholder → secret by entry (pattern id = entry index), for request bodies.
     body_table: Option<Arc<Table>>,
     /// Entries that allow body injection, and MCP entries: so a request pays for those searches
@@ -37,11 +61,16 @@ impl Placeholders {
             None
         } else {
             let patterns = entries.iter().map(|e| e.placeholder.as_bytes());
-            Some(
-                AhoCorasick::builder()
+            Some(Searcher {
+                automaton: AhoCorasick::builder()
                     .match_kind(MatchKind::LeftmostLongest)
                     .build(patterns)?,
-            )
+                shortest: entries
+                    .iter()
+                    .map(|e| e.placeholder.len())
+                    .min()
+                    .unwrap_or(0),
+            })
         };
         let body_table = Table::of(
             entries
@@ -76,7 +105,7 @@ impl Placeholders {
         })
     }
 
-    pub fn searcher(&self) -> Option<&AhoCorasick> {
+    pub fn searcher(&self) -> Option<&Searcher> {
         self.searcher.as_ref()
     }
 

@@ -164,6 +164,12 @@ impl StreamReplacer {
         (self.replaced > before).then_some(out)
     }
 
+    /// A whole body, in place of `push` then `finish`: the same bytes, uncopied, when nothing
+    /// matches.
+    pub fn whole(&mut self, data: Bytes) -> Bytes {
+        self.replace_once(&data).unwrap_or(data)
+    }
+
     /// Feeds a chunk; returns what is settled. The chunk itself is returned when nothing matches.
     pub fn push(&mut self, chunk: Bytes) -> Bytes {
         if self.carry.is_empty()

@@ -543,3 +543,63 @@ async fn an_upstreams_429_keeps_the_client_connection() {
         assert!(!head.contains("x-keyswap-error"), "{head}");
     }
 }
+
+/// An intercepted tunnel gets its HTTP machinery only once the client speaks (idle tunnels stay
+/// small): one silent after the handshake is still closed by the idle timeout, and one that
+/// speaks late is served as any other.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_intercepted_tunnel_is_closed_at_the_idle_timeout_and_a_late_one_served() {
+    let ca = TestCa::new();
+    let upstream = Upstream::https(&ca).await;
+    let keyswap = Keyswap::start(
+        &ca,
+        Setup {
+            proxy: "block_private_addresses = false\nmitm = \"always\"",
+            rest: "[limits]\nidle_timeout_secs = 1\n",
+            ..Setup::default()
+        },
+    );
+    let ca_pem = std::fs::read_to_string(keyswap.ca_path()).unwrap();
+    let port = upstream.port();
+    let mut silent = common::tunnel(
+        keyswap.proxy,
+        &ca_pem,
+        "api.example.test",
+        port,
+        b"http/1.1",
+    )
+    .await;
+    let mut late = common::tunnel(
+        keyswap.proxy,
+        &ca_pem,
+        "api.example.test",
+        port,
+        b"http/1.1",
+    )
+    .await;
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let request =
+        format!("GET /late HTTP/1.1\r\nHost: api.example.test:{port}\r\nConnection: close\r\n\r\n");
+    late.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), late.read_to_end(&mut answer))
+        .await
+        .expect("the late request is answered")
+        .unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_eq!(upstream.only().path, "/late");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(8), silent.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "a silent tunnel is never closed");
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "closed before the idle timeout: {:?}",
+        started.elapsed()
+    );
+}
