@@ -12,6 +12,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use http::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 
+use smallvec::SmallVec;
 use zeroize::Zeroizing;
 
 use crate::vault::is_url_safe;
@@ -23,7 +24,8 @@ pub use placeholders::{BuildError, Placeholders};
 /// (raw and percent-encoded), and encoded values keyswap rewrote.
 #[derive(Default)]
 pub struct Scrub {
-    entries: Vec<usize>,
+    /// Inline: a request uses one or two credentials, and this runs on every request.
+    entries: SmallVec<[usize; 4]>,
     extra: Vec<stream::Pair>,
 }
 
@@ -46,7 +48,7 @@ impl Scrub {
 
     /// The entries substituted, and the values rewritten, in this request: what the scrubber of
     /// its answer must mask first.
-    pub fn into_parts(self) -> (Vec<usize>, Vec<stream::Pair>) {
+    pub fn into_parts(self) -> (SmallVec<[usize; 4]>, Vec<stream::Pair>) {
         (self.entries, self.extra)
     }
 }
@@ -55,9 +57,10 @@ impl Scrub {
 /// request carried no placeholder.
 #[derive(Default)]
 pub struct Report {
-    seen: Vec<(usize, Outcome)>,
+    /// Inline, like `substituted_at`: a placeholder-carrying request allocates nothing for them.
+    seen: SmallVec<[(usize, Outcome); 4]>,
     /// Where each substitution happened (for metrics).
-    substituted_at: Vec<(usize, Location)>,
+    substituted_at: SmallVec<[(usize, Location); 4]>,
     /// Encoded values keyswap rewrote (`base64(user:secret)` → `base64(user:placeholder)`), so a
     /// response echoing them can be masked back to what the client sent.
     rewritten: Vec<stream::Pair>,

@@ -212,7 +212,7 @@ impl Framing {
             return Ok(Some(2));
         }
         let from = self.scanned.saturating_sub(3);
-        let Some(end) = memmem::find(&input[from..], b"\r\n\r\n").map(|i| i + from) else {
+        let Some(end) = head_end().find(&input[from..]).map(|i| i + from) else {
             if input.len() > self.max_header_bytes {
                 return Err(Refusal::TooLarge);
             }
@@ -536,6 +536,14 @@ fn trim_ows(mut v: &[u8]) -> &[u8] {
         v = rest;
     }
     v
+}
+
+/// The searcher for a head's end, built once: `memmem::find` would build one per call, which
+/// costs more than searching a typical head.
+fn head_end() -> &'static memmem::Finder<'static> {
+    static FINDER: std::sync::LazyLock<memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memmem::Finder::new(b"\r\n\r\n"));
+    &FINDER
 }
 
 /// RFC 9110 `tchar`.
