@@ -337,25 +337,35 @@ async fn compare_floor(
         ),
     ];
     drive(&peers[1].2, port, c, 1, None, false).await;
-    let slice = (t / 2).max(1);
+    // One-second slices, alternating keyswap and the floor (ABBA, so drift weighs on both
+    // alike); each round gives a ratio and the median of the rounds is reported, so a burst of
+    // noise from the machine's neighbours moves it little.
+    let (slice, rounds) = (1, t.max(4) as usize);
     let mut per = [[0.0f64; 2]; 2];
     let mut rps = [[0.0f64; 2]; 2];
     let mut split = [[0.0f64; 2]; 2];
-    for _ in 0..2 {
-        for (p, (_, pid, route)) in peers.iter().enumerate() {
-            for (s, header) in [None, Some("Bearer ks-ph-vcrd_bench")]
-                .into_iter()
-                .enumerate()
-            {
-                let cpu = Cpu::sample(*pid);
+    let mut ratios = [Vec::new(), Vec::new()];
+    let n = rounds as f64;
+    for round in 0..rounds {
+        for (s, header) in [None, Some("Bearer ks-ph-vcrd_bench")]
+            .into_iter()
+            .enumerate()
+        {
+            let mut this = [0.0f64; 2];
+            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            for p in order {
+                let (_, pid, route) = &peers[p];
                 let (user, system) = cpu_split(&pid.to_string());
                 let f = drive(route, port, c, slice, header, false).await;
-                per[p][s] += cpu.since(*pid).1 / f.requests as f64 * 1e6 / 2.0;
                 let (user2, system2) = cpu_split(&pid.to_string());
-                split[p][0] += (user2 - user) / f.requests as f64 * 1e6 / 4.0;
-                split[p][1] += (system2 - system) / f.requests as f64 * 1e6 / 4.0;
-                rps[p][s] += f.rps() / 2.0;
+                let requests = f.requests.max(1) as f64;
+                this[p] = (user2 - user + system2 - system) / requests * 1e6;
+                per[p][s] += this[p] / n;
+                split[p][0] += (user2 - user) / requests * 1e6 / (2.0 * n);
+                split[p][1] += (system2 - system) / requests * 1e6 / (2.0 * n);
+                rps[p][s] += f.rps() / n;
             }
+            ratios[s].push(this[0] / this[1]);
         }
     }
     for (p, (name, ..)) in peers.iter().enumerate() {
@@ -370,17 +380,18 @@ async fn compare_floor(
             split[p][1]
         );
     }
+    let [plain, substituted] = ratios.map(median);
     println!(
-        "    keyswap / floor peer, CPU per request: {:.2} plain, {:.2} with a substitution",
-        per[0][0] / per[1][0],
-        per[0][1] / per[1][1]
+        "    keyswap / floor peer, CPU per request (median of {rounds} rounds): {plain:.2} plain, {substituted:.2} with a substitution"
     );
     if !new_tunnels {
         return;
     }
     let mut tunnels = [0.0; 2];
     for (p, (_, _, route)) in peers.iter().enumerate() {
-        tunnels[p] = drive(route, port, c, slice, None, true).await.rps();
+        tunnels[p] = drive(route, port, c, (t / 2).max(1), None, true)
+            .await
+            .rps();
     }
     println!(
         "    new CONNECT + TLS: keyswap {:.0}/s, floor peer {:.0}/s ({:.2})",
@@ -388,6 +399,15 @@ async fn compare_floor(
         tunnels[1],
         tunnels[0] / tunnels[1]
     );
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
 }
 
 /// mitmproxy with an addon doing keyswap's header replacement, for a side-by-side figure.
