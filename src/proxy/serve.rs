@@ -96,7 +96,10 @@ macro_rules! drive {
     ($conn:expr, $shared:expr, $activity:expr) => {{
         let mut conn = std::pin::pin!($conn);
         let mut shutdown = $shared.shutdown.clone();
+        // Biased: the connection is polled first on every wake (no random pick per poll), and
+        // the two watchers only when it is pending.
         tokio::select! {
+            biased;
             result = conn.as_mut() => $crate::proxy::serve::log_end(result),
             _ = shutdown.changed() => {
                 conn.as_mut().graceful_shutdown();
@@ -156,7 +159,7 @@ pub(super) fn close_unless_switched(switch: Option<Switch>, response: &mut Respo
 pub(super) async fn serve_inner<I, F, Fut>(io: I, h2: bool, shared: Arc<Shared>, handler: F)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    F: Fn(Request<Incoming>) -> Fut + Send + Clone + 'static,
+    F: Fn(Request<Incoming>) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send + 'static,
 {
     let activity = Activity::new();
@@ -168,13 +171,13 @@ where
     let service = {
         let (activity, shared) = (activity.clone(), shared.clone());
         service_fn(move |req: Request<Incoming>| {
-            let (handler, activity, metrics) =
-                (handler.clone(), activity.clone(), shared.metrics.clone());
+            let in_flight = activity.begin();
+            // HTTP/2 has no Connection header and no upgrades: only HTTP/1 needs closing.
+            let switch = if h2 { None } else { asks_to_switch(&req) };
+            let (handling, metrics) = (handler(req), shared.metrics.clone());
             async move {
-                let _in_flight = activity.begin();
-                // HTTP/2 has no Connection header and no upgrades: only HTTP/1 needs closing.
-                let switch = if h2 { None } else { asks_to_switch(&req) };
-                let mut response = rescue(handler(req).await, &metrics);
+                let _in_flight = in_flight;
+                let mut response = rescue(handling.await, &metrics);
                 close_unless_switched(switch, &mut response);
                 Ok::<_, Infallible>(response)
             }
