@@ -10,28 +10,31 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Instant;
 
-/// When a connection last moved bytes, and how many requests it has in flight.
+/// How often, per idle timeout, the idle timer looks: a connection is closed between one and
+/// 1.25 idle timeouts after its last activity.
+const LOOKS_PER_TIMEOUT: u32 = 4;
+
+/// Whether a connection has moved bytes, and how many requests it has in flight. Activity is a
+/// counter, not a timestamp: every read and write bumps it (several per request), and reading
+/// the clock each time cost more than the rest of the bookkeeping; the idle timer compares it
+/// between its looks instead.
 #[derive(Debug)]
 pub struct Activity {
-    start: Instant,
-    last_ms: AtomicU64,
+    moves: AtomicU64,
     in_flight: AtomicUsize,
 }
 
 impl Activity {
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
-            start: Instant::now(),
-            last_ms: AtomicU64::new(0),
+            moves: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
         })
     }
 
     fn touch(&self) {
-        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(now, Ordering::Relaxed);
+        self.moves.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Marks a request in flight until the guard drops.
@@ -40,16 +43,23 @@ impl Activity {
         InFlight(self.clone())
     }
 
-    /// Resolves once the connection has been idle for `limit` with nothing in flight.
+    /// Resolves once the connection has been idle, with nothing in flight, for at least `limit`
+    /// (at most 1.25 × `limit`), counted from this call.
     pub async fn expired(&self, limit: Duration) {
+        let step = (limit / LOOKS_PER_TIMEOUT).max(Duration::from_millis(1));
+        let mut seen = self.moves.load(Ordering::Relaxed);
+        let mut quiet = Duration::ZERO;
         loop {
-            let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            let deadline = last + limit;
-            if Instant::now() >= deadline && self.in_flight.load(Ordering::Relaxed) == 0 {
+            tokio::time::sleep(step).await;
+            let now = self.moves.load(Ordering::Relaxed);
+            if now != seen || self.in_flight.load(Ordering::Relaxed) > 0 {
+                (seen, quiet) = (now, Duration::ZERO);
+                continue;
+            }
+            quiet += step;
+            if quiet >= limit {
                 return;
             }
-            let wake = deadline.max(Instant::now() + Duration::from_millis(100));
-            tokio::time::sleep_until(wake).await;
         }
     }
 }
@@ -151,5 +161,26 @@ mod tests {
         )
         .await;
         assert!(waited.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn activity_puts_the_end_off_by_one_to_one_and_a_quarter_timeouts() {
+        let activity = Activity::new();
+        let limit = Duration::from_secs(4);
+        let start = tokio::time::Instant::now();
+        let watcher = {
+            let activity = activity.clone();
+            tokio::spawn(async move { activity.expired(limit).await })
+        };
+        // Bytes move at 2.5 s and at 5.5 s, then nothing.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        activity.touch();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        activity.touch();
+        let last = tokio::time::Instant::now();
+        watcher.await.unwrap();
+        let idle = last.elapsed();
+        assert!(idle >= limit && idle <= limit + limit / 4, "{idle:?}");
+        assert!(start.elapsed() > Duration::from_secs(9));
     }
 }
