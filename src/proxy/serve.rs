@@ -159,7 +159,7 @@ pub(super) fn close_unless_switched(switch: Option<Switch>, response: &mut Respo
 pub(super) async fn serve_inner<I, F, Fut>(io: I, h2: bool, shared: Arc<Shared>, handler: F)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    F: Fn(Request<Incoming>) -> Fut + Send + 'static,
+    F: Fn(Request<Incoming>) -> Fut + Send + Clone + 'static,
     Fut: Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send + 'static,
 {
     let activity = Activity::new();
@@ -171,13 +171,15 @@ where
     let service = {
         let (activity, shared) = (activity.clone(), shared.clone());
         service_fn(move |req: Request<Incoming>| {
-            let in_flight = activity.begin();
-            // HTTP/2 has no Connection header and no upgrades: only HTTP/1 needs closing.
-            let switch = if h2 { None } else { asks_to_switch(&req) };
-            let (handling, metrics) = (handler(req), shared.metrics.clone());
+            // The handler is called inside the future, not here: its future (a few KiB) is then
+            // made in place instead of being moved through hyper's dispatch by value.
+            let (handler, activity, metrics) =
+                (handler.clone(), activity.clone(), shared.metrics.clone());
             async move {
-                let _in_flight = in_flight;
-                let mut response = rescue(handling.await, &metrics);
+                let _in_flight = activity.begin();
+                // HTTP/2 has no Connection header and no upgrades: only HTTP/1 needs closing.
+                let switch = if h2 { None } else { asks_to_switch(&req) };
+                let mut response = rescue(handler(req).await, &metrics);
                 close_unless_switched(switch, &mut response);
                 Ok::<_, Infallible>(response)
             }
