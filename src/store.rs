@@ -16,7 +16,7 @@ use crate::metrics::CredentialCounters;
 use crate::policy::LivePolicy;
 use crate::secret::Secret;
 use crate::session::{self, SessionPolicy};
-use crate::substitute::scrub::{Masked, ScrubTable};
+use crate::substitute::scrub::{Masked, Memo, ScrubTable};
 use crate::substitute::stream::{Pair, StreamReplacer, Table};
 use crate::substitute::{Entry, McpScope, OauthState, Placeholders, Scrub, Signing};
 use crate::vault::{AWS_DUMMY_SECRET, Auth, Injection, Networking, default_placeholder};
@@ -168,15 +168,20 @@ impl Store {
     /// The scrubber for what `session` receives from `host`: every secret in scope there (the
     /// cached table, or one built for this request when it also has rewritten values to mask),
     /// masked as the credentials this request used where several share a spelling.
+    /// `memo`: the tunnel's, when the request came through one (its session and host are fixed).
     pub fn scrubber(
         &self,
         scrub: Scrub,
         session: &SessionPolicy,
         host: &str,
+        memo: Option<&Memo>,
     ) -> Option<StreamReplacer> {
         let (entries, extra) = scrub.into_parts();
         if extra.is_empty() {
-            let table = self.scrub_table(session, host)?;
+            let table = match memo {
+                Some(memo) => memo.get_or(self.generation, || self.scrub_table(session, host)),
+                None => self.scrub_table(session, host),
+            }?;
             return Some(table.scrubber(&entries));
         }
         let table = self.build_scrub_table(session, host, extra)?;

@@ -90,7 +90,8 @@ pub(super) async fn attempt(
     .await?;
     check_report(&report, store, session, dest, &shared.metrics)?;
     scrub.add_report(&report);
-    let scrubber = store.scrubber(scrub, session, &dest.host);
+    let memo = to.sticky.map(|sticky| &sticky.scrub);
+    let scrubber = store.scrubber(scrub, session, &dest.host, memo);
     if scrubber.is_some() {
         // SECURITY: a client could otherwise read a reflected or stored secret back in pieces,
         // none of which the scrubber would recognise. A 200 with the whole body is a valid answer

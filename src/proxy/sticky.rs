@@ -27,6 +27,8 @@ use crate::upstream::ProxyBody;
 #[derive(Default)]
 pub struct Sticky {
     state: Mutex<State>,
+    /// And the scrubbing table for what comes back from it.
+    pub scrub: crate::substitute::scrub::Memo,
 }
 
 #[derive(Default)]

@@ -7,7 +7,7 @@
 //! then the request's own credential wins (see [`ScrubTable::scrubber`]).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use zeroize::Zeroizing;
 
@@ -114,6 +114,31 @@ fn hash(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
+/// One tunnel's scrubbing table, kept with the store generation it came from. A tunnel's session
+/// and destination never change, so its requests need not look the table up again in the store's
+/// shared cache (a hash of the host, and a read lock both cores contend for).
+#[derive(Default)]
+pub struct Memo(Mutex<Option<(u64, Option<Arc<ScrubTable>>)>>);
+
+impl Memo {
+    /// The table kept for `generation`, or the one `lookup` finds (then kept).
+    pub fn get_or(
+        &self,
+        generation: u64,
+        lookup: impl FnOnce() -> Option<Arc<ScrubTable>>,
+    ) -> Option<Arc<ScrubTable>> {
+        let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((kept, table)) = slot.as_ref()
+            && *kept == generation
+        {
+            return table.clone();
+        }
+        let table = lookup();
+        *slot = Some((generation, table.clone()));
+        table
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
@@ -133,6 +158,27 @@ mod tests {
             secret: secret.as_bytes(),
             placeholder: placeholder.as_bytes(),
         }
+    }
+
+    #[test]
+    fn a_memo_keeps_a_table_for_its_generation_only() {
+        let first =
+            Arc::new(ScrubTable::build([masked(0, "tok-one-111", "PH_1")], Vec::new()).unwrap());
+        let second =
+            Arc::new(ScrubTable::build([masked(0, "tok-two-222", "PH_2")], Vec::new()).unwrap());
+        let memo = Memo::default();
+        let got = memo.get_or(1, || Some(first.clone())).unwrap();
+        assert!(Arc::ptr_eq(&got, &first));
+        let kept = memo.get_or(1, || panic!("looked up again in the same generation"));
+        assert!(Arc::ptr_eq(&kept.unwrap(), &first));
+        // A reload (next generation): looked up again, and the new secret is what is masked.
+        let reloaded = memo.get_or(2, || Some(second.clone())).unwrap();
+        assert_eq!(scrub(&reloaded, &[], "a tok-two-222 b"), "a PH_2 b");
+        assert!(
+            memo.get_or(3, || None).is_none(),
+            "no table in scope is kept too"
+        );
+        assert!(memo.get_or(3, || panic!("kept")).is_none());
     }
 
     #[test]

@@ -593,3 +593,74 @@ async fn a_rotated_secret_is_still_masked_where_it_was_in_scope() {
     assert_eq!(raw, Some(SECRET), "the upstream still holds the old secret");
     assert_no_reflection(&out, &sent);
 }
+
+/// A tunnel remembers its destination's scrubbing table between requests: a rotation must reach
+/// the tunnels already open, or the new secret, substituted into a request on such a tunnel and
+/// reflected, would come back in clear.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tunnel_open_across_a_rotation_masks_the_new_secret() {
+    use http_body_util::BodyExt as _;
+    const NEW: &str = "tok_N3w-rotated-value_42";
+    let w = World::one_credential();
+    let ca_pem = std::fs::read_to_string(w.keyswap.ca_path()).unwrap();
+    let port = w.reflector.port;
+    let tls = common::tunnel(
+        w.keyswap.proxy,
+        &ca_pem,
+        "api.example.test",
+        port,
+        b"http/1.1",
+    )
+    .await;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let reflect = |sender: &mut hyper::client::conn::http1::SendRequest<
+        http_body_util::Empty<bytes::Bytes>,
+    >| {
+        let request = http::Request::get("/reflect")
+            .header("host", format!("api.example.test:{port}"))
+            .header("x-token", PLACEHOLDER)
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        sender.send_request(request)
+    };
+    let answer = reflect(&mut sender).await.unwrap();
+    let head = format!("{:?}", answer.headers());
+    let body = answer.into_body().collect().await.unwrap().to_bytes();
+    assert!(!contains(&body, SECRET.as_bytes()) && !head.contains(SECRET));
+    assert!(contains(&body, PLACEHOLDER.as_bytes()), "{body:?}");
+
+    let text = w.keyswap.edited_config(SECRET_TOML, &format!("\"{NEW}\""));
+    std::fs::write(w.keyswap.config_path(), text).unwrap();
+    let started = Instant::now();
+    loop {
+        let out = curl(&[&format!("http://{}/healthz", w.keyswap.admin)]).await;
+        let health: serde_json::Value = serde_json::from_str(&out.body).unwrap();
+        if health["store_generation"] == 2 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{health}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The same tunnel: the new secret goes out and comes back masked.
+    sender.ready().await.unwrap();
+    let answer = reflect(&mut sender).await.unwrap();
+    let head = format!("{:?}", answer.headers());
+    let body = answer.into_body().collect().await.unwrap().to_bytes();
+    let (sent, _) = w.reflector.last_sent();
+    let raw = sent
+        .iter()
+        .find(|(name, _)| name == "raw")
+        .map(|(_, v)| v.as_str());
+    assert_eq!(raw, Some(NEW), "the upstream received the rotated secret");
+    assert!(
+        !contains(&body, NEW.as_bytes()),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert!(!head.contains(NEW), "{head}");
+    assert!(contains(&body, PLACEHOLDER.as_bytes()), "{body:?}");
+}
