@@ -39,8 +39,9 @@ struct Options {
     mitmdump: Option<String>,
     /// `--soak S`: run (c) for S seconds more, sampling keyswap's RSS every 10 s.
     soak: u64,
-    /// `--only b`, `--only c`, `--only floor` or `--only f`: run (a) and that scenario, then
-    /// stop (for profiling keyswap, or keyswap and the floor peer, or idle memory).
+    /// `--only b`, `--only c`, `--only d`, `--only floor` or `--only f`: run (a) and that
+    /// scenario, then stop (for profiling keyswap, or keyswap and the floor peer, or idle
+    /// memory); with `--nginx`, `--only h1` or `--only h2` runs that upstream's (b) alone.
     only: Option<String>,
     /// `--nginx`: a real nginx (Debian's package) as the upstream, over HTTP/1.1 and HTTP/2.
     nginx: bool,
@@ -835,6 +836,11 @@ async fn run(o: Options) {
     let a = drive(&direct, port, c, t, None, false).await;
     let cpu_a = cpu.since(pid);
     report("(a) direct HTTPS", &a, &a);
+    if o.only.as_deref() == Some("d") {
+        // New tunnels alone, for a profile of their setup.
+        let d = drive(&proxied, port, c, t, None, true).await;
+        return report("(d) new CONNECT + TLS per request", &d, &a);
+    }
     let cpu = Cpu::sample(pid);
     let b_header = (o.only.as_deref() == Some("c")).then_some("Bearer ks-ph-vcrd_bench");
     let b = drive(&proxied, port, c, t, b_header, false).await;

@@ -107,6 +107,9 @@ pub(super) async fn handle(
             return Err(err);
         }
     };
+    // The tunnel's futures are boxed where they start: tokio copies a spawned future whole (into
+    // its task, and its stage again at the end), and a tunnel's, holding a TLS session and an
+    // HTTP connection inline, weighs kilobytes; boxed, they are made in place once.
     tokio::spawn(async move {
         let _permit = permit;
         let client = match hyper::upgrade::on(req).await {
@@ -119,9 +122,15 @@ pub(super) async fn handle(
         match upstream {
             Some(upstream) => {
                 let idle = shared.limits.idle_timeout;
-                relay(Rewind::new(client.0, client.1), upstream, &dest, idle).await;
+                Box::pin(relay(
+                    Rewind::new(client.0, client.1),
+                    upstream,
+                    &dest,
+                    idle,
+                ))
+                .await;
             }
-            None => tunnel(client.0, client.1, dest, session_id, shared).await,
+            None => Box::pin(tunnel(client.0, client.1, dest, session_id, shared)).await,
         }
     });
     let mut response = Response::new(

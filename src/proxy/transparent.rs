@@ -150,14 +150,17 @@ pub(super) async fn serve_redirected(
         };
         match upstream {
             Ok(upstream) => {
-                connect::relay(client, upstream, &dest, shared.limits.idle_timeout).await;
+                let idle = shared.limits.idle_timeout;
+                Box::pin(connect::relay(client, upstream, &dest, idle)).await;
             }
             Err(e) => debug!(host = %dest.host, error = %e, "transparent relay could not connect"),
         }
         return;
     }
+    // Boxed where they start, as for a CONNECT tunnel: this connection's spawned future stays
+    // small, so tokio's copies of it are.
     if scheme == http::uri::Scheme::HTTPS {
-        connect::intercept_tls(client, dest, session_id, shared).await;
+        Box::pin(connect::intercept_tls(client, dest, session_id, shared)).await;
     } else {
         let bound = Bound {
             dest,
@@ -166,7 +169,7 @@ pub(super) async fn serve_redirected(
             sni: None,
             sticky: Default::default(),
         };
-        connect::serve_bound(client, bound, false, shared).await;
+        Box::pin(connect::serve_bound(client, bound, false, shared)).await;
     }
 }
 
