@@ -179,11 +179,12 @@ impl CertificateAuthority {
             .signed_by(&self.leaf_key, &self.issuer)
             .map_err(mint_err)?;
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.leaf_key.serialize_der()));
-        let mut config =
-            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()?
-                .with_no_client_auth()
-                .with_single_cert(vec![cert.der().clone()], key)?;
+        let mut config = ServerConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key)?;
+        // Our order (AES-128-GCM first, see `tls`), not the client's.
+        config.ignore_client_order = true;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         self.minted.fetch_add(1, Ordering::Relaxed);
         Ok(Arc::new(config))
@@ -318,6 +319,60 @@ mod tests {
         let first = ca.cert_pem().to_string();
         let again = CertificateAuthority::load_or_create(&cert, &key).unwrap();
         assert_eq!(again.cert_pem(), first);
+    }
+
+    /// Our leaves prefer AES-128-GCM (see `tls`), and a client offering only another suite still
+    /// gets a handshake.
+    #[tokio::test]
+    async fn leaves_prefer_aes_128_gcm_and_still_take_any_suite_a_client_offers() {
+        use rustls::CipherSuite as S;
+        let dir = tempfile::tempdir().unwrap();
+        let ca = CertificateAuthority::load_or_create(
+            &dir.path().join("c.pem"),
+            &dir.path().join("k.pem"),
+        )
+        .unwrap();
+        let server = ca.server_config("api.example.test").await.unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(pem_to_der(ca.cert_pem()).unwrap()).unwrap();
+        let roots = Arc::new(roots);
+        for (offered, expected) in [
+            (None, S::TLS13_AES_128_GCM_SHA256),
+            (
+                Some(S::TLS13_CHACHA20_POLY1305_SHA256),
+                S::TLS13_CHACHA20_POLY1305_SHA256,
+            ),
+            (
+                Some(S::TLS13_AES_256_GCM_SHA384),
+                S::TLS13_AES_256_GCM_SHA384,
+            ),
+        ] {
+            let mut provider = rustls::crypto::ring::default_provider();
+            if let Some(only) = offered {
+                provider.cipher_suites.retain(|s| s.suite() == only);
+            }
+            let client = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots.clone())
+                .with_no_client_auth();
+            let name = "api.example.test".try_into().unwrap();
+            let mut c = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
+            let mut s = rustls::ServerConnection::new(server.clone()).unwrap();
+            for _ in 0..4 {
+                let mut wire = Vec::new();
+                c.write_tls(&mut wire).unwrap();
+                s.read_tls(&mut wire.as_slice()).unwrap();
+                s.process_new_packets().unwrap();
+                let mut back = Vec::new();
+                s.write_tls(&mut back).unwrap();
+                c.read_tls(&mut back.as_slice()).unwrap();
+                c.process_new_packets().unwrap();
+            }
+            assert!(!c.is_handshaking() && !s.is_handshaking(), "{offered:?}");
+            let got = s.negotiated_cipher_suite().map(|s| s.suite());
+            assert_eq!(got, Some(expected), "client offered {offered:?}");
+        }
     }
 
     #[tokio::test]

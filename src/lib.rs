@@ -26,6 +26,7 @@ pub mod session;
 pub mod signing;
 pub mod store;
 pub mod substitute;
+pub mod tls;
 pub mod truststore;
 pub mod upstream;
 pub mod vault;

@@ -165,6 +165,9 @@ async fn dial(
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .ok()?;
+    // Boxed before it is spawned: the connection holds its TLS session inline, and tokio would
+    // copy it whole three times (see `connect::handle`); once is enough.
+    let conn = Box::pin(conn);
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             debug!(error = %e, "the tunnel's upstream connection ended with an error");
