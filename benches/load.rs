@@ -183,6 +183,21 @@ impl Drop for Keyswap {
     }
 }
 
+/// A command running `program`, under the command line in the environment variable `var` when
+/// it is set (`valgrind --tool=callgrind`, a script): the program's path is its last word.
+fn wrapped(var: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let wrapper = std::env::var(var).unwrap_or_default();
+    let mut words = wrapper.split_whitespace();
+    match words.next() {
+        Some(first) => {
+            let mut command = Command::new(first);
+            command.args(words).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
 /// SIGTERM (a profiler wrapping the child writes its data at exit), SIGKILL if it lingers.
 fn stop(child: &mut Child) {
     let _ = Command::new("kill")
@@ -228,17 +243,7 @@ auth = {{ type = "environment_variable", secret_name = "T", secret_value = "ghp_
     )
     .unwrap();
     // KEYSWAP_BENCH_WRAPPER="valgrind --tool=callgrind" runs keyswap under a profiler.
-    let wrapper = std::env::var("KEYSWAP_BENCH_WRAPPER").unwrap_or_default();
-    let mut words = wrapper.split_whitespace();
-    let mut command = match words.next() {
-        Some(program) => {
-            let mut c = Command::new(program);
-            c.args(words).arg(env!("CARGO_BIN_EXE_keyswap"));
-            c
-        }
-        None => Command::new(env!("CARGO_BIN_EXE_keyswap")),
-    };
-    let mut child = command
+    let mut child = wrapped("KEYSWAP_BENCH_WRAPPER", env!("CARGO_BIN_EXE_keyswap"))
         .args(["run", "--config"])
         .arg(dir.path().join("k.toml"))
         .env("KEYSWAP_LOG", "warn,keyswap::server=info")
@@ -284,22 +289,15 @@ fn start_floor(upstream_ca: &str) -> Floor {
     );
     std::fs::write(&ca_in, upstream_ca).unwrap();
     // KEYSWAP_BENCH_FLOOR_WRAPPER, like KEYSWAP_BENCH_WRAPPER, profiles the floor peer.
-    let wrapper = std::env::var("KEYSWAP_BENCH_FLOOR_WRAPPER").unwrap_or_default();
-    let mut words = wrapper.split_whitespace();
-    let mut command = match words.next() {
-        Some(program) => {
-            let mut c = Command::new(program);
-            c.args(words).arg(std::env::current_exe().unwrap());
-            c
-        }
-        None => Command::new(std::env::current_exe().unwrap()),
-    };
-    let mut child = command
-        .arg("--floor-peer")
-        .args([&ca_in, &ca_out])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = wrapped(
+        "KEYSWAP_BENCH_FLOOR_WRAPPER",
+        std::env::current_exe().unwrap(),
+    )
+    .arg("--floor-peer")
+    .args([&ca_in, &ca_out])
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)

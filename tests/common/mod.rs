@@ -407,6 +407,25 @@ impl Keyswap {
         curl(&all).await
     }
 
+    /// The admin listener's `/healthz` answer.
+    pub async fn healthz(&self) -> serde_json::Value {
+        let out = curl(&[&format!("http://{}/healthz", self.admin)]).await;
+        serde_json::from_str(&out.body).unwrap()
+    }
+
+    /// Waits (up to 5 s) until the store in force is generation `n`, as after an edit is loaded.
+    pub async fn wait_store_generation(&self, n: u64) {
+        let started = Instant::now();
+        loop {
+            let health = self.healthz().await;
+            if health["store_generation"] == n {
+                return;
+            }
+            assert!(started.elapsed() < Duration::from_secs(5), "{health}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("keyswap.toml")
     }

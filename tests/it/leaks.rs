@@ -573,16 +573,7 @@ async fn a_rotated_secret_is_still_masked_where_it_was_in_scope() {
     w.get("/store", &["-H", &header, "-X", "POST"]).await;
     let text = w.keyswap.edited_config("tok_R3al", "tok_ROTATED");
     std::fs::write(w.keyswap.config_path(), text).unwrap();
-    let started = Instant::now();
-    loop {
-        let out = curl(&[&format!("http://{}/healthz", w.keyswap.admin)]).await;
-        let health: serde_json::Value = serde_json::from_str(&out.body).unwrap();
-        if health["store_generation"] == 2 {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(5), "{health}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    w.keyswap.wait_store_generation(2).await;
     let out = w.get("/stored", &[]).await;
     assert_eq!(out.status, 200, "{out:?}");
     let (sent, _) = w.reflector.last_sent();
@@ -635,16 +626,7 @@ async fn a_tunnel_open_across_a_rotation_masks_the_new_secret() {
 
     let text = w.keyswap.edited_config(SECRET_TOML, &format!("\"{NEW}\""));
     std::fs::write(w.keyswap.config_path(), text).unwrap();
-    let started = Instant::now();
-    loop {
-        let out = curl(&[&format!("http://{}/healthz", w.keyswap.admin)]).await;
-        let health: serde_json::Value = serde_json::from_str(&out.body).unwrap();
-        if health["store_generation"] == 2 {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(5), "{health}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    w.keyswap.wait_store_generation(2).await;
     // The same tunnel: the new secret goes out and comes back masked.
     sender.ready().await.unwrap();
     let answer = reflect(&mut sender).await.unwrap();

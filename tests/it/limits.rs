@@ -561,22 +561,16 @@ async fn a_silent_intercepted_tunnel_is_closed_at_the_idle_timeout_and_a_late_on
     );
     let ca_pem = std::fs::read_to_string(keyswap.ca_path()).unwrap();
     let port = upstream.port();
-    let mut silent = common::tunnel(
-        keyswap.proxy,
-        &ca_pem,
-        "api.example.test",
-        port,
-        b"http/1.1",
-    )
-    .await;
-    let mut late = common::tunnel(
-        keyswap.proxy,
-        &ca_pem,
-        "api.example.test",
-        port,
-        b"http/1.1",
-    )
-    .await;
+    let open = || {
+        common::tunnel(
+            keyswap.proxy,
+            &ca_pem,
+            "api.example.test",
+            port,
+            b"http/1.1",
+        )
+    };
+    let (mut silent, mut late) = (open().await, open().await);
     let started = Instant::now();
     tokio::time::sleep(Duration::from_millis(600)).await;
     let request =

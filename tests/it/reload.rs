@@ -73,8 +73,7 @@ impl World {
     }
 
     async fn healthz(&self) -> serde_json::Value {
-        let out = curl(&[&format!("http://{}/healthz", self.keyswap.admin)]).await;
-        serde_json::from_str(&out.body).unwrap()
+        self.keyswap.healthz().await
     }
 }
 
