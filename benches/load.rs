@@ -762,9 +762,10 @@ async fn run_nginx(o: &Options) {
             continue;
         }
         let before = nginx.seen_on(port).len();
-        let cpu = Cpu::sample(pid);
+        let (cpu, upstream_cpu) = (Cpu::sample(pid), cpu_seconds(&nginx.pid().to_string()));
         let b = drive(&proxied, port, c, t, None, false).await;
         let ks = cpu.since(pid).1 / b.requests as f64 * 1e6;
+        let ng = (cpu_seconds(&nginx.pid().to_string()) - upstream_cpu) / b.requests as f64 * 1e6;
         report(&format!("(b) keyswap -> nginx {upstream}"), &b, &a);
         let cc = drive(&proxied, port, c, t, Some("Bearer ks-ph-vcrd_bench"), false).await;
         report(
@@ -773,7 +774,7 @@ async fn run_nginx(o: &Options) {
             &a,
         );
         println!(
-            "    keyswap CPU per request (b) {ks:.1} µs; upstream connections used: {}",
+            "    CPU per request (b): keyswap {ks:.1} µs, nginx {ng:.1} µs; upstream connections used: {}",
             connections_seen(&nginx, port, before)
         );
     }
@@ -784,12 +785,23 @@ async fn run_nginx(o: &Options) {
     // slices alternating the upstreams (ABBA), and the median of the rounds' ratios.
     let rounds = t.max(4) as usize;
     let mut ratios = Vec::with_capacity(rounds);
+    // Per upstream: keyswap's user and kernel time and nginx's, µs per request, mean of rounds.
+    let mut cost = [[0.0f64; 3]; 2];
+    let upstream_pid = nginx.pid().to_string();
     for round in 0..rounds {
         let mut rps = [0.0f64; 2];
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for i in order {
             let port = [nginx.h1, nginx.h2][i];
-            rps[i] = drive(&proxied, port, c, 1, None, false).await.rps();
+            let (user, system) = cpu_split(&pid.to_string());
+            let upstream = cpu_seconds(&upstream_pid);
+            let r = drive(&proxied, port, c, 1, None, false).await;
+            let (user2, system2) = cpu_split(&pid.to_string());
+            let per = 1e6 / r.requests.max(1) as f64 / rounds as f64;
+            cost[i][0] += (user2 - user) * per;
+            cost[i][1] += (system2 - system) * per;
+            cost[i][2] += (cpu_seconds(&upstream_pid) - upstream) * per;
+            rps[i] = r.rps();
         }
         ratios.push(rps[1] / rps[0]);
     }
@@ -797,6 +809,11 @@ async fn run_nginx(o: &Options) {
         "    HTTP/2 / HTTP/1.1 upstream, req/s through keyswap (median of {rounds} rounds): {:.2}",
         median(ratios)
     );
+    for (name, [user, system, upstream]) in ["HTTP/1.1", "HTTP/2"].iter().zip(cost) {
+        println!(
+            "    {name:<8} CPU per request: keyswap user {user:.1} + kernel {system:.1} µs, nginx {upstream:.1} µs"
+        );
+    }
     println!("(g) keyswap and the floor peer -> nginx HTTP/1.1");
     compare_floor(&keyswap, &ca.pem, nginx.h1, c, t, true).await;
 }

@@ -31,3 +31,4 @@ pub mod truststore;
 pub mod upstream;
 pub mod vault;
 pub mod watch;
+pub mod workers;

@@ -38,6 +38,8 @@ pub enum RunError {
     Store(#[from] BuildError),
     #[error("cannot install signal handlers: {0}")]
     Signal(std::io::Error),
+    #[error("cannot start the connection workers: {0}")]
+    Workers(std::io::Error),
     #[error(transparent)]
     Database(#[from] crate::dbstore::DbError),
     #[error(transparent)]
@@ -131,9 +133,12 @@ pub async fn serve(
     let live = Arc::new(live);
     let own = [Some(proxy_addr), Some(admin_addr), transparent_addr];
     let dialer = Dialer::new(&config, store.clone(), own.into_iter().flatten().collect())?;
+    let (workers, _stop_workers) = crate::workers::Workers::start(crate::workers::default_count())
+        .map_err(RunError::Workers)?;
     let client = Arc::new(UpstreamPool::new(
         dialer.clone(),
         config.limits.idle_timeout,
+        workers.count(),
     ));
     let refresher = Arc::new(Refresher::new(
         live.clone(),
@@ -156,6 +161,7 @@ pub async fn serve(
         metrics: metrics.clone(),
         shutdown: shutdown_rx.clone(),
         allocations: options.allocations,
+        workers,
     });
     let _watcher = file_watch::spawn(live.clone(), shutdown_rx.clone());
     if let Some((database, ..)) = database {

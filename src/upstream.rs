@@ -393,10 +393,14 @@ pub type UpstreamClient = Client<Connector, ProxyBody>;
 
 /// The pooled client, renewed when the store's egress epoch moves: a pooled connection was
 /// checked against the egress rules in force when it was dialled, so it must not outlive them.
+///
+/// One shard per connection worker and one for the main runtime: a pooled connection's task runs
+/// on the thread that dialled it, so a worker's requests use connections on their own thread
+/// (see `workers`).
 pub struct UpstreamPool {
     dialer: Dialer,
     idle_timeout: Duration,
-    current: arc_swap::ArcSwap<Pooled>,
+    shards: Box<[arc_swap::ArcSwap<Pooled>]>,
 }
 
 /// One generation of the pooled client. Requests hold it by `Arc` (one pointer in their
@@ -415,18 +419,26 @@ impl std::ops::Deref for Pooled {
 }
 
 impl UpstreamPool {
-    pub fn new(dialer: Dialer, idle_timeout: Duration) -> Self {
-        let client = client(dialer.clone(), idle_timeout);
+    /// A pool for `workers` connection workers (and the main runtime).
+    pub fn new(dialer: Dialer, idle_timeout: Duration, workers: usize) -> Self {
+        let shards = (0..=workers)
+            .map(|_| {
+                let client = client(dialer.clone(), idle_timeout);
+                arc_swap::ArcSwap::from_pointee(Pooled { epoch: 0, client })
+            })
+            .collect();
         Self {
             dialer,
             idle_timeout,
-            current: arc_swap::ArcSwap::from_pointee(Pooled { epoch: 0, client }),
+            shards,
         }
     }
 
-    /// The client for a request made under `store`.
+    /// The client for a request made under `store`, from the calling thread's shard.
     pub fn client(&self, store: &crate::store::Store) -> Arc<Pooled> {
-        let current = self.current.load_full();
+        let last = self.shards.len() - 1;
+        let shard = &self.shards[crate::workers::current().map_or(last, |i| i.min(last))];
+        let current = shard.load_full();
         if current.epoch == store.egress_epoch {
             return current;
         }
@@ -437,14 +449,14 @@ impl UpstreamPool {
             client: client(self.dialer.clone(), self.idle_timeout),
         });
         if store.egress_epoch > current.epoch {
-            self.current.rcu(|c| {
+            shard.rcu(|c| {
                 if c.epoch >= fresh.epoch {
                     Arc::clone(c)
                 } else {
                     Arc::clone(&fresh)
                 }
             });
-            let now = self.current.load_full();
+            let now = shard.load_full();
             if now.epoch == store.egress_epoch {
                 return now;
             }

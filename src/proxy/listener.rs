@@ -60,16 +60,29 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         debug!(%peer, "client connected");
-        let permit = Arc::new(Slots::new(permit));
-        match kind {
-            Kind::Proxy => tokio::spawn(serve_client(stream, shared.clone(), permit)),
-            Kind::Transparent => tokio::spawn(transparent::serve_redirected(
-                stream,
-                peer,
-                shared.clone(),
-                permit,
-            )),
+        // The socket goes to a worker, whose own reactor must watch it: handed over plain and
+        // registered there.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => {
+                warn!(error = %e, "cannot hand a connection to a worker");
+                continue;
+            }
         };
+        let permit = Arc::new(Slots::new(permit));
+        let this = shared.clone();
+        shared.workers.spawn(async move {
+            let stream = match TcpStream::from_std(stream) {
+                Ok(stream) => stream,
+                Err(e) => return warn!(error = %e, "a worker cannot take a connection"),
+            };
+            match kind {
+                Kind::Proxy => serve_client(stream, this, permit).await,
+                Kind::Transparent => {
+                    transparent::serve_redirected(stream, peer, this, permit).await
+                }
+            }
+        });
     }
 }
 

@@ -70,4 +70,6 @@ pub struct Shared {
     pub allocations: Option<Arc<crate::dns::Allocations>>,
     /// Turns true when keyswap begins to shut down.
     pub shutdown: watch::Receiver<bool>,
+    /// Where accepted connections are served.
+    pub workers: Arc<crate::workers::Workers>,
 }

@@ -104,6 +104,12 @@ pub fn free_port() -> u16 {
 }
 
 impl Nginx {
+    /// nginx's process id (one process: `master_process off`), for its CPU time in the bench.
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn start(ca: &TestCa) -> Option<Nginx> {
         if !Path::new(NGINX).exists() {
             assert!(

@@ -1,0 +1,152 @@
+//! Connection workers: one single-threaded runtime per core, each serving the client connections
+//! handed to it from their first byte to their last.
+//!
+//! Why: on tokio's work-stealing runtime one proxied request crossed threads several times — the
+//! tunnel's task, the upstream connection's task, the HTTP/2 connection all tunnels share — and
+//! every crossing was a futex wake-up, a contended lock or memory freed into another thread's
+//! malloc arena. With the whole runtime on one thread keyswap spent a quarter less user time per
+//! request over HTTP/1.1 and a third less over HTTP/2 (docs/benchmarks.md, session 8). Workers
+//! keep that on every core: a connection, the tasks it spawns and the upstream connections it
+//! uses stay on one thread, because the upstream pool has a shard per worker ([`current`]).
+//!
+//! The price is the balance work stealing gave for free; a connection goes to the worker with the
+//! fewest open (ties to the first, so connections made one after another share a warm pool), as
+//! nginx's and Envoy's workers do.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::runtime::{Builder, Handle};
+use tokio::sync::oneshot;
+
+thread_local! {
+    /// This thread's worker index; `None` off the workers (the main runtime).
+    static INDEX: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The worker running the calling thread, if it is one.
+pub fn current() -> Option<usize> {
+    INDEX.with(Cell::get)
+}
+
+/// How many workers to start: one per core the process may use.
+pub fn default_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The running workers, shared by the listeners that hand them connections.
+pub struct Workers {
+    workers: Vec<Worker>,
+}
+
+struct Worker {
+    handle: Handle,
+    /// Connections this worker serves now.
+    open: Arc<AtomicUsize>,
+}
+
+/// Stops the workers' runtimes when dropped, cancelling what they still serve. Held apart from
+/// [`Workers`] because connection tasks hold those: the runtimes must not wait on their own tasks.
+pub struct Stop {
+    _senders: Vec<oneshot::Sender<()>>,
+}
+
+/// Takes a connection off its worker's count when its task ends, however it ends.
+struct Open(Arc<AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Workers {
+    /// Starts `count` workers (at least one), each a thread running its own runtime.
+    pub fn start(count: usize) -> std::io::Result<(Arc<Workers>, Stop)> {
+        let mut workers = Vec::with_capacity(count.max(1));
+        let mut senders = Vec::with_capacity(count.max(1));
+        for index in 0..count.max(1) {
+            let runtime = Builder::new_current_thread().enable_all().build()?;
+            let handle = runtime.handle().clone();
+            let (stop, stopped) = oneshot::channel::<()>();
+            std::thread::Builder::new()
+                .name(format!("keyswap-worker-{index}"))
+                .spawn(move || {
+                    INDEX.with(|i| i.set(Some(index)));
+                    // Runs the spawned connections until told to stop (or the sender drops).
+                    runtime.block_on(async {
+                        let _ = stopped.await;
+                    });
+                })?;
+            workers.push(Worker {
+                handle,
+                open: Arc::new(AtomicUsize::new(0)),
+            });
+            senders.push(stop);
+        }
+        Ok((Arc::new(Workers { workers }), Stop { _senders: senders }))
+    }
+
+    /// How many workers run.
+    pub fn count(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Serves `connection` on the worker with the fewest open connections.
+    pub fn spawn<F>(&self, connection: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let worker = self
+            .workers
+            .iter()
+            .min_by_key(|w| w.open.load(Ordering::Relaxed))
+            .unwrap_or(&self.workers[0]);
+        worker.open.fetch_add(1, Ordering::Relaxed);
+        let open = Open(worker.open.clone());
+        worker.handle.spawn(async move {
+            let _open = open;
+            connection.await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    /// Spawns a connection that reports the worker it runs on and lasts until released.
+    fn connection(workers: &Workers) -> (Option<usize>, oneshot::Sender<()>) {
+        let (release, released) = oneshot::channel::<()>();
+        let (seen_tx, seen_rx) = mpsc::channel();
+        workers.spawn(async move {
+            let _ = seen_tx.send(current());
+            let _ = released.await;
+        });
+        (seen_rx.recv().unwrap(), release)
+    }
+
+    #[test]
+    fn a_connection_goes_to_the_least_busy_worker_and_runs_on_its_thread() {
+        let (workers, _stop) = Workers::start(2).unwrap();
+        let (first, release_first) = connection(&workers);
+        let (second, _hold) = connection(&workers);
+        assert_eq!((first, second), (Some(0), Some(1)));
+        // The first one ends: the next connection goes to the worker it leaves idle.
+        release_first.send(()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while workers.workers[0].open.load(Ordering::Relaxed) != 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the ended connection is still counted"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(connection(&workers).0, Some(0));
+        assert_eq!(current(), None, "the test's own thread is no worker");
+    }
+}
