@@ -236,23 +236,43 @@ async fn exchange(
     // kept for a refusal of the kind below (the reservation holds the body's budget until then).
     let (request, body, _held) = hold_short_body(request, &shared.buffered).await?;
     let again = body.map(|body| (head_of(&request), body));
-    let mut result = tokio::time::timeout(timeout, client.request(request)).await;
+    // An HTTP/2 upstream: the worker's shared connection first; what it does not take, the pool.
+    let request = match to.sticky {
+        Some(sticky) => {
+            let on_shared = super::sticky::send_shared(sticky, request, dest, &client, shared);
+            match tokio::time::timeout(timeout, on_shared).await {
+                // Refused unprocessed (see below): sent again, on the pool.
+                Ok(Ok(Err(e))) if not_processed(&e) => match &again {
+                    Some(held) => rebuilt(held),
+                    None => {
+                        return answered(Err::<Response<Incoming>, _>(e), started, dest, shared);
+                    }
+                },
+                Ok(Ok(result)) => return answered(result, started, dest, shared),
+                Ok(Err(request)) => request,
+                Err(_) => {
+                    return Err(ProxyError::UpstreamTimeout {
+                        host: dest.host.clone(),
+                    });
+                }
+            }
+        }
+        None => request,
+    };
+    let left = || timeout.saturating_sub(started.elapsed());
+    let mut result = tokio::time::timeout(left(), client.request(request)).await;
     // An HTTP/2 server that closes a pooled connection (nginx after keepalive_requests) refuses
     // the streams it had not started: RFC 9113 §8.7, safe to send again — a few times, as the
     // next pooled connection may be closing too.
     for _ in 0..MAX_RESENDS {
-        let (Ok(Err(e)), Some(again)) = (&result, again.as_ref()) else {
+        let (Ok(Err(e)), Some(held)) = (&result, again.as_ref()) else {
             break;
         };
         if !not_processed(e) {
             break;
         }
         tracing::debug!(host = %dest.host, "the upstream closed the connection before the request: sent again");
-        let left = timeout.saturating_sub(started.elapsed());
-        let (head, body) = again;
-        let mut request = head_of(head);
-        *request.body_mut() = bodies::full(body.clone());
-        result = tokio::time::timeout(left, client.request(request)).await;
+        result = tokio::time::timeout(left(), client.request(rebuilt(held))).await;
     }
     match result {
         Ok(result) => {
@@ -265,6 +285,13 @@ async fn exchange(
             host: dest.host.clone(),
         }),
     }
+}
+
+/// A held request (head and body) to send again.
+fn rebuilt((head, body): &(Request<ProxyBody>, Bytes)) -> Request<ProxyBody> {
+    let mut request = head_of(head);
+    *request.body_mut() = bodies::full(body.clone());
+    request
 }
 
 /// An upstream's answer (counted) or its failure (classified and logged).

@@ -1,14 +1,17 @@
-//! A tunnel's own upstream connection, for HTTP/1.1 upstreams.
+//! A tunnel's own way to its upstream: a connection of its own for HTTP/1.1 upstreams, the
+//! worker's shared connection for HTTP/2 ones.
 //!
-//! Why: a tunnel's requests all go to one destination, and on HTTP/1.1 one at a time; the shared
-//! pool costs every request a checkout (its map hashes the authority byte by byte, twice), a
-//! channel hop and a return, which a connection kept by the tunnel does not. HTTP/2 upstreams stay
-//! on the shared pool, where the tunnels' requests are multiplexed onto few connections.
+//! Why: a tunnel's requests all go to one destination; the pool costs every request a checkout
+//! (its map hashes the authority byte by byte, twice), a connect future raced against it, a
+//! channel hop and a return, which a connection the tunnel holds does not.
 //!
 //! A tunnel learns what its upstream speaks from the pool's first answer. After an HTTP/1.1 answer
 //! it dials a connection of its own (offering only HTTP/1.1) and keeps it while it is open and the
-//! egress rules it was dialled under still hold. A request the connection did not take (closed
-//! under it) goes to the pool, which sends it as it always does.
+//! egress rules it was dialled under still hold. After an HTTP/2 answer it takes the worker's
+//! connection to that destination from the pool's shard (`upstream::SharedH2`; the first tunnel to
+//! ask dials it), so the worker's tunnels are multiplexed onto one connection. A request neither
+//! took (closed under it, or still being dialled) goes to the pool, which sends it as it always
+//! does.
 
 use std::sync::{Mutex, PoisonError};
 
@@ -16,12 +19,12 @@ use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version, header};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tracing::debug;
 
 use super::Shared;
 use crate::destination::Destination;
-use crate::upstream::ProxyBody;
+use crate::upstream::{Found, H2Sender, Pooled, ProxyBody, Stream};
 
 /// What a tunnel knows of its upstream.
 #[derive(Default)]
@@ -36,11 +39,14 @@ enum State {
     /// No answer yet: the pool serves.
     #[default]
     Unknown,
-    /// HTTP/2 (or the tunnel's own connection could not be made): the pool serves.
+    /// The pool serves: the tunnel's own or shared connection could not be made.
     Pooled,
     /// HTTP/1.1: the tunnel's own connection, when it is not in use, with the egress epoch it
     /// was dialled under.
     Own(Option<(SendRequest<ProxyBody>, u64)>),
+    /// HTTP/2: the worker's shared connection once taken, with the egress epoch of the pool
+    /// shard it came from.
+    Shared(Option<(H2Sender, u64)>),
 }
 
 /// What [`Sticky::take`] found.
@@ -55,10 +61,10 @@ impl Sticky {
     pub fn learn(&self, version: Version) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if matches!(*state, State::Unknown) {
-            *state = if version == Version::HTTP_11 {
-                State::Own(None)
-            } else {
-                State::Pooled
+            *state = match version {
+                Version::HTTP_11 => State::Own(None),
+                Version::HTTP_2 => State::Shared(None),
+                _ => State::Pooled,
             };
         }
     }
@@ -66,7 +72,7 @@ impl Sticky {
     fn take(&self, epoch: u64) -> Slot {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         match &mut *state {
-            State::Unknown | State::Pooled => Slot::Pool,
+            State::Unknown | State::Pooled | State::Shared(_) => Slot::Pool,
             // In use by a request still in flight (an HTTP/2 client's concurrent streams): pool.
             State::Own(slot) => match slot.take() {
                 Some((sender, at)) if at == epoch && !sender.is_closed() => Slot::Ready(sender),
@@ -80,6 +86,29 @@ impl Sticky {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if let State::Own(slot) = &mut *state {
             *slot = Some((sender, epoch));
+        }
+    }
+
+    /// The shared HTTP/2 connection for a request under `epoch`: `Err(true)` when the tunnel
+    /// should look for one, `Err(false)` when its upstream is not HTTP/2 (or not yet known).
+    fn shared(&self, epoch: u64) -> Result<H2Sender, bool> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        match &mut *state {
+            State::Shared(Some((sender, at))) if *at == epoch && !sender.is_closed() => {
+                Ok(sender.clone())
+            }
+            State::Shared(held) => {
+                *held = None;
+                Err(true)
+            }
+            _ => Err(false),
+        }
+    }
+
+    fn keep_shared(&self, sender: H2Sender, epoch: u64) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if let State::Shared(held) = &mut *state {
+            *held = Some((sender, epoch));
         }
     }
 
@@ -148,6 +177,103 @@ pub(super) async fn send(
     }
 }
 
+/// Sends `request` (absolute-form) on the worker's shared HTTP/2 connection to `dest`, from the
+/// pool shard `pooled`. `Err(request)`, unchanged, when it is for the pool: the upstream is not
+/// HTTP/2, its connection is being dialled by another tunnel, or it did not take the request.
+pub(super) async fn send_shared(
+    sticky: &Sticky,
+    request: Request<ProxyBody>,
+    dest: &Destination,
+    pooled: &Pooled,
+    shared: &Shared,
+) -> Result<Result<Response<Incoming>, hyper::Error>, Request<ProxyBody>> {
+    if request.uri().scheme() != Some(&Scheme::HTTPS) {
+        return Err(request);
+    }
+    let mut sender = match sticky.shared(pooled.epoch()) {
+        Ok(sender) => sender,
+        Err(false) => return Err(request),
+        Err(true) => match pooled.h2.find(&dest.host, dest.port) {
+            Found::Ready(sender) => {
+                sticky.keep_shared(sender.clone(), pooled.epoch());
+                sender
+            }
+            Found::Busy => return Err(request),
+            Found::Dial => {
+                let dialling = Dialling { pooled, dest };
+                // Boxed: dialling happens once per worker and destination.
+                let Some(sender) = Box::pin(dial_h2(dest, shared)).await else {
+                    sticky.give_up();
+                    return Err(request);
+                };
+                dialling.made(sender.clone());
+                sticky.keep_shared(sender.clone(), pooled.epoch());
+                sender
+            }
+        },
+    };
+    match sender.try_send_request(request).await {
+        Ok(response) => Ok(Ok(response)),
+        Err(mut e) => match e.take_message() {
+            // Never sent (the connection is closing): the pool sends it.
+            Some(request) => {
+                debug!(host = %dest.host, "the shared HTTP/2 connection closed: the pool sends the request");
+                Err(request)
+            }
+            None => Ok(Err(e.into_error())),
+        },
+    }
+}
+
+/// A dial of a shared connection under way. Unless it was [`made`](Dialling::made), it leaves the
+/// slot free for the next tunnel however the dial ends, a cancelled request included.
+struct Dialling<'a> {
+    pooled: &'a Pooled,
+    dest: &'a Destination,
+}
+
+impl Dialling<'_> {
+    fn made(self, sender: H2Sender) {
+        self.pooled.h2.put(&self.dest.host, self.dest.port, sender);
+        // `put` took the slot: nothing left for `drop` to free.
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Dialling<'_> {
+    fn drop(&mut self) {
+        self.pooled.h2.failed(&self.dest.host, self.dest.port);
+    }
+}
+
+/// A new HTTP/2 connection to `dest`, or `None` when it cannot be made or the server chose
+/// HTTP/1.1 after all.
+async fn dial_h2(dest: &Destination, shared: &Shared) -> Option<H2Sender> {
+    let stream = match shared.dialer.https(&dest.host, dest.port).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            debug!(host = %dest.host, error = %e, "the shared HTTP/2 connection failed: the pool serves");
+            return None;
+        }
+    };
+    if !matches!(&stream, Stream::Tls(tls) if tls.get_ref().1.alpn_protocol() == Some(b"h2")) {
+        return None;
+    }
+    let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
+    // Boxed before it is spawned, as the HTTP/1.1 connection below.
+    let conn = Box::pin(conn);
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            debug!(error = %e, "a shared HTTP/2 upstream connection ended with an error");
+        }
+    });
+    Some(sender)
+}
+
 /// A new HTTP/1.1 connection to `dest` (TLS offering only `http/1.1` for `https`).
 async fn dial(
     dest: &Destination,
@@ -192,7 +318,14 @@ mod tests {
         assert!(matches!(s.take(0), Slot::Pool));
         s.learn(Version::HTTP_2);
         s.learn(Version::HTTP_11);
-        assert!(matches!(s.take(0), Slot::Pool), "HTTP/2 stays on the pool");
+        assert!(
+            matches!(s.take(0), Slot::Pool),
+            "HTTP/2 is not the tunnel's own"
+        );
+        assert!(
+            matches!(s.shared(0), Err(true)),
+            "HTTP/2 looks for the shared one"
+        );
         let s = Sticky::default();
         s.learn(Version::HTTP_11);
         assert!(matches!(s.take(0), Slot::Dial));

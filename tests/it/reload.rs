@@ -334,8 +334,8 @@ async fn tightening_egress_rules_applies_to_the_next_tunnel() {
 }
 
 /// A pooled upstream connection was checked against the rules in force when it was dialled: after
-/// the rules tighten, the next request (plain HTTP, and inside a tunnel opened before the edit)
-/// is refused instead of riding the old connection.
+/// the rules tighten, the next request (plain HTTP, and inside a tunnel opened before the edit,
+/// which holds the worker's shared HTTP/2 connection) is refused instead of riding the old one.
 #[tokio::test(flavor = "multi_thread")]
 async fn tightening_egress_rules_retires_pooled_connections() {
     let w = World::start(VAULT, false).await;
@@ -366,7 +366,18 @@ async fn tightening_egress_rules_retires_pooled_connections() {
             .body(http_body_util::Empty::new())
             .unwrap()
     };
-    assert_eq!(sender.send_request(get()).await.unwrap().status(), 200);
+    // Twice: the first answer tells the tunnel its upstream speaks HTTP/2, the second rides the
+    // worker's shared connection, which the tunnel then holds.
+    for _ in 0..2 {
+        sender.ready().await.unwrap();
+        assert_eq!(sender.send_request(get()).await.unwrap().status(), 200);
+    }
+    assert!(
+        w.upstream
+            .requests()
+            .iter()
+            .all(|r| r.version == "HTTP/2.0")
+    );
 
     let text = w.keyswap.edited_config(
         "block_private_addresses = false",

@@ -534,6 +534,47 @@ async fn nginx_head_304_expect_continue_and_te_trailers_behave_as_they_would_dir
     }
 }
 
+/// Many tunnels to nginx's HTTP/2 port are multiplexed onto few upstream connections: at most
+/// two per connection worker (the pool's, which each tunnel's first request takes, and the
+/// worker's shared one for the rest), however many tunnels there are.
+#[tokio::test(flavor = "multi_thread")]
+async fn tunnels_to_an_http2_upstream_share_a_few_connections() {
+    let Some(World {
+        nginx,
+        keyswap,
+        bundle,
+    }) = World::start()
+    else {
+        return;
+    };
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let tunnels = 4 * workers + 4;
+    let urls: Vec<String> = (0..4)
+        .map(|i| format!("https://api.example.test:{}/m{i}", nginx.h2))
+        .collect();
+    let runs = (0..tunnels).map(|_| curl_each(&keyswap, &bundle, &["--http1.1"], &urls));
+    for (codes, stderr) in futures_util::future::join_all(runs).await {
+        assert_eq!(
+            codes.lines().filter(|l| l.starts_with("200 ")).count(),
+            4,
+            "{codes}{stderr}"
+        );
+    }
+    let seen = nginx.seen_on(nginx.h2);
+    let multiplexed: Vec<&String> = seen.iter().filter(|l| l.contains(" /m")).collect();
+    assert_eq!(multiplexed.len(), 4 * tunnels);
+    assert!(multiplexed.iter().all(|l| l.contains(" HTTP/2.0 ")));
+    let connections: std::collections::HashSet<&str> = multiplexed
+        .iter()
+        .filter_map(|l| l.rsplit("conn=").next())
+        .collect();
+    assert!(
+        connections.len() <= 2 * workers,
+        "{tunnels} tunnels used {} upstream connections ({workers} workers)",
+        connections.len()
+    );
+}
+
 /// nginx ends each connection after 5 requests (GOAWAY on HTTP/2, `Connection: close` on
 /// HTTP/1.1): keyswap's pooled upstream connections are replaced without a client seeing an error,
 /// for requests with a body too (a short one is held so it can be sent again).

@@ -1,8 +1,7 @@
 //! The upstream leg: resolve (honouring `[upstream.resolve]`), check the resolved address against the
 //! egress policy, dial exactly that address, and verify TLS for the destination host. Connections
-//! are pooled by hyper-util's client, keyed by scheme and authority (the destination).
+//! are pooled in `pool`.
 
-use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -11,11 +10,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::Uri;
 use http_body_util::combinators::BoxBody;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::{ClientConfig, RootCertStore};
@@ -23,6 +19,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
+
+mod pool;
+
+pub use pool::{Found, H2Sender, Pooled, SharedH2, UpstreamClient, UpstreamPool};
 
 use crate::config::Config;
 use crate::egress;
@@ -220,6 +220,13 @@ impl Dialer {
         })
     }
 
+    /// TCP then TLS to `host`, verified for it, offering `h2` and `http/1.1`.
+    pub async fn https(&self, host: &str, port: u16) -> Result<Stream, ConnectError> {
+        Ok(Stream::Tls(Box::new(
+            self.tls_with(&self.inner.tls, host, port).await?,
+        )))
+    }
+
     async fn tls_with(
         &self,
         connector: &TlsConnector,
@@ -350,130 +357,6 @@ impl AsyncWrite for Stream {
             Stream::Tls(s) => s.is_write_vectored(),
         }
     }
-}
-
-/// hyper-util's connector interface over a [`Dialer`]: the URI's scheme picks TCP or TLS.
-#[derive(Clone)]
-pub struct Connector(Dialer);
-
-impl tower_service::Service<Uri> for Connector {
-    type Response = TokioIo<Stream>;
-    type Error = ConnectError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ConnectError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ConnectError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let dialer = self.0.clone();
-        Box::pin(async move {
-            let host = uri.host().ok_or(ConnectError::NoHost)?;
-            let host = host
-                .strip_prefix('[')
-                .and_then(|h| h.strip_suffix(']'))
-                .unwrap_or(host);
-            let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-            let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-            let stream = if tls {
-                // TCP then TLS, verified for `host`, offering h2 and http/1.1.
-                Stream::Tls(Box::new(
-                    dialer.tls_with(&dialer.inner.tls, host, port).await?,
-                ))
-            } else {
-                Stream::Plain(dialer.tcp(host, port).await?)
-            };
-            Ok(TokioIo::new(stream))
-        })
-    }
-}
-
-/// The pooled upstream client.
-pub type UpstreamClient = Client<Connector, ProxyBody>;
-
-/// The pooled client, renewed when the store's egress epoch moves: a pooled connection was
-/// checked against the egress rules in force when it was dialled, so it must not outlive them.
-///
-/// One shard per connection worker and one for the main runtime: a pooled connection's task runs
-/// on the thread that dialled it, so a worker's requests use connections on their own thread
-/// (see `workers`).
-pub struct UpstreamPool {
-    dialer: Dialer,
-    idle_timeout: Duration,
-    shards: Box<[arc_swap::ArcSwap<Pooled>]>,
-}
-
-/// One generation of the pooled client. Requests hold it by `Arc` (one pointer in their
-/// future, one count) rather than by a clone of the client (a few hundred bytes of `Arc`s).
-pub struct Pooled {
-    epoch: u64,
-    client: UpstreamClient,
-}
-
-impl std::ops::Deref for Pooled {
-    type Target = UpstreamClient;
-
-    fn deref(&self) -> &UpstreamClient {
-        &self.client
-    }
-}
-
-impl UpstreamPool {
-    /// A pool for `workers` connection workers (and the main runtime).
-    pub fn new(dialer: Dialer, idle_timeout: Duration, workers: usize) -> Self {
-        let shards = (0..=workers)
-            .map(|_| {
-                let client = client(dialer.clone(), idle_timeout);
-                arc_swap::ArcSwap::from_pointee(Pooled { epoch: 0, client })
-            })
-            .collect();
-        Self {
-            dialer,
-            idle_timeout,
-            shards,
-        }
-    }
-
-    /// The client for a request made under `store`, from the calling thread's shard.
-    pub fn client(&self, store: &crate::store::Store) -> Arc<Pooled> {
-        let last = self.shards.len() - 1;
-        let shard = &self.shards[crate::workers::current().map_or(last, |i| i.min(last))];
-        let current = shard.load_full();
-        if current.epoch == store.egress_epoch {
-            return current;
-        }
-        // A newer epoch replaces the pool (its idle connections close as it drops); an older
-        // one, from a request still holding an old store, gets a client of its own.
-        let fresh = Arc::new(Pooled {
-            epoch: store.egress_epoch,
-            client: client(self.dialer.clone(), self.idle_timeout),
-        });
-        if store.egress_epoch > current.epoch {
-            shard.rcu(|c| {
-                if c.epoch >= fresh.epoch {
-                    Arc::clone(c)
-                } else {
-                    Arc::clone(&fresh)
-                }
-            });
-            let now = shard.load_full();
-            if now.epoch == store.egress_epoch {
-                return now;
-            }
-        }
-        fresh
-    }
-}
-
-/// A pooled client over `dialer`; idle upstream connections are kept for `idle_timeout`. It
-/// writes `Host` from the request URI on HTTP/1.1 only (`set_host`): HTTP/2 has `:authority`.
-fn client(dialer: Dialer, idle_timeout: Duration) -> UpstreamClient {
-    Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(idle_timeout)
-        .set_host(true)
-        .build(Connector(dialer))
 }
 
 /// Finds the [`ConnectError`] behind an upstream client error, if the failure was in connecting.
