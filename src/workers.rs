@@ -9,17 +9,20 @@
 //! keep that on every core: a connection, the tasks it spawns and the upstream connections it
 //! uses stay on one thread, because the upstream pool has a shard per worker ([`current`]).
 //!
-//! The price is the balance work stealing gave for free; a connection goes to the worker with the
-//! fewest open (ties to the first, so connections made one after another share a warm pool), as
-//! nginx's and Envoy's workers do.
+//! Every worker accepts on its own copy of the listening socket, so a connection starts on the
+//! thread that serves it. The price is the balance work stealing gave for free: a worker that
+//! serves two more connections than the least busy one hands a new connection over to it.
 
 use std::cell::Cell;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use tokio::net::TcpStream;
 use tokio::runtime::{Builder, Handle};
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tracing::warn;
 
 thread_local! {
     /// This thread's worker index; `None` off the workers (the main runtime).
@@ -55,6 +58,13 @@ pub struct Stop {
 
 /// Takes a connection off its worker's count when its task ends, however it ends.
 struct Open(Arc<AtomicUsize>);
+
+impl Open {
+    fn count(open: &Arc<AtomicUsize>) -> Open {
+        open.fetch_add(1, Ordering::Relaxed);
+        Open(open.clone())
+    }
+}
 
 impl Drop for Open {
     fn drop(&mut self) {
@@ -94,22 +104,68 @@ impl Workers {
         self.workers.len()
     }
 
+    /// Runs `task` on worker `index` (a listener's accept loop), outside the connection counts.
+    pub fn run_on<F>(&self, index: usize, task: F) -> JoinHandle<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.workers[index.min(self.workers.len() - 1)]
+            .handle
+            .spawn(task)
+    }
+
+    /// Serves a connection accepted on the calling worker: there, unless another worker serves
+    /// at least two fewer connections, which then takes it (the socket moves to its reactor).
+    pub fn serve<F, Fut>(&self, stream: TcpStream, serve: F)
+    where
+        F: FnOnce(TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let least = self.least_busy();
+        let here = current().filter(|&h| {
+            self.workers.get(h).is_some_and(|w| {
+                w.open.load(Ordering::Relaxed)
+                    <= self.workers[least].open.load(Ordering::Relaxed) + 1
+            })
+        });
+        match here {
+            Some(h) => {
+                let open = Open::count(&self.workers[h].open);
+                tokio::spawn(async move {
+                    let _open = open;
+                    serve(stream).await;
+                });
+            }
+            None => match stream.into_std() {
+                Ok(stream) => self.spawn(async move {
+                    match TcpStream::from_std(stream) {
+                        Ok(stream) => serve(stream).await,
+                        Err(e) => warn!(error = %e, "a worker cannot take a connection"),
+                    }
+                }),
+                Err(e) => warn!(error = %e, "cannot hand a connection to another worker"),
+            },
+        }
+    }
+
     /// Serves `connection` on the worker with the fewest open connections.
     pub fn spawn<F>(&self, connection: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let worker = self
-            .workers
-            .iter()
-            .min_by_key(|w| w.open.load(Ordering::Relaxed))
-            .unwrap_or(&self.workers[0]);
-        worker.open.fetch_add(1, Ordering::Relaxed);
-        let open = Open(worker.open.clone());
+        let worker = &self.workers[self.least_busy()];
+        let open = Open::count(&worker.open);
         worker.handle.spawn(async move {
             let _open = open;
             connection.await;
         });
+    }
+
+    /// The worker with the fewest open connections (the first of equals).
+    fn least_busy(&self) -> usize {
+        (0..self.workers.len())
+            .min_by_key(|&i| self.workers[i].open.load(Ordering::Relaxed))
+            .unwrap_or(0)
     }
 }
 
@@ -148,5 +204,40 @@ mod tests {
         }
         assert_eq!(connection(&workers).0, Some(0));
         assert_eq!(current(), None, "the test's own thread is no worker");
+    }
+
+    #[test]
+    fn a_worker_that_accepts_everything_hands_connections_to_an_idle_one() {
+        let (workers, _stop) = Workers::start(2).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let (seen_tx, seen_rx) = mpsc::channel();
+        let served = workers.clone();
+        // Only worker 0 accepts: the hand-over alone spreads the connections.
+        workers.run_on(0, async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let seen = seen_tx.clone();
+                served.serve(stream, move |_stream| async move {
+                    let _ = seen.send(current());
+                    std::future::pending::<()>().await;
+                });
+            }
+        });
+        let mut ran_on = [0; 2];
+        let clients: Vec<_> = (0..6)
+            .map(|_| {
+                let client = std::net::TcpStream::connect(addr).unwrap();
+                let worker = seen_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+                ran_on[worker.unwrap()] += 1;
+                client
+            })
+            .collect();
+        let open = |i: usize| workers.workers[i].open.load(Ordering::Relaxed);
+        assert_eq!((open(0), open(1)), (4, 2), "within two of each other");
+        assert_eq!(ran_on, [4, 2], "each served on the worker that counts it");
+        drop(clients);
     }
 }

@@ -29,10 +29,45 @@ pub enum Kind {
     Transparent,
 }
 
-/// Accepts clients until shutdown. A connection is accepted only when a permit of the
-/// `max_connections` semaphore is free (both listeners share it), so excess clients wait in the
-/// kernel's backlog.
+/// Accepts clients until shutdown, on every connection worker: each accepts on its own copy of
+/// the listening socket, so a connection starts on the thread that serves it (see `workers`).
+/// Resolves when every worker's loop has stopped.
 pub async fn serve(
+    listener: TcpListener,
+    kind: Kind,
+    shared: Arc<Shared>,
+    connections: Arc<Semaphore>,
+) {
+    let listener = match listener.into_std() {
+        Ok(listener) => listener,
+        Err(e) => return warn!(error = %e, "cannot hand the listener to the workers"),
+    };
+    let mut loops = Vec::with_capacity(shared.workers.count());
+    for worker in 0..shared.workers.count() {
+        let copy = match listener.try_clone() {
+            Ok(copy) => copy,
+            Err(e) => {
+                warn!(error = %e, worker, "a worker cannot share the listener");
+                continue;
+            }
+        };
+        let (this, connections) = (shared.clone(), connections.clone());
+        loops.push(shared.workers.run_on(worker, async move {
+            match TcpListener::from_std(copy) {
+                Ok(listener) => accept(listener, kind, this, connections).await,
+                Err(e) => warn!(error = %e, worker, "a worker cannot listen"),
+            }
+        }));
+    }
+    for accepting in loops {
+        let _ = accepting.await;
+    }
+}
+
+/// One worker's accept loop. A connection is accepted only when a permit of the
+/// `max_connections` semaphore is free (all listeners share it), so excess clients wait in the
+/// kernel's backlog.
+async fn accept(
     listener: TcpListener,
     kind: Kind,
     shared: Arc<Shared>,
@@ -60,22 +95,9 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         debug!(%peer, "client connected");
-        // The socket goes to a worker, whose own reactor must watch it: handed over plain and
-        // registered there.
-        let stream = match stream.into_std() {
-            Ok(stream) => stream,
-            Err(e) => {
-                warn!(error = %e, "cannot hand a connection to a worker");
-                continue;
-            }
-        };
         let permit = Arc::new(Slots::new(permit));
         let this = shared.clone();
-        shared.workers.spawn(async move {
-            let stream = match TcpStream::from_std(stream) {
-                Ok(stream) => stream,
-                Err(e) => return warn!(error = %e, "a worker cannot take a connection"),
-            };
+        shared.workers.serve(stream, move |stream| async move {
             match kind {
                 Kind::Proxy => serve_client(stream, this, permit).await,
                 Kind::Transparent => {
