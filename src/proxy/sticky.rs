@@ -9,7 +9,8 @@
 //! it dials a connection of its own (offering only HTTP/1.1) and keeps it while it is open and the
 //! egress rules it was dialled under still hold. After an HTTP/2 answer it takes the worker's
 //! connection to that destination from the pool's shard (`upstream::SharedH2`; the first tunnel to
-//! ask dials it), so the worker's tunnels are multiplexed onto one connection. A request neither
+//! ask dials it), so the worker's tunnels are multiplexed onto one connection; a tunnel whose
+//! destination has such a connection already takes it from its first request. A request neither
 //! took (closed under it, or still being dialled) goes to the pool, which sends it as it always
 //! does.
 
@@ -47,6 +48,17 @@ enum State {
     /// HTTP/2: the worker's shared connection once taken, with the egress epoch of the pool
     /// shard it came from.
     Shared(Option<(H2Sender, u64)>),
+}
+
+/// What [`Sticky::shared`] found.
+enum Held {
+    Sender(H2Sender),
+    /// HTTP/2, and no live connection held: look for the worker's.
+    Find,
+    /// Nothing known yet: the worker's connection, if there is one already.
+    Peek,
+    /// Not HTTP/2.
+    Nothing,
 }
 
 /// What [`Sticky::take`] found.
@@ -89,26 +101,28 @@ impl Sticky {
         }
     }
 
-    /// The shared HTTP/2 connection for a request under `epoch`: `Err(true)` when the tunnel
-    /// should look for one, `Err(false)` when its upstream is not HTTP/2 (or not yet known).
-    fn shared(&self, epoch: u64) -> Result<H2Sender, bool> {
+    /// What the tunnel holds of a shared HTTP/2 connection for a request under `epoch`.
+    fn shared(&self, epoch: u64) -> Held {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         match &mut *state {
             State::Shared(Some((sender, at))) if *at == epoch && !sender.is_closed() => {
-                Ok(sender.clone())
+                Held::Sender(sender.clone())
             }
             State::Shared(held) => {
                 *held = None;
-                Err(true)
+                Held::Find
             }
-            _ => Err(false),
+            State::Unknown => Held::Peek,
+            State::Own(_) | State::Pooled => Held::Nothing,
         }
     }
 
+    /// Holds `sender`: after an HTTP/2 answer, or before any answer when another tunnel's
+    /// connection to the same destination already tells that it speaks HTTP/2.
     fn keep_shared(&self, sender: H2Sender, epoch: u64) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if let State::Shared(held) = &mut *state {
-            *held = Some((sender, epoch));
+        if let State::Shared(_) | State::Unknown = &*state {
+            *state = State::Shared(Some((sender, epoch)));
         }
     }
 
@@ -191,9 +205,16 @@ pub(super) async fn send_shared(
         return Err(request);
     }
     let mut sender = match sticky.shared(pooled.epoch()) {
-        Ok(sender) => sender,
-        Err(false) => return Err(request),
-        Err(true) => match pooled.h2.find(&dest.host, dest.port) {
+        Held::Sender(sender) => sender,
+        Held::Nothing => return Err(request),
+        Held::Peek => match pooled.h2.ready(&dest.host, dest.port) {
+            Some(sender) => {
+                sticky.keep_shared(sender.clone(), pooled.epoch());
+                sender
+            }
+            None => return Err(request),
+        },
+        Held::Find => match pooled.h2.find(&dest.host, dest.port) {
             Found::Ready(sender) => {
                 sticky.keep_shared(sender.clone(), pooled.epoch());
                 sender
@@ -316,6 +337,10 @@ mod tests {
     fn a_tunnel_learns_once() {
         let s = Sticky::default();
         assert!(matches!(s.take(0), Slot::Pool));
+        assert!(
+            matches!(s.shared(0), Held::Peek),
+            "unknown: a shared one if there is"
+        );
         s.learn(Version::HTTP_2);
         s.learn(Version::HTTP_11);
         assert!(
@@ -323,12 +348,13 @@ mod tests {
             "HTTP/2 is not the tunnel's own"
         );
         assert!(
-            matches!(s.shared(0), Err(true)),
+            matches!(s.shared(0), Held::Find),
             "HTTP/2 looks for the shared one"
         );
         let s = Sticky::default();
         s.learn(Version::HTTP_11);
         assert!(matches!(s.take(0), Slot::Dial));
+        assert!(matches!(s.shared(0), Held::Nothing));
         assert_eq!(
             host_of(&Destination::new("api.example.test", 8443)).unwrap(),
             "api.example.test:8443"

@@ -221,6 +221,19 @@ impl SharedH2 {
         }
     }
 
+    /// The live connection to `host:port`, if there is one; nobody is asked to dial.
+    pub fn ready(&self, host: &str, port: u16) -> Option<H2Sender> {
+        let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
+        let (_, conn) = conns.get_mut(host)?.iter_mut().find(|(p, _)| *p == port)?;
+        match conn {
+            Conn::Ready(sender, last) if !sender.is_closed() => {
+                *last = std::time::Instant::now();
+                Some(sender.clone())
+            }
+            _ => None,
+        }
+    }
+
     /// The connection the caller of [`find`](Self::find) dialled.
     pub fn put(&self, host: &str, port: u16, sender: H2Sender) {
         self.set(host, port, Some(sender));
