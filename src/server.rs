@@ -189,21 +189,29 @@ pub async fn serve(
     info!("proxy listening on {proxy_addr}");
     info!("admin listening on {admin_addr}");
 
+    let mut accepting = Vec::with_capacity(2);
     if let (Some(listener), Some(addr)) = (transparent_listener, transparent_addr) {
         info!("transparent listening on {addr}");
-        tokio::spawn(proxy::serve(
+        let loops = proxy::serve(
             listener,
             proxy::Kind::Transparent,
             shared.clone(),
             connections.clone(),
-        ));
+        )
+        .map_err(|source| RunError::Bind { addr, source })?;
+        accepting.push(loops);
     }
-    let proxy_task = tokio::spawn(proxy::serve(
+    let loops = proxy::serve(
         proxy_listener,
         proxy::Kind::Proxy,
         shared,
         connections.clone(),
-    ));
+    )
+    .map_err(|source| RunError::Bind {
+        addr: proxy_addr,
+        source,
+    })?;
+    accepting.push(loops);
     let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state));
 
     if let Some(ready) = options.ready {
@@ -218,11 +226,14 @@ pub async fn serve(
         "shutting down: draining connections"
     );
     let _ = shutdown_tx.send(true);
-    let _ = proxy_task.await;
+    let deadline = tokio::time::Instant::now() + config.limits.shutdown_grace;
+    for loops in accepting {
+        let _ = tokio::time::timeout_at(deadline, loops).await;
+    }
     let _ = admin_task.await;
     // Every open connection holds a permit; all permits back means all connections are done.
     let all = u32::try_from(config.limits.max_connections).unwrap_or(u32::MAX);
-    match tokio::time::timeout(config.limits.shutdown_grace, connections.acquire_many(all)).await {
+    match tokio::time::timeout_at(deadline, connections.acquire_many(all)).await {
         Ok(_) => info!("all connections drained"),
         Err(_) => warn!("grace period over; closing the remaining connections"),
     }

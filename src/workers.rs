@@ -78,18 +78,27 @@ impl Workers {
         let mut workers = Vec::with_capacity(count.max(1));
         let mut senders = Vec::with_capacity(count.max(1));
         for index in 0..count.max(1) {
-            let runtime = Builder::new_current_thread().enable_all().build()?;
-            let handle = runtime.handle().clone();
             let (stop, stopped) = oneshot::channel::<()>();
+            let (started, handle) = std::sync::mpsc::channel();
+            // The runtime is built on its own thread, and dropped there: a runtime dropped in
+            // the caller's async context (a thread that failed to start) would panic.
             std::thread::Builder::new()
                 .name(format!("keyswap-worker-{index}"))
                 .spawn(move || {
+                    let runtime = match Builder::new_current_thread().enable_all().build() {
+                        Ok(runtime) => runtime,
+                        Err(e) => return drop(started.send(Err(e))),
+                    };
+                    let _ = started.send(Ok(runtime.handle().clone()));
                     INDEX.with(|i| i.set(Some(index)));
                     // Runs the spawned connections until told to stop (or the sender drops).
                     runtime.block_on(async {
                         let _ = stopped.await;
                     });
                 })?;
+            let handle = handle
+                .recv()
+                .map_err(|_| std::io::Error::other("a worker thread ended as it started"))??;
             workers.push(Worker {
                 handle,
                 open: Arc::new(AtomicUsize::new(0)),

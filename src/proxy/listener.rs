@@ -2,6 +2,7 @@
 //! CONNECT goes to `connect`, absolute-form requests to `forward`.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 
 use http::{Method, Request};
@@ -31,26 +32,18 @@ pub enum Kind {
 
 /// Accepts clients until shutdown, on every connection worker: each accepts on its own copy of
 /// the listening socket, so a connection starts on the thread that serves it (see `workers`).
-/// Resolves when every worker's loop has stopped.
-pub async fn serve(
+/// Err when the socket cannot be shared with the workers; else the loops run, and the future
+/// returned resolves when every one has stopped.
+pub fn serve(
     listener: TcpListener,
     kind: Kind,
     shared: Arc<Shared>,
     connections: Arc<Semaphore>,
-) {
-    let listener = match listener.into_std() {
-        Ok(listener) => listener,
-        Err(e) => return warn!(error = %e, "cannot hand the listener to the workers"),
-    };
+) -> std::io::Result<impl Future<Output = ()>> {
+    let listener = listener.into_std()?;
     let mut loops = Vec::with_capacity(shared.workers.count());
     for worker in 0..shared.workers.count() {
-        let copy = match listener.try_clone() {
-            Ok(copy) => copy,
-            Err(e) => {
-                warn!(error = %e, worker, "a worker cannot share the listener");
-                continue;
-            }
-        };
+        let copy = listener.try_clone()?;
         let (this, connections) = (shared.clone(), connections.clone());
         loops.push(shared.workers.run_on(worker, async move {
             match TcpListener::from_std(copy) {
@@ -59,14 +52,18 @@ pub async fn serve(
             }
         }));
     }
-    for accepting in loops {
-        let _ = accepting.await;
-    }
+    Ok(async move {
+        for accepting in loops {
+            let _ = accepting.await;
+        }
+    })
 }
 
-/// One worker's accept loop. A connection is accepted only when a permit of the
-/// `max_connections` semaphore is free (all listeners share it), so excess clients wait in the
-/// kernel's backlog.
+/// One worker's accept loop. A client is served only with a permit of the `max_connections`
+/// semaphore (all listeners share it). Past the limit, a worker holds the one client it accepted
+/// until a permit frees, and the others wait in the kernel's backlog; taking the permit before
+/// accepting instead would have idle loops (one per worker and listener) hold permits no client
+/// uses, and a small limit starve a listener.
 async fn accept(
     listener: TcpListener,
     kind: Kind,
@@ -75,11 +72,6 @@ async fn accept(
 ) {
     let mut shutdown = shared.shutdown.clone();
     loop {
-        let permit = tokio::select! {
-            permit = connections.clone().acquire_owned() => permit,
-            _ = shutdown.changed() => return,
-        };
-        let Ok(permit) = permit else { return };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = shutdown.changed() => return,
@@ -93,6 +85,11 @@ async fn accept(
                 continue;
             }
         };
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit,
+            _ = shutdown.changed() => return,
+        };
+        let Ok(permit) = permit else { return };
         let _ = stream.set_nodelay(true);
         debug!(%peer, "client connected");
         let permit = Arc::new(Slots::new(permit));
