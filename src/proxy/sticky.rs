@@ -25,7 +25,9 @@ use tracing::debug;
 
 use super::Shared;
 use crate::destination::Destination;
-use crate::upstream::{Found, H2Sender, Pooled, ProxyBody, Stream};
+use std::sync::Arc;
+
+use crate::upstream::{Found, H2Sender, Pooled, ProxyBody, SharedConn, Stream};
 
 /// What a tunnel knows of its upstream.
 #[derive(Default)]
@@ -47,7 +49,7 @@ enum State {
     Own(Option<(SendRequest<ProxyBody>, u64)>),
     /// HTTP/2: the worker's shared connection once taken, with the egress epoch of the pool
     /// shard it came from.
-    Shared(Option<(H2Sender, u64)>),
+    Shared(Option<(SharedConn, u64)>),
 }
 
 /// What [`Sticky::shared`] found.
@@ -105,8 +107,9 @@ impl Sticky {
     fn shared(&self, epoch: u64) -> Held {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         match &mut *state {
-            State::Shared(Some((sender, at))) if *at == epoch && !sender.is_closed() => {
-                Held::Sender(sender.clone())
+            State::Shared(Some((conn, at))) if *at == epoch && !conn.sender.is_closed() => {
+                conn.used();
+                Held::Sender(conn.sender.clone())
             }
             State::Shared(held) => {
                 *held = None;
@@ -119,11 +122,13 @@ impl Sticky {
 
     /// Holds `sender`: after an HTTP/2 answer, or before any answer when another tunnel's
     /// connection to the same destination already tells that it speaks HTTP/2.
-    fn keep_shared(&self, sender: H2Sender, epoch: u64) {
+    fn keep_shared(&self, conn: SharedConn, epoch: u64) -> H2Sender {
+        let sender = conn.sender.clone();
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if let State::Shared(_) | State::Unknown = &*state {
-            *state = State::Shared(Some((sender, epoch)));
+            *state = State::Shared(Some((conn, epoch)));
         }
+        sender
     }
 
     fn give_up(&self) {
@@ -198,7 +203,7 @@ pub(super) async fn send_shared(
     sticky: &Sticky,
     request: Request<ProxyBody>,
     dest: &Destination,
-    pooled: &Pooled,
+    pooled: &Arc<Pooled>,
     shared: &Shared,
 ) -> Result<Result<Response<Incoming>, hyper::Error>, Request<ProxyBody>> {
     if request.uri().scheme() != Some(&Scheme::HTTPS) {
@@ -208,17 +213,11 @@ pub(super) async fn send_shared(
         Held::Sender(sender) => sender,
         Held::Nothing => return Err(request),
         Held::Peek => match pooled.h2.ready(&dest.host, dest.port) {
-            Some(sender) => {
-                sticky.keep_shared(sender.clone(), pooled.epoch());
-                sender
-            }
+            Some(conn) => sticky.keep_shared(conn, pooled.epoch()),
             None => return Err(request),
         },
         Held::Find => match pooled.h2.find(&dest.host, dest.port) {
-            Found::Ready(sender) => {
-                sticky.keep_shared(sender.clone(), pooled.epoch());
-                sender
-            }
+            Found::Ready(conn) => sticky.keep_shared(conn, pooled.epoch()),
             Found::Busy => return Err(request),
             Found::Dial => {
                 let dialling = Dialling { pooled, dest };
@@ -227,9 +226,7 @@ pub(super) async fn send_shared(
                     sticky.give_up();
                     return Err(request);
                 };
-                dialling.made(sender.clone());
-                sticky.keep_shared(sender.clone(), pooled.epoch());
-                sender
+                sticky.keep_shared(dialling.made(sender), pooled.epoch())
             }
         },
     };
@@ -249,15 +246,16 @@ pub(super) async fn send_shared(
 /// A dial of a shared connection under way. Unless it was [`made`](Dialling::made), it leaves the
 /// slot free for the next tunnel however the dial ends, a cancelled request included.
 struct Dialling<'a> {
-    pooled: &'a Pooled,
+    pooled: &'a Arc<Pooled>,
     dest: &'a Destination,
 }
 
 impl Dialling<'_> {
-    fn made(self, sender: H2Sender) {
-        self.pooled.h2.put(&self.dest.host, self.dest.port, sender);
-        // `put` took the slot: nothing left for `drop` to free.
+    fn made(self, sender: H2Sender) -> SharedConn {
+        let conn = self.pooled.keep_h2(&self.dest.host, self.dest.port, sender);
+        // `keep_h2` took the slot: nothing left for `drop` to free.
         std::mem::forget(self);
+        conn
     }
 }
 

@@ -21,8 +21,10 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 mod pool;
+mod shared_h2;
 
-pub use pool::{Found, H2Sender, Pooled, SharedH2, UpstreamClient, UpstreamPool};
+pub use pool::{Pooled, UpstreamClient, UpstreamPool};
+pub use shared_h2::{Found, H2Sender, SharedConn, SharedH2};
 
 use crate::config::Config;
 use crate::egress;

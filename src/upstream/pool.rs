@@ -1,11 +1,10 @@
 //! Pooled upstream connections: hyper-util's client (keyed by scheme and authority), one per
 //! connection worker and egress epoch, and beside it the HTTP/2 connections a worker's tunnels
-//! share directly.
+//! share directly (`shared_h2`).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -13,6 +12,7 @@ use http::Uri;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
+use super::shared_h2::{H2Sender, SharedConn, SharedH2};
 use super::{ConnectError, Dialer, ProxyBody, Stream};
 
 /// hyper-util's connector interface over a [`Dialer`]: the URI's scheme picks TCP or TLS.
@@ -76,6 +76,26 @@ impl Pooled {
     /// The egress epoch this shard's connections were dialled under.
     pub fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// Keeps the shared HTTP/2 connection the caller of [`SharedH2::find`] dialled, and starts
+    /// the shard's idle sweep (on the calling worker) if none runs.
+    pub fn keep_h2(self: &Arc<Self>, host: &str, port: u16, sender: H2Sender) -> SharedConn {
+        let (conn, start) = self.h2.put(host, port, sender);
+        if start {
+            let (shard, every) = (Arc::downgrade(self), self.h2.idle_timeout());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    // Ends with the shard (a new egress epoch), or when no connection is left.
+                    match shard.upgrade() {
+                        Some(shard) if shard.h2.sweep() => {}
+                        _ => return,
+                    }
+                }
+            });
+        }
+        conn
     }
 
     fn new(epoch: u64, dialer: &Dialer, idle_timeout: Duration) -> Self {
@@ -149,126 +169,4 @@ fn client(dialer: Dialer, idle_timeout: Duration) -> UpstreamClient {
         .pool_idle_timeout(idle_timeout)
         .set_host(true)
         .build(Connector(dialer))
-}
-
-/// The HTTP/2 connections of one shard, by destination, that tunnels send on directly once they
-/// learnt their upstream speaks HTTP/2 (`proxy::sticky`). Why: hyper-util's pool costs each
-/// request a checkout (the authority hashed, a connect future raced against it, its futures
-/// moved), and all of a tunnel's requests go to one destination anyway. One connection per
-/// destination and worker: while it is being dialled, other tunnels use the pool.
-pub struct SharedH2 {
-    idle_timeout: Duration,
-    conns: Mutex<HashMap<Box<str>, Ports>>,
-}
-
-/// A host's connections, by port (a handful at most).
-type Ports = Vec<(u16, Conn)>;
-
-enum Conn {
-    Dialling,
-    /// The connection, and when a tunnel last took it: one no tunnel took for the idle timeout
-    /// is let go (it closes when the tunnels still holding it end).
-    Ready(H2Sender, std::time::Instant),
-}
-
-/// A shared HTTP/2 connection's sending half.
-pub type H2Sender = hyper::client::conn::http2::SendRequest<ProxyBody>;
-
-/// What [`SharedH2::find`] found.
-pub enum Found {
-    Ready(H2Sender),
-    /// None: the caller dials, and reports with [`SharedH2::put`] or [`SharedH2::failed`].
-    Dial,
-    /// Another tunnel is dialling it.
-    Busy,
-}
-
-impl SharedH2 {
-    fn new(idle_timeout: Duration) -> Self {
-        Self {
-            idle_timeout,
-            conns: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// The live connection to `host:port`, or who dials it.
-    pub fn find(&self, host: &str, port: u16) -> Found {
-        let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = std::time::Instant::now();
-        let idle = self.idle_timeout;
-        // Closed and idle connections go first: this runs once per tunnel, not per request.
-        conns.retain(|_, ports| {
-            ports.retain(|(_, conn)| match conn {
-                Conn::Dialling => true,
-                Conn::Ready(sender, last) => !sender.is_closed() && now - *last < idle,
-            });
-            !ports.is_empty()
-        });
-        let ports = match conns.get_mut(host) {
-            Some(ports) => ports,
-            None => conns.entry(host.into()).or_default(),
-        };
-        match ports.iter_mut().find(|(p, _)| *p == port) {
-            Some((_, Conn::Ready(sender, last))) => {
-                *last = now;
-                Found::Ready(sender.clone())
-            }
-            Some((_, Conn::Dialling)) => Found::Busy,
-            None => {
-                ports.push((port, Conn::Dialling));
-                Found::Dial
-            }
-        }
-    }
-
-    /// The live connection to `host:port`, if there is one; nobody is asked to dial.
-    pub fn ready(&self, host: &str, port: u16) -> Option<H2Sender> {
-        let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
-        let (_, conn) = conns.get_mut(host)?.iter_mut().find(|(p, _)| *p == port)?;
-        match conn {
-            Conn::Ready(sender, last) if !sender.is_closed() => {
-                *last = std::time::Instant::now();
-                Some(sender.clone())
-            }
-            _ => None,
-        }
-    }
-
-    /// The connection the caller of [`find`](Self::find) dialled.
-    pub fn put(&self, host: &str, port: u16, sender: H2Sender) {
-        self.set(host, port, Some(sender));
-    }
-
-    /// The dial [`find`](Self::find) asked for failed: the next tunnel tries again.
-    pub fn failed(&self, host: &str, port: u16) {
-        self.set(host, port, None);
-    }
-
-    fn set(&self, host: &str, port: u16, sender: Option<H2Sender>) {
-        let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(ports) = conns.get_mut(host) else {
-            return;
-        };
-        ports.retain(|(p, _)| *p != port);
-        if let Some(sender) = sender {
-            ports.push((port, Conn::Ready(sender, std::time::Instant::now())));
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn one_tunnel_dials_a_shared_connection_and_the_next_tries_again_after_a_failure() {
-        let h2 = SharedH2::new(Duration::from_secs(60));
-        assert!(matches!(h2.find("api.example.test", 443), Found::Dial));
-        assert!(matches!(h2.find("api.example.test", 443), Found::Busy));
-        // Another port or host is another connection.
-        assert!(matches!(h2.find("api.example.test", 8443), Found::Dial));
-        assert!(matches!(h2.find("other.example.test", 443), Found::Dial));
-        h2.failed("api.example.test", 443);
-        assert!(matches!(h2.find("api.example.test", 443), Found::Dial));
-    }
 }

@@ -597,3 +597,72 @@ async fn a_silent_intercepted_tunnel_is_closed_at_the_idle_timeout_and_a_late_on
         started.elapsed()
     );
 }
+
+/// Established TCP connections on this machine whose remote end is 127.0.0.1:`port` (IPv4
+/// loopback: keyswap's upstream connections to a test upstream), from `/proc/net/tcp`.
+fn established_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let remote = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(2) == Some(&remote.as_str()) && fields.get(3) == Some(&"01")
+        })
+        .count()
+}
+
+/// The upstream connections a tunnel to an HTTP/2 upstream used — the pool's and the worker's
+/// shared one — are closed after the idle timeout once no request uses them.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_upstream_connections_shared_or_pooled_are_closed_after_the_idle_timeout() {
+    let ca = TestCa::new();
+    let upstream = Upstream::https(&ca).await;
+    let keyswap = Keyswap::start(
+        &ca,
+        Setup {
+            proxy: "block_private_addresses = false\nmitm = \"always\"",
+            rest: "[limits]\nidle_timeout_secs = 1\n",
+            ..Setup::default()
+        },
+    );
+    let ca_pem = std::fs::read_to_string(keyswap.ca_path()).unwrap();
+    let port = upstream.port();
+    let tls = common::tunnel(
+        keyswap.proxy,
+        &ca_pem,
+        "api.example.test",
+        port,
+        b"http/1.1",
+    )
+    .await;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake::<
+        _,
+        http_body_util::Empty<bytes::Bytes>,
+    >(hyper_util::rt::TokioIo::new(tls))
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    // The first request on the pool, the next ones on the worker's shared connection.
+    for _ in 0..3 {
+        sender.ready().await.unwrap();
+        let get = hyper::Request::get("/")
+            .header("host", format!("api.example.test:{port}"))
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        assert_eq!(sender.send_request(get).await.unwrap().status(), 200);
+    }
+    assert!(upstream.requests().iter().all(|r| r.version == "HTTP/2.0"));
+    assert!(established_to(port) >= 1);
+    drop(sender);
+    let t0 = Instant::now();
+    while established_to(port) > 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(6),
+            "{} upstream connections still open",
+            established_to(port)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
