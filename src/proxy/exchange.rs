@@ -205,7 +205,8 @@ fn check_report(
     Ok(())
 }
 
-/// Sends the request on the pooled client, within the response timeout.
+/// Sends the request upstream — on the tunnel's own or shared connection, else the pooled client —
+/// within the response timeout.
 async fn exchange(
     request: Request<ProxyBody>,
     to: To<'_>,
@@ -213,20 +214,23 @@ async fn exchange(
     shared: &Shared,
 ) -> Result<Response<Incoming>, ProxyError> {
     let dest = to.dest;
-    let timeout = shared.limits.upstream_response_timeout;
     let started = std::time::Instant::now();
+    // One deadline for every try: the tunnel's own or shared connection, the pool, the resends.
+    let deadline =
+        tokio::time::Instant::from_std(started) + shared.limits.upstream_response_timeout;
+    let late = || ProxyError::UpstreamTimeout {
+        host: dest.host.clone(),
+    };
     // The tunnel's own connection first (HTTP/1.1 upstreams); what it does not take, the pool.
     let request = match to.sticky {
         Some(sticky) => {
             let own = super::sticky::send(sticky, request, dest, store.egress_epoch, shared);
-            match tokio::time::timeout(timeout, own).await {
-                Ok(Ok(result)) => return answered(result, started, dest, shared),
-                Ok(Err(request)) => request,
-                Err(_) => {
-                    return Err(ProxyError::UpstreamTimeout {
-                        host: dest.host.clone(),
-                    });
-                }
+            match tokio::time::timeout_at(deadline, own)
+                .await
+                .map_err(|_| late())?
+            {
+                Ok(result) => return answered(result, started, dest, shared),
+                Err(request) => request,
             }
         }
         None => request,
@@ -240,27 +244,24 @@ async fn exchange(
     let request = match to.sticky {
         Some(sticky) => {
             let on_shared = super::sticky::send_shared(sticky, request, dest, &client, shared);
-            match tokio::time::timeout(timeout, on_shared).await {
+            match tokio::time::timeout_at(deadline, on_shared)
+                .await
+                .map_err(|_| late())?
+            {
                 // Refused unprocessed (see below): sent again, on the pool.
-                Ok(Ok(Err(e))) if not_processed(&e) => match &again {
+                Ok(Err(e)) if not_processed(&e) => match &again {
                     Some(held) => rebuilt(held),
                     None => {
                         return answered(Err::<Response<Incoming>, _>(e), started, dest, shared);
                     }
                 },
-                Ok(Ok(result)) => return answered(result, started, dest, shared),
-                Ok(Err(request)) => request,
-                Err(_) => {
-                    return Err(ProxyError::UpstreamTimeout {
-                        host: dest.host.clone(),
-                    });
-                }
+                Ok(result) => return answered(result, started, dest, shared),
+                Err(request) => request,
             }
         }
         None => request,
     };
-    let left = || timeout.saturating_sub(started.elapsed());
-    let mut result = tokio::time::timeout(left(), client.request(request)).await;
+    let mut result = tokio::time::timeout_at(deadline, client.request(request)).await;
     // An HTTP/2 server that closes a pooled connection (nginx after keepalive_requests) refuses
     // the streams it had not started: RFC 9113 §8.7, safe to send again — a few times, as the
     // next pooled connection may be closing too.
@@ -272,19 +273,13 @@ async fn exchange(
             break;
         }
         tracing::debug!(host = %dest.host, "the upstream closed the connection before the request: sent again");
-        result = tokio::time::timeout(left(), client.request(rebuilt(held))).await;
+        result = tokio::time::timeout_at(deadline, client.request(rebuilt(held))).await;
     }
-    match result {
-        Ok(result) => {
-            if let (Some(sticky), Ok(response)) = (to.sticky, &result) {
-                sticky.learn(response.version());
-            }
-            answered(result, started, dest, shared)
-        }
-        Err(_) => Err(ProxyError::UpstreamTimeout {
-            host: dest.host.clone(),
-        }),
+    let result = result.map_err(|_| late())?;
+    if let (Some(sticky), Ok(response)) = (to.sticky, &result) {
+        sticky.learn(response.version());
     }
+    answered(result, started, dest, shared)
 }
 
 /// A held request (head and body) to send again.
