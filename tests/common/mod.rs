@@ -579,6 +579,23 @@ pub async fn token_received(
         .to_string()
 }
 
+/// An HTTP/1.1 client inside a tunnel through `keyswap` to `host:port` (see [`tunnel`]), its
+/// connection driven by a task of its own.
+#[allow(dead_code)]
+pub async fn tunnel_client(
+    keyswap: &Keyswap,
+    host: &str,
+    port: u16,
+) -> hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>> {
+    let ca_pem = std::fs::read_to_string(keyswap.ca_path()).unwrap();
+    let tls = tunnel(keyswap.proxy, &ca_pem, host, port, b"http/1.1").await;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
 /// Opens `CONNECT host:port` through the proxy at `proxy` and returns the TLS stream inside,
 /// trusting only keyswap's CA (`ca_pem`) and offering ALPN `alpn`.
 pub async fn tunnel(

@@ -593,21 +593,8 @@ async fn a_tunnel_open_across_a_rotation_masks_the_new_secret() {
     use http_body_util::BodyExt as _;
     const NEW: &str = "tok_N3w-rotated-value_42";
     let w = World::one_credential();
-    let ca_pem = std::fs::read_to_string(w.keyswap.ca_path()).unwrap();
     let port = w.reflector.port;
-    let tls = common::tunnel(
-        w.keyswap.proxy,
-        &ca_pem,
-        "api.example.test",
-        port,
-        b"http/1.1",
-    )
-    .await;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = common::tunnel_client(&w.keyswap, "api.example.test", port).await;
     let reflect = |sender: &mut hyper::client::conn::http1::SendRequest<
         http_body_util::Empty<bytes::Bytes>,
     >| {

@@ -627,23 +627,8 @@ async fn idle_upstream_connections_shared_or_pooled_are_closed_after_the_idle_ti
             ..Setup::default()
         },
     );
-    let ca_pem = std::fs::read_to_string(keyswap.ca_path()).unwrap();
     let port = upstream.port();
-    let tls = common::tunnel(
-        keyswap.proxy,
-        &ca_pem,
-        "api.example.test",
-        port,
-        b"http/1.1",
-    )
-    .await;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake::<
-        _,
-        http_body_util::Empty<bytes::Bytes>,
-    >(hyper_util::rt::TokioIo::new(tls))
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut sender = common::tunnel_client(&keyswap, "api.example.test", port).await;
     // The first request on the pool, the next ones on the worker's shared connection.
     for _ in 0..3 {
         sender.ready().await.unwrap();

@@ -344,22 +344,7 @@ async fn tightening_egress_rules_retires_pooled_connections() {
     let proxy = w.keyswap.proxy_url();
     assert_eq!(curl(&["--proxy", &proxy, &url]).await.status, 200);
     // A tunnel opened (and used) before the edit, kept open.
-    let ca_pem = std::fs::read_to_string(w.keyswap.ca_path()).unwrap();
-    let tls = common::tunnel(
-        w.keyswap.proxy,
-        &ca_pem,
-        "api.example.test",
-        w.upstream.port(),
-        b"http/1.1",
-    )
-    .await;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake::<
-        _,
-        http_body_util::Empty<bytes::Bytes>,
-    >(hyper_util::rt::TokioIo::new(tls))
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut sender = common::tunnel_client(&w.keyswap, "api.example.test", w.upstream.port()).await;
     let get = || {
         hyper::Request::get("/")
             .header("host", format!("api.example.test:{}", w.upstream.port()))
